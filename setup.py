@@ -1,0 +1,72 @@
+"""Packaging for npu_syncbn.
+
+Deliberately importable without torch: pip builds in an isolated environment,
+and anything that imported torch here would make pip fetch the newest torch
+(several GB). torch is a runtime requirement only, with a range that the
+pinned 2.13.0 satisfies so that an installed torch is never replaced.
+
+At build time the AscendC kernels are compiled for the CPU twin with g++
+(no torch, no CANN needed). A failed twin build prints one line and never
+fails the install: npu_syncbn.twin rebuilds lazily on first use.
+"""
+import os
+import runpy
+import sys
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithTwin(build_py):
+    """build_py that also compiles the kernel twin library (best effort)."""
+
+    def run(self):
+        super().run()
+        builder = os.path.join(HERE, "npu_syncbn", "twin_build.py")
+        if not os.path.exists(builder):
+            return
+        try:
+            mod = runpy.run_path(builder)
+            out_dirs = {os.path.join(HERE, "npu_syncbn", "_lib")}
+            if not self.editable_mode:
+                out_dirs.add(os.path.join(self.build_lib, "npu_syncbn", "_lib"))
+            for out in out_dirs:
+                mod["build"](out_dir=out, quiet=True)
+        except Exception as exc:  # the twin is optional at install time
+            print(f"npu_syncbn: twin kernel build skipped ({exc}); it will be built on first use", file=sys.stderr)
+
+
+def _version():
+    about = {}
+    with open(os.path.join(HERE, "npu_syncbn", "version.py")) as f:
+        exec(f.read(), about)
+    return about["__version__"]
+
+
+setup(
+    name="npu_syncbn",
+    version=_version(),
+    description="Synchronized BatchNorm for PyTorch on Ascend NPUs (torch-npu, HCCL) with a full CPU/gloo path",
+    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["npu_syncbn", "npu_syncbn.*"]),
+    package_data={"npu_syncbn": ["_lib/*.so"]},
+    include_package_data=True,
+    install_requires=["torch>=2.5", "numpy"],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+        "npu": ["torch-npu==2.13.0"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={
+        "console_scripts": [
+            "npu-syncbn-run=npu_syncbn.launch:main",
+            "npu-syncbn-accuracy=npu_syncbn.accuracy:main",
+            "npu-syncbn-bench=npu_syncbn.bench:main",
+        ]
+    },
+    cmdclass={"build_py": BuildPyWithTwin},
+)
