@@ -1,0 +1,236 @@
+"""Process groups, backend choice and the two collectives of SyncBatchNorm.
+
+A "group" anywhere in npu_syncbn may be ``None`` (the default group), a
+``torch.distributed.ProcessGroup``, or the ``str`` name given to
+:func:`create_group` (MindSpore style, e.g. ``"0-1"``).
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import importlib.util
+import os
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+GroupLike = Union[None, str, dist.ProcessGroup]
+
+ENV_BACKEND = "NPU_SYNCBN_BACKEND"
+ENV_TIMEOUT = "NPU_SYNCBN_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300.0
+
+# name -> ProcessGroup (None when this rank is not a member), with its ranks.
+_NAMED_GROUPS: Dict[str, Optional[dist.ProcessGroup]] = {}
+_NAMED_RANKS: Dict[str, List[int]] = {}
+
+
+def npu_available() -> bool:
+    """True when torch-npu imports (CANN present) and sees at least one NPU."""
+    if importlib.util.find_spec("torch_npu") is None:
+        return False
+    try:
+        importlib.import_module("torch_npu")
+        return bool(torch.npu.is_available())
+    except Exception:  # torch_npu without CANN fails in many ways at import
+        return False
+
+
+def default_backend() -> str:
+    """hccl with torch-npu and an NPU, nccl with CUDA, else gloo (or $NPU_SYNCBN_BACKEND)."""
+    explicit = os.environ.get(ENV_BACKEND)
+    if explicit:
+        return explicit
+    if npu_available():
+        return "hccl"
+    if torch.cuda.is_available():
+        return "nccl"
+    return "gloo"
+
+
+def default_timeout() -> datetime.timedelta:
+    """How long a collective may wait for a missing rank: $NPU_SYNCBN_TIMEOUT seconds, default 300."""
+    raw = os.environ.get(ENV_TIMEOUT, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_TIMEOUT} must be a number of seconds, got {raw!r}") from None
+    if seconds <= 0:
+        raise ValueError(f"{ENV_TIMEOUT} must be > 0 seconds, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
+def _env_int(names: Sequence[str], what: str) -> int:
+    for name in names:
+        raw = os.environ.get(name)
+        if raw is not None:
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError(f"environment variable {name} must be an integer ({what}), got {raw!r}") from None
+    raise RuntimeError(
+        f"{what} is not set: set {' or '.join(names)} (launchers such as npu-syncbn-run, torchrun "
+        "and msrun set it), or call torch.distributed.init_process_group yourself"
+    )
+
+
+def init(backend: Optional[str] = None, timeout: Optional[Union[float, datetime.timedelta]] = None) -> None:
+    """Initialise the default process group from the launcher's environment.
+
+    Reads RANK (or msrun's RANK_ID), WORLD_SIZE (or RANK_SIZE), MASTER_ADDR
+    (default 127.0.0.1) and MASTER_PORT. ``backend`` defaults to
+    :func:`default_backend`. ``timeout`` (seconds or timedelta) bounds every
+    collective; default :func:`default_timeout`. A no-op when already initialised.
+    On NPU/CUDA the current device is set to LOCAL_RANK (or DEVICE_ID).
+    """
+    if dist.is_initialized():
+        return
+    rank = _env_int(("RANK", "RANK_ID"), "the rank of this process")
+    world_size = _env_int(("WORLD_SIZE", "RANK_SIZE"), "the number of processes")
+    if "MASTER_PORT" not in os.environ:
+        raise RuntimeError("MASTER_PORT is not set: the rendezvous needs MASTER_ADDR and MASTER_PORT")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    backend = backend or default_backend()
+    if timeout is None:
+        timeout = default_timeout()
+    elif not isinstance(timeout, datetime.timedelta):
+        timeout = datetime.timedelta(seconds=float(timeout))
+    if backend == "hccl":
+        importlib.import_module("torch_npu")
+        torch.npu.set_device(get_local_rank())
+    elif backend == "nccl":
+        torch.cuda.set_device(get_local_rank())
+    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size, timeout=timeout)
+
+
+def get_local_rank() -> int:
+    """This process's index on its node: LOCAL_RANK (or msrun's DEVICE_ID), default 0."""
+    for name in ("LOCAL_RANK", "DEVICE_ID"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def resolve_group(group: GroupLike) -> Optional[dist.ProcessGroup]:
+    """ProcessGroup for ``group``; None means "no distributed run" (local BatchNorm).
+
+    A str must name a group made with :func:`create_group` that this rank belongs to."""
+    if isinstance(group, str):
+        if group not in _NAMED_GROUPS:
+            known = ", ".join(sorted(_NAMED_GROUPS)) or "none"
+            raise ValueError(f"process_group {group!r} is not a group made with create_group (known: {known})")
+        pg = _NAMED_GROUPS[group]
+        if pg is None:
+            raise ValueError(
+                f"this rank ({dist.get_rank()}) is not a member of process_group {group!r} "
+                f"(ranks {_NAMED_RANKS[group]})"
+            )
+        return pg
+    if group is None:
+        return dist.group.WORLD if is_distributed() else None
+    if isinstance(group, dist.ProcessGroup):
+        return group
+    raise TypeError(
+        f"process_group must be None, a torch.distributed.ProcessGroup or a str made with create_group, "
+        f"got {type(group).__name__}"
+    )
+
+
+def get_rank(group: GroupLike = None) -> int:
+    """Rank of this process within ``group`` (0 when not distributed)."""
+    pg = resolve_group(group)
+    return 0 if pg is None else dist.get_rank(pg)
+
+
+def get_group_size(group: GroupLike = None) -> int:
+    """Number of processes in ``group`` (1 when not distributed)."""
+    pg = resolve_group(group)
+    return 1 if pg is None else dist.get_world_size(pg)
+
+
+def group_name_of(group: GroupLike) -> str:
+    """Readable name of a group for error messages."""
+    if isinstance(group, str):
+        return repr(group)
+    if group is None or group is dist.group.WORLD:
+        return "the default group (WORLD)"
+    return f"group with global ranks {dist.get_process_group_ranks(group)}"
+
+
+def create_group(name: str, rank_ids: Sequence[int]) -> None:
+    """Create a named group of global ``rank_ids`` (MindSpore's create_group).
+
+    Only the member ranks need to call it (torch's local synchronization);
+    a non-member may call it too and is recorded as a non-member. Raises
+    ValueError for a used name, an empty or duplicated rank list, or a rank
+    id outside [0, world_size); TypeError for a non-str name or non-int ids.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if not is_distributed():
+        raise RuntimeError("create_group needs an initialised process group: call npu_syncbn.init() first")
+    if name in _NAMED_GROUPS:
+        raise ValueError(f"a group named {name!r} exists already (ranks {_NAMED_RANKS[name]})")
+    world = dist.get_world_size()
+    ranks = validate_rank_ids(rank_ids, world, "rank_ids")
+    if dist.get_rank() in ranks:
+        pg = dist.new_group(ranks, use_local_synchronization=True, timeout=default_timeout())
+    else:
+        pg = None
+    _NAMED_GROUPS[name] = pg
+    _NAMED_RANKS[name] = ranks
+
+
+def validate_rank_ids(rank_ids: Sequence[int], world_size: int, what: str) -> List[int]:
+    """Check a list of distinct int rank ids in [0, world_size); return it as a list."""
+    if isinstance(rank_ids, (str, bytes)) or not hasattr(rank_ids, "__iter__"):
+        raise TypeError(f"{what} must be a list of int rank ids, got {type(rank_ids).__name__}")
+    ranks = list(rank_ids)
+    if not ranks:
+        raise ValueError(f"{what} must name at least one rank, got an empty list")
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, int):
+            raise TypeError(f"{what} must hold int rank ids, got {r!r} ({type(r).__name__})")
+        if not 0 <= r < world_size:
+            raise ValueError(f"rank id {r} in {what} is not in range [0, {world_size}) (the world size)")
+    if len(set(ranks)) != len(ranks):
+        raise ValueError(f"{what} names a rank twice: {ranks}")
+    return ranks
+
+
+def destroy_group(name: str) -> None:
+    """Destroy a group made with :func:`create_group` and forget its name."""
+    if name not in _NAMED_GROUPS:
+        raise ValueError(f"no group named {name!r} (known: {', '.join(sorted(_NAMED_GROUPS)) or 'none'})")
+    pg = _NAMED_GROUPS.pop(name)
+    _NAMED_RANKS.pop(name)
+    if pg is not None:
+        dist.destroy_process_group(pg)
+
+
+def _uses_list_all_gather(pg: dist.ProcessGroup) -> bool:
+    # gloo has no all_gather_into_tensor.
+    return dist.get_backend(pg) == "gloo"
+
+
+def all_gather_rows(buf: Tensor, pg: dist.ProcessGroup, world_size: int) -> Tensor:
+    """Gather a 1-D ``buf`` from every rank of ``pg``: returns (world_size, len(buf))."""
+    if _uses_list_all_gather(pg):
+        rows = [torch.empty_like(buf) for _ in range(world_size)]
+        dist.all_gather(rows, buf, group=pg)
+        return torch.stack(rows)
+    out = buf.new_empty(world_size, buf.numel())
+    dist.all_gather_into_tensor(out, buf, group=pg)
+    return out
+
+
+def all_reduce_sum(buf: Tensor, pg: dist.ProcessGroup) -> Tensor:
+    """Sum ``buf`` over ``pg`` in place and return it."""
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg)
+    return buf

@@ -1,0 +1,191 @@
+"""SyncBatchNorm, a drop-in for torch.nn.SyncBatchNorm, and convert/revert helpers.
+
+The module decides *what* to do (sync or not, which statistics, which
+momentum); :class:`~npu_syncbn.function.SyncBatchNormFunction` does *how*.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Type
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from . import comm
+from .comm import GroupLike
+from .function import SyncBatchNormFunction
+
+
+def validate_hyperparameters(num_features, eps, momentum, allow_none_momentum: bool = True) -> None:
+    """The constructor checks shared by every front (torch-, mint- and MindSpore-shaped)."""
+    if isinstance(num_features, bool) or not isinstance(num_features, int):
+        raise TypeError(f"num_features must be an int (C of an (N, C, *) input), got {type(num_features).__name__}")
+    if num_features < 1:
+        raise ValueError(f"num_features must be >= 1, got {num_features}")
+    if isinstance(eps, bool) or not isinstance(eps, float):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__} {eps!r}")
+    if not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite float > 0, got {eps!r}")
+    if momentum is None and allow_none_momentum:
+        return
+    if isinstance(momentum, bool) or not isinstance(momentum, (float, int)):
+        raise TypeError(f"momentum must be a float in [0, 1]{' or None' if allow_none_momentum else ''}, got {momentum!r}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in range [0, 1], got {momentum!r}")
+
+
+class SyncBatchNorm(_BatchNorm):
+    r"""Batch normalization over an (N, C, \*) input with statistics shared
+    across the processes of a group.
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    Mean and biased variance are taken per channel over N and every dim after C
+    on *all* ranks of ``process_group`` together; each rank may bring a
+    different N (even 0). Same arguments, state_dict keys and semantics as
+    ``torch.nn.SyncBatchNorm``, but it also runs on CPU (gloo) and on Ascend
+    NPUs (HCCL), and with no process group (or a group of one) it computes
+    exactly what a local ``torch.nn.BatchNorm*d`` would.
+
+    Args:
+        num_features: C, the number of channels (dim 1 of the input).
+        eps: added to the variance for numerical stability; float > 0.
+        momentum: weight of the new batch in the running stats, in [0, 1];
+            None for a cumulative average (1 / num_batches_tracked).
+        affine: learn per-channel ``weight`` (γ) and ``bias`` (β).
+        track_running_stats: keep ``running_mean``/``running_var``; when False
+            batch statistics are used in eval mode too.
+        process_group: None (the default group), a ProcessGroup, or a str name
+            made with :func:`npu_syncbn.create_group`.
+
+    Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
+    float16/bfloat16 input works with float32 parameters (statistics in float32).
+
+    Eval mode with running stats normalizes with them and communicates nothing.
+    Weight and bias gradients are this rank's share; DistributedDataParallel
+    sums them, exactly as with torch.nn.SyncBatchNorm.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: GroupLike = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        validate_hyperparameters(num_features, eps, momentum)
+        if process_group is not None and not isinstance(process_group, (str, torch.distributed.ProcessGroup)):
+            raise TypeError(
+                "process_group must be None, a torch.distributed.ProcessGroup or a str made with create_group, "
+                f"got {type(process_group).__name__}"
+            )
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a torch.Tensor of shape (N, {self.num_features}, *), got {type(input).__name__}")
+        if input.dim() < 2:
+            raise ValueError(
+                f"expected input of shape (N, {self.num_features}, *) with at least 2 dims, got shape {tuple(input.shape)}"
+            )
+        if input.shape[1] != self.num_features:
+            raise ValueError(
+                f"expected input of shape (N, {self.num_features}, *) (num_features={self.num_features} channels "
+                f"in dim 1), got shape {tuple(input.shape)}"
+            )
+
+    def _momentum_for_step(self):
+        """Momentum of this step, counting the step when tracking: a float, or a
+        0-dim tensor 1/num_batches_tracked for the cumulative average."""
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                return 1.0 / self.num_batches_tracked.to(torch.float64)
+        return 0.0 if self.momentum is None else self.momentum
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        momentum = self._momentum_for_step()
+        # As torch: batch stats in training, and in eval when there are no running stats.
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        running_mean = self.running_mean if track else None
+        running_var = self.running_var if track else None
+
+        group = comm.resolve_group(self.process_group) if (bn_training and self.training) else None
+        world_size = 1 if group is None else torch.distributed.get_world_size(group)
+        if world_size == 1:
+            if isinstance(momentum, Tensor):
+                momentum = float(momentum)  # F.batch_norm takes a float; local path only
+            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, bn_training, momentum, self.eps)
+        return SyncBatchNormFunction.apply(
+            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, group, world_size
+        )
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: torch.nn.Module, process_group: GroupLike = None) -> torch.nn.Module:
+        """Replace every BatchNorm1d/2d/3d (and torch.nn.SyncBatchNorm) in ``module``
+        by ``cls``, sharing parameters and keeping buffers, training flag and
+        device. InstanceNorm layers are left alone. Returns the converted module
+        (the module itself is converted in place below the root)."""
+        return _convert(module, cls, process_group)
+
+    def extra_repr(self) -> str:
+        group = self.process_group
+        shown = "" if group is None else f", process_group={group!r}" if isinstance(group, str) else ", process_group=<ProcessGroup>"
+        return super().extra_repr() + shown
+
+
+def _copy_state(src: _BatchNorm, dst: _BatchNorm) -> _BatchNorm:
+    if src.affine:
+        with torch.no_grad():
+            dst.weight = src.weight
+            dst.bias = src.bias
+    dst.running_mean = src.running_mean
+    dst.running_var = src.running_var
+    dst.num_batches_tracked = src.num_batches_tracked
+    dst.training = src.training
+    if hasattr(src, "qconfig"):
+        dst.qconfig = src.qconfig
+    return dst
+
+
+def _convert(module: torch.nn.Module, cls: Type[SyncBatchNorm], process_group: GroupLike) -> torch.nn.Module:
+    out = module
+    if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats, process_group)
+        _copy_state(module, out)
+        # Remember the class to come back to in revert_sync_batchnorm.
+        out._reverts_to = type(module) if type(module) is not torch.nn.SyncBatchNorm else None
+    for name, child in module.named_children():
+        out.add_module(name, _convert(child, cls, process_group))
+    return out
+
+
+def convert_sync_batchnorm(module: torch.nn.Module, process_group: GroupLike = None) -> torch.nn.Module:
+    """Function form of :meth:`SyncBatchNorm.convert_sync_batchnorm`."""
+    return SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+
+
+def revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every npu_syncbn SyncBatchNorm in ``module`` by a plain BatchNorm
+    for single-device inference and export, sharing parameters and buffers.
+
+    A layer made by :func:`convert_sync_batchnorm` goes back to its original
+    class (BatchNorm1d/2d/3d); one constructed directly becomes BatchNorm2d,
+    whose only difference from 1d/3d is the input-rank check it applies."""
+    out = module
+    if isinstance(module, SyncBatchNorm):
+        target = getattr(module, "_reverts_to", None) or torch.nn.BatchNorm2d
+        out = target(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        _copy_state(module, out)
+    for name, child in module.named_children():
+        out.add_module(name, revert_sync_batchnorm(child))
+    return out

@@ -1,0 +1,144 @@
+"""CPU kernels of the five ops (the emulation path used by CI and CPU training).
+
+Each kernel is one or two passes of an aten CPU building block that already
+handles channels_last, mixed half/float32 types and vectorization, so the CPU
+path costs about what local BatchNorm costs:
+
+* stats: ``batch_norm_update_stats`` (mean and biased variance in one call);
+  float32 scratch running stats make it return float32 stats for half input.
+* elemt: eval-mode ``batch_norm`` with unit variance and eps 0, i.e. exactly
+  ``x * scale + shift`` per channel, the same formula local BatchNorm uses.
+* backward_reduce: eval-mode ``native_batch_norm_backward`` with unit variance
+  gives Σdy and Σdy·(x - mean) in one pass.
+* backward_elemt: three elementwise passes written around (x - mean) rather
+  than x, so a large |mean| does not cancel away the precision of dx.
+
+aten crashes (SIGFPE) on some empty inputs, so empty batches are answered here
+without calling it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import checks
+from .merge import invstd_to_var, merge_rank_stats, update_running_stats
+from .schema import LIBRARY, qualified, stats_dtype
+
+
+def _per_channel(v: Tensor, input: Tensor) -> Tensor:
+    return v.reshape((1, -1) + (1,) * (input.dim() - 2))
+
+
+def _unit_stats(c: int, dtype: torch.dtype):
+    return torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+
+
+def batch_norm_stats(input: Tensor, eps: float):
+    c = checks.check_input(input)
+    checks.check_eps(eps)
+    sd = stats_dtype(input)
+    if input.numel() == 0:
+        return torch.zeros(c, dtype=sd), torch.full((c,), eps, dtype=sd).rsqrt()
+    scratch_mean, scratch_var = _unit_stats(c, sd)
+    mean, var = torch.batch_norm_update_stats(input, scratch_mean, scratch_var, 0.0)
+    return mean, (var + eps).rsqrt()
+
+
+def batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
+    c = checks.check_input(input)
+    checks.check_rank_stats(mean, invstd, counts, input.device)
+    if mean.shape[1] != c:
+        raise ValueError(f"mean must have shape (world_size, {c}) to match input's C, got {tuple(mean.shape)}")
+    checks.check_channel_vector(running_mean, c, "running_mean", input.device, optional=True)
+    checks.check_channel_vector(running_var, c, "running_var", input.device, optional=True)
+    checks.check_momentum(momentum)
+    checks.check_eps(eps)
+    if bool((counts <= 0).all()):  # host tensor: reading it costs nothing here
+        raise ValueError("counts must have at least one positive entry: every rank's batch is empty")
+    return gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts)
+
+
+def gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts):
+    """Device-agnostic body of the gather op (also the NPU fallback)."""
+    var = invstd_to_var(invstd, eps)
+    g_mean, g_var, total = merge_rank_stats(mean, var, counts)
+    update_running_stats(running_mean, running_var, g_mean, g_var, total, momentum)
+    return g_mean, (g_var + eps).rsqrt()
+
+
+def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
+    c = checks.check_input(input)
+    for name, t, optional in (("weight", weight, True), ("bias", bias, True), ("mean", mean, False), ("invstd", invstd, False)):
+        checks.check_channel_vector(t, c, name, input.device, optional)
+    sd = stats_dtype(input)
+    scale = invstd.to(sd) if weight is None else invstd.to(sd) * weight.to(sd)
+    shift = -mean.to(sd) * scale
+    if bias is not None:
+        shift = shift + bias.to(sd)
+    if input.numel() == 0:
+        return torch.empty_like(input)
+    zero, one = _unit_stats(c, sd)
+    return F.batch_norm(input, zero, one, scale, shift, False, 0.0, 0.0)
+
+
+def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_g):
+    c = checks.check_input(input)
+    checks.check_like_input(grad_out, input, "grad_out")
+    for name, t, optional in (("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True)):
+        checks.check_channel_vector(t, c, name, input.device, optional)
+    sd = stats_dtype(input)
+    if input.numel() == 0:
+        sum_dy, sum_dy_xmu = torch.zeros(c, dtype=sd), torch.zeros(c, dtype=sd)
+    else:
+        _, one = _unit_stats(c, sd)
+        _, sum_dy_xmu, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            grad_out, input, None, mean.to(sd), one, None, None, False, 0.0, [False, True, True]
+        )
+    wd = weight.dtype if weight is not None else sd
+    grad_weight = (sum_dy_xmu * invstd.to(sd)).to(wd)
+    grad_bias = sum_dy.to(wd, copy=True)  # outputs must not alias each other
+    return sum_dy, sum_dy_xmu, grad_weight, grad_bias
+
+
+def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
+    c = checks.check_input(input)
+    checks.check_like_input(grad_out, input, "grad_out")
+    for name, t, optional in (
+        ("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True),
+        ("sum_dy", sum_dy, False), ("sum_dy_xmu", sum_dy_xmu, False),
+    ):
+        checks.check_channel_vector(t, c, name, input.device, optional)
+    checks.check_counts(count, None, input.device)
+    if input.numel() == 0:
+        return torch.empty_like(input)
+    a, b, shift = backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, stats_dtype(input))
+    # dx = a*dy + b*(x - mean) + shift, per channel.
+    xmu = input - _per_channel(mean.to(a.dtype), input)
+    dx = torch.addcmul(_per_channel(shift, input), xmu, _per_channel(b, input))
+    dx.addcmul_(grad_out, _per_channel(a, input))
+    return dx.to(input.dtype)
+
+
+def backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, dtype):
+    """Per-channel (a, b, shift) with dx = a*dy + b*(x - mean) + shift:
+    a = invstd*w, b = -a*invstd²*sum_dy_xmu/N, shift = -a*sum_dy/N."""
+    n = count.to(dtype).sum()
+    s = invstd.to(dtype)
+    a = s if weight is None else s * weight.to(dtype)
+    b = -a * s * s * sum_dy_xmu.to(dtype) / n
+    shift = -a * sum_dy.to(dtype) / n
+    return a, b, shift
+
+
+KERNELS = {
+    "batch_norm_stats": batch_norm_stats,
+    "batch_norm_gather_stats_with_counts": batch_norm_gather_stats_with_counts,
+    "batch_norm_elemt": batch_norm_elemt,
+    "batch_norm_backward_reduce": batch_norm_backward_reduce,
+    "batch_norm_backward_elemt": batch_norm_backward_elemt,
+}
+
+for _name, _fn in KERNELS.items():
+    LIBRARY.impl(_name, _fn, "CPU")

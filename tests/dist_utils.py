@@ -1,0 +1,110 @@
+"""Multi-rank test harness: a pool of gloo ranks on loopback, reused across tests.
+
+Starting a process and importing torch costs seconds on a 2-core machine, so
+each world size gets one pool of long-lived spawned workers; a test sends a
+module-level function to every rank and gets each rank's return value back.
+Every call is bounded in time and failures name the rank; a pool whose ranks
+failed or timed out is torn down and rebuilt for the next test.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import socket
+import time
+import traceback
+from typing import Any, Callable, List
+
+PG_TIMEOUT_S = 60  # a collective missing a rank errors after this
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, tasks, results) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank), NPU_SYNCBN_TIMEOUT=str(PG_TIMEOUT_S),
+    )
+    import torch
+
+    torch.set_num_threads(1)
+    import npu_syncbn
+
+    try:
+        npu_syncbn.init(backend="gloo")
+    except Exception:
+        results.put((rank, False, traceback.format_exc()))
+        return
+    while True:
+        task = tasks.get()
+        if task is None:
+            break
+        fn, args = task
+        try:
+            results.put((rank, True, fn(rank, world_size, *args)))
+        except BaseException:
+            results.put((rank, False, traceback.format_exc()))
+
+
+class RankPool:
+    """``world_size`` gloo ranks that run functions sent to them."""
+
+    def __init__(self, world_size: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.world_size = world_size
+        self.results = ctx.Queue()
+        self.tasks = [ctx.Queue() for _ in range(world_size)]
+        port = free_port()
+        self.procs = [
+            ctx.Process(target=_worker, args=(r, world_size, port, self.tasks[r], self.results), daemon=True)
+            for r in range(world_size)
+        ]
+        for p in self.procs:
+            p.start()
+        self.broken = False
+
+    def run(self, fn: Callable[..., Any], *args: Any, timeout: float = 120.0) -> List[Any]:
+        """Run ``fn(rank, world_size, *args)`` on every rank; return the values by rank.
+
+        Raises AssertionError naming the ranks that failed (with their
+        tracebacks) or did not answer within ``timeout`` seconds."""
+        for q in self.tasks:
+            q.put((fn, args))
+        values, failures = {}, {}
+        deadline = time.monotonic() + timeout
+        while len(values) + len(failures) < self.world_size:
+            left = deadline - time.monotonic()
+            if failures:  # the others may now be stuck in a collective: don't wait long
+                left = min(left, 10.0)
+            try:
+                rank, ok, value = self.results.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                break
+            (values if ok else failures)[rank] = value
+        missing = [r for r in range(self.world_size) if r not in values and r not in failures]
+        if failures or missing:
+            self.close()
+            msg = [f"{fn.__name__} on {self.world_size} ranks:"]
+            msg += [f"rank {r} failed:\n{tb}" for r, tb in sorted(failures.items())]
+            if missing:
+                msg.append(f"ranks {missing} did not finish within {timeout:.0f} s (hang or crash)")
+            raise AssertionError("\n".join(msg))
+        return [values[r] for r in range(self.world_size)]
+
+    def close(self) -> None:
+        self.broken = True
+        for q in self.tasks:
+            try:
+                q.put(None)
+            except Exception:
+                pass
+        for p in self.procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2)
