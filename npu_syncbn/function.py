@@ -1,23 +1,118 @@
 """The autograd Function of synchronized BatchNorm: the data flow, nothing else.
 
-forward:  stats -> one all_gather of [mean | invstd | count] -> merge (+ running
+forward:  stats -> ONE collective over the group -> global stats (+ running
           stats update) -> elementwise
-backward: reduce -> one all_reduce of [sum_dy | sum_dy_xmu] -> elementwise
+backward: reduce -> ONE all_reduce of [sum_dy | sum_dy_xmu] -> elementwise
+
+The forward collective has two modes (see :class:`SyncPlan`):
+
+* ``allgather``: every rank's [fingerprint | mean | invstd | count] row is
+  gathered and merged with Chan's formula by the gather op. Exact, and sends
+  (W − 1)·(2C + 5) values per rank: grows with the world size W.
+* ``allreduce``: one all_reduce of [fingerprint check | n | n·(m − s) |
+  M2 + n·(m − s)²] with s a per-channel shift every rank shares (the running
+  mean, else 0), in float64 on CPU. Sends about 2·(2C + 3) values per rank
+  whatever W.
 
 Every rank takes part in both collectives, including a rank whose batch is
 empty (count 0: it contributes nothing and gets empty outputs).
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import comm, ops
-from .ops.merge import invstd_to_var, update_running_stats
+from . import comm, fingerprint, ops
+from .ops.merge import invstd_to_var, merge_shifted_sums, shifted_sums, update_running_stats
 from .ops.schema import stats_dtype
+
+ENV_CHECK = "NPU_SYNCBN_CHECK"
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """Everything the Function needs to know about where and how to synchronize."""
+
+    group: Optional[dist.ProcessGroup]  # None: world of one, no communication
+    world_size: int
+    rank: int
+    mode: str  # "allgather" or "allreduce"
+    layer_label: str
+    group_spec: comm.GroupLike  # what the user passed, for error messages
+    fingerprint: fingerprint.Fingerprint
+
+    @property
+    def group_label(self) -> str:
+        return comm.group_name_of(self.group_spec)
+
+
+def should_check(device: torch.device) -> bool:
+    """Compare fingerprints? Reading them needs the values on the host: free on
+    CPU, a device synchronization elsewhere. $NPU_SYNCBN_CHECK = auto (CPU only,
+    the default) | always | never."""
+    setting = os.environ.get(ENV_CHECK, "auto")
+    if setting not in ("auto", "always", "never"):
+        raise ValueError(f"{ENV_CHECK} must be auto, always or never, got {setting!r}")
+    return setting == "always" or (setting == "auto" and device.type == "cpu")
+
+
+def _collective_error(exc: Exception, plan: SyncPlan, what: str) -> RuntimeError:
+    return RuntimeError(
+        f"SyncBatchNorm {plan.layer_label}: the {what} collective on {plan.group_label} failed on rank "
+        f"{plan.rank}: a rank died, skipped this layer, or sent a different buffer size (channel count or dtype); "
+        f"the wait is bounded by the process group timeout ($NPU_SYNCBN_TIMEOUT). Cause: {exc}"
+    )
+
+
+def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan):
+    """allgather mode: returns (mean, invstd, counts (W,))."""
+    c = input.shape[1]
+    fp = plan.fingerprint.tensor(mean.dtype, mean.device)
+    k = fp.numel()
+    try:
+        rows = comm.all_gather_rows(torch.cat([fp, mean, invstd, count]), plan.group, plan.world_size)
+    except RuntimeError as exc:
+        raise _collective_error(exc, plan, "forward statistics") from exc
+    if should_check(rows.device) and not torch.equal(rows[:, :k], fp.expand(plan.world_size, k)):
+        raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows[:, :k].cpu(), plan.rank)
+    mean_all, invstd_all, counts = rows[:, k : k + c], rows[:, k + c : k + 2 * c], rows[:, k + 2 * c]
+    if isinstance(momentum, Tensor):  # cumulative average: the op takes a float momentum
+        g_mean, g_invstd = ops.batch_norm_gather_stats_with_counts(input, mean_all, invstd_all, None, None, 0.0, eps, counts)
+        update_running_stats(running_mean, running_var, g_mean, invstd_to_var(g_invstd, eps), counts.sum(), momentum)
+        return g_mean, g_invstd, counts
+    g_mean, g_invstd = ops.batch_norm_gather_stats_with_counts(
+        input, mean_all, invstd_all, running_mean, running_var, momentum, eps, counts
+    )
+    return g_mean, g_invstd, counts
+
+
+def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan):
+    """allreduce mode: returns (mean, invstd, total count as a (1,) tensor)."""
+    sd = mean.dtype
+    # float64 payload on CPU makes even a poor shift harmless; accelerators keep
+    # the stats dtype and rely on the running-mean shift.
+    pd = torch.float64 if input.device.type == "cpu" else sd
+    shift = (running_mean.detach() if running_mean is not None else torch.zeros_like(mean)).to(pd)
+    f = float(plan.fingerprint.scalar(1 << 20 if pd == torch.float64 else 1 << 11))
+    check = torch.tensor([f, f * f], dtype=pd, device=mean.device)
+    payload = torch.cat([check, shifted_sums(mean.to(pd), invstd_to_var(invstd, eps).to(pd), count.to(pd), shift)])
+    try:
+        summed = comm.all_reduce_sum(payload, plan.group)
+    except RuntimeError as exc:
+        raise _collective_error(exc, plan, "forward statistics") from exc
+    if should_check(summed.device) and not torch.equal(summed[:2], check * plan.world_size):
+        # Only on this error path: gather the fingerprints to name the ranks.
+        rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.float64, mean.device), plan.group, plan.world_size)
+        raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows.cpu(), plan.rank)
+    c = input.shape[1]
+    g_mean, g_var, total = merge_shifted_sums(summed[2], summed[3 : 3 + c], summed[3 + c :], shift)
+    update_running_stats(running_mean, running_var, g_mean, g_var, total, momentum)
+    return g_mean.to(sd), (g_var + eps).rsqrt().to(sd), total.reshape(1)
 
 
 class SyncBatchNormFunction(torch.autograd.Function):
@@ -39,33 +134,21 @@ class SyncBatchNormFunction(torch.autograd.Function):
         running_var: Optional[Tensor],
         eps: float,
         momentum: Union[float, Tensor],
-        group: dist.ProcessGroup,
-        world_size: int,
+        plan: SyncPlan,
     ) -> Tensor:
         c = input.shape[1]
-        sd = stats_dtype(input)
         mean, invstd = ops.batch_norm_stats(input, eps)
-        count = torch.full((1,), input.numel() // c, dtype=sd, device=input.device)
-
-        rows = comm.all_gather_rows(torch.cat([mean, invstd, count]), group, world_size)
-        mean_all, invstd_all, counts = rows[:, :c], rows[:, c : 2 * c], rows[:, 2 * c]
-
-        if isinstance(momentum, Tensor):
-            # Cumulative average: the op takes a float momentum, so update here.
-            mean, invstd = ops.batch_norm_gather_stats_with_counts(input, mean_all, invstd_all, None, None, 0.0, eps, counts)
-            update_running_stats(running_mean, running_var, mean, invstd_to_var(invstd, eps), counts.sum(), momentum)
-        else:
-            mean, invstd = ops.batch_norm_gather_stats_with_counts(
-                input, mean_all, invstd_all, running_mean, running_var, momentum, eps, counts
-            )
-
+        count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
+        merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
+        mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan)
         ctx.save_for_backward(input, weight, mean, invstd, counts)
-        ctx.group = group
+        ctx.plan = plan
         return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         input, weight, mean, invstd, counts = ctx.saved_tensors
+        plan: SyncPlan = ctx.plan
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         sum_dy, sum_dy_xmu, grad_weight, grad_bias = ops.batch_norm_backward_reduce(
             grad_output, input, mean, invstd, weight, need_input, need_weight, need_bias
@@ -73,13 +156,15 @@ class SyncBatchNormFunction(torch.autograd.Function):
         grad_input = None
         if need_input:
             c = input.shape[1]
-            summed = comm.all_reduce_sum(torch.cat([sum_dy, sum_dy_xmu]), ctx.group)
-            grad_input = ops.batch_norm_backward_elemt(
-                grad_output, input, mean, invstd, weight, summed[:c], summed[c:], counts
-            )
+            sums = torch.cat([sum_dy, sum_dy_xmu])
+            try:
+                sums = comm.all_reduce_sum(sums, plan.group)
+            except RuntimeError as exc:
+                raise _collective_error(exc, plan, "backward gradient") from exc
+            grad_input = ops.batch_norm_backward_elemt(grad_output, input, mean, invstd, weight, sums[:c], sums[c:], counts)
         return (
             grad_input,
             grad_weight if need_weight else None,
             grad_bias if need_bias else None,
-            None, None, None, None, None, None,
+            None, None, None, None, None,
         )

@@ -15,7 +15,23 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import comm
 from .comm import GroupLike
-from .function import SyncBatchNormFunction
+from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index
+from .function import SyncBatchNormFunction, SyncPlan
+
+SYNC_MODES = ("auto", "allgather", "allreduce")
+
+
+def resolve_sync_mode(sync_mode: str, world_size: int, device: torch.device) -> str:
+    """"auto" picks the mode that sends fewer bytes per rank for this world size:
+    allgather sends (W-1)·K float32 values, allreduce 2·(W-1)/W·K values in its
+    payload dtype (float64 on CPU, float32 elsewhere). So on CPU allgather up to
+    W = 4, on accelerators up to W = 2, allreduce beyond."""
+    if sync_mode != "auto":
+        return sync_mode
+    allreduce_itemsize = 8 if device.type == "cpu" else 4
+    allgather_bytes = (world_size - 1) * 4
+    allreduce_bytes = 2 * (world_size - 1) / world_size * allreduce_itemsize
+    return "allgather" if allgather_bytes <= allreduce_bytes else "allreduce"
 
 
 def validate_hyperparameters(num_features, eps, momentum, allow_none_momentum: bool = True) -> None:
@@ -59,6 +75,14 @@ class SyncBatchNorm(_BatchNorm):
             batch statistics are used in eval mode too.
         process_group: None (the default group), a ProcessGroup, or a str name
             made with :func:`npu_syncbn.create_group`.
+        sync_mode: how the forward statistics travel: "allgather" (every
+            rank's mean/invstd/count, merged exactly; bytes grow with the world
+            size), "allreduce" (shifted sums, O(C) bytes whatever the world
+            size) or "auto" (whichever sends fewer bytes per rank; see
+            :func:`resolve_sync_mode`).
+        layer_name: name carried in the collective's fingerprint so that ranks
+            calling layers out of order raise an error naming the layer;
+            :func:`convert_sync_batchnorm` sets it to the qualified module name.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -78,8 +102,14 @@ class SyncBatchNorm(_BatchNorm):
         process_group: GroupLike = None,
         device=None,
         dtype=None,
+        sync_mode: str = "auto",
+        layer_name: str = "",
     ) -> None:
         validate_hyperparameters(num_features, eps, momentum)
+        if sync_mode not in SYNC_MODES:
+            raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
+        if not isinstance(layer_name, str):
+            raise TypeError(f"layer_name must be a str, got {type(layer_name).__name__}")
         if process_group is not None and not isinstance(process_group, (str, torch.distributed.ProcessGroup)):
             raise TypeError(
                 "process_group must be None, a torch.distributed.ProcessGroup or a str made with create_group, "
@@ -87,6 +117,8 @@ class SyncBatchNorm(_BatchNorm):
             )
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         self.process_group = process_group
+        self.sync_mode = sync_mode
+        self.layer_name = layer_name
 
     def _check_input_dim(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
@@ -123,10 +155,32 @@ class SyncBatchNorm(_BatchNorm):
         world_size = 1 if group is None else torch.distributed.get_world_size(group)
         if world_size == 1:
             if isinstance(momentum, Tensor):
-                momentum = float(momentum)  # F.batch_norm takes a float; local path only
+                # F.batch_norm takes a float: reading it is free on CPU only.
+                if input.device.type != "cpu":
+                    return SyncBatchNormFunction.apply(
+                        input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(None, 1, input)
+                    )
+                momentum = float(momentum)
             return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, bn_training, momentum, self.eps)
         return SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, group, world_size
+            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
+        )
+
+    def _plan(self, group, world_size: int, input: Tensor) -> SyncPlan:
+        fp = Fingerprint(
+            layer=layer_code(self.layer_name),
+            channels=self.num_features,
+            dtype=DTYPE_CODES[input.dtype],
+            call=next_call_index(group),
+        )
+        return SyncPlan(
+            group=group,
+            world_size=world_size,
+            rank=0 if group is None else torch.distributed.get_rank(group),
+            mode=resolve_sync_mode(self.sync_mode, world_size, input.device),
+            layer_label=repr(self.layer_name) if self.layer_name else f"(unnamed, C={self.num_features})",
+            group_spec=self.process_group,
+            fingerprint=fp,
         )
 
     @classmethod
@@ -157,15 +211,16 @@ def _copy_state(src: _BatchNorm, dst: _BatchNorm) -> _BatchNorm:
     return dst
 
 
-def _convert(module: torch.nn.Module, cls: Type[SyncBatchNorm], process_group: GroupLike) -> torch.nn.Module:
+def _convert(module: torch.nn.Module, cls: Type[SyncBatchNorm], process_group: GroupLike, prefix: str = "") -> torch.nn.Module:
     out = module
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
         out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats, process_group)
+        out.layer_name = prefix
         _copy_state(module, out)
         # Remember the class to come back to in revert_sync_batchnorm.
         out._reverts_to = type(module) if type(module) is not torch.nn.SyncBatchNorm else None
     for name, child in module.named_children():
-        out.add_module(name, _convert(child, cls, process_group))
+        out.add_module(name, _convert(child, cls, process_group, f"{prefix}.{name}" if prefix else name))
     return out
 
 

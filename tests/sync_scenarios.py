@@ -42,7 +42,10 @@ def compare_with_local_bn(rank: int, world_size: int, cfg: Dict) -> Dict[str, fl
         idx = members.index(rank)
         assert len(counts) == len(members), "one count per group member"
 
-        mod = npu_syncbn.SyncBatchNorm(C, eps=eps, momentum=momentum, affine=affine, process_group=process_group)
+        mod = npu_syncbn.SyncBatchNorm(
+            C, eps=eps, momentum=momentum, affine=affine, process_group=process_group,
+            sync_mode=cfg.get("sync_mode", "auto"),
+        )
         if dtype == torch.float64:
             mod.double()  # half types run with float32 parameters; float64 needs float64 ones
         ref = REFERENCE_BN[len(inner)](C, eps=eps, momentum=momentum, affine=affine).double()

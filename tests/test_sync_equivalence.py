@@ -36,17 +36,19 @@ def _check(errs_by_rank, dtype):
         assert not bad, f"rank {rank}: errors above {tol}: {bad}"
 
 
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_two_ranks_match_global_batchnorm(ranks, name):
-    cfg = SCENARIOS[name]
+def test_two_ranks_match_global_batchnorm(ranks, name, sync_mode):
+    cfg = dict(SCENARIOS[name], sync_mode=sync_mode)
     tol_dtype = cfg.get("dtype", "float32")
     if name == "large_mean":
         tol_dtype = "float16"  # |mean|/std = 1e4 costs ~4 decimal digits of float32 in y = x*scale + shift
     _check(ranks(2).run(sync_scenarios.compare_with_local_bn, cfg), tol_dtype)
 
 
-def test_four_ranks_uneven_with_empty(ranks):
-    cfg = dict(C=3, inner=(5,), counts=[4, 0, 1, 6], momentum=None)
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
+def test_four_ranks_uneven_with_empty(ranks, sync_mode):
+    cfg = dict(C=3, inner=(5,), counts=[4, 0, 1, 6], momentum=None, sync_mode=sync_mode)
     _check(ranks(4).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
@@ -61,21 +63,23 @@ def test_group_of_one_in_a_world_of_two(ranks):
     _check(ranks(2).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
-def _merged_running_var(rank, world_size):
+def _merged_running_var(rank, world_size, sync_mode):
     """float32 input with mean 1e4, std 1, split over the ranks; momentum 1
-    makes running_var the unbiased global variance."""
+    makes running_var the unbiased global variance. The running mean starts
+    at 0, so the allreduce mode's shift is as far from the mean as it gets."""
     g = torch.Generator().manual_seed(7)
     X = torch.randn(2 * world_size, 4, 500, generator=g, dtype=torch.float64) + 1e4
     shard = X.chunk(world_size)[rank].float()
-    m = npu_syncbn.SyncBatchNorm(4, momentum=1.0)
+    m = npu_syncbn.SyncBatchNorm(4, momentum=1.0, sync_mode=sync_mode)
     m(shard)
     truth = X.float().double().transpose(0, 1).reshape(4, -1).var(dim=1, unbiased=True)
     return float(((m.running_var.double() - truth).abs() / truth).max())
 
 
-def test_merge_is_stable_for_large_mean(ranks):
-    """Merging sums and sums of squares would lose every digit here."""
-    for rank, rel in enumerate(ranks(2).run(_merged_running_var)):
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
+def test_merge_is_stable_for_large_mean(ranks, sync_mode):
+    """Merging float32 sums and sums of squares would lose every digit here."""
+    for rank, rel in enumerate(ranks(2).run(_merged_running_var, sync_mode)):
         assert rel < 1e-3, f"rank {rank}: merged variance off by {rel:.2e} relative"
 
 

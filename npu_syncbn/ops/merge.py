@@ -58,3 +58,20 @@ def _weight(momentum: Union[float, Tensor], like: Tensor):
     if isinstance(momentum, Tensor):
         return momentum.to(device=like.device, dtype=like.dtype)
     return float(momentum)
+
+
+def merge_shifted_sums(count: Tensor, shifted_sum: Tensor, shifted_sq_sum: Tensor, shift: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Global (mean, biased var, total count) from sums over all ranks of
+    n, n·(m − s) and M2 + n·(m − s)², where s is a per-channel shift every rank
+    shares. With s near the true mean the terms stay O(var): no cancellation."""
+    total = count.reshape(())
+    d = shifted_sum / total
+    var = (shifted_sq_sum / total - d * d).clamp_min(0)
+    return shift + d, var, total
+
+
+def shifted_sums(mean: Tensor, var: Tensor, count: Tensor, shift: Tensor) -> Tensor:
+    """This rank's [n | n·(m − s) | M2 + n·(m − s)²], the summands of :func:`merge_shifted_sums`."""
+    n = count.reshape(1)
+    d = mean - shift
+    return torch.cat([n, n * d, n * (var + d * d)])
