@@ -9,6 +9,7 @@ Public API (everything else is internal):
 * fronts for MindSpore users: ``npu_syncbn.mint``, ``npu_syncbn.mindspore``
 """
 from . import ops  # noqa: F401  (registers torch.ops.npu_syncbn.*)
+from . import mindspore, mint  # noqa: F401  (MindSpore-shaped fronts)
 from .comm import create_group, destroy_group, get_group_size, get_local_rank, get_rank, init
 from .modules import SyncBatchNorm, convert_sync_batchnorm, revert_sync_batchnorm
 from .version import __version__

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .fingerprint import forget_group
+
 GroupLike = Union[None, str, dist.ProcessGroup]
 
 ENV_BACKEND = "NPU_SYNCBN_BACKEND"
@@ -204,6 +206,19 @@ def validate_rank_ids(rank_ids: Sequence[int], world_size: int, what: str) -> Li
     return ranks
 
 
+def group_ranks(name: str) -> List[int]:
+    """Global ranks of the group made with :func:`create_group` under ``name``."""
+    if name not in _NAMED_RANKS:
+        raise ValueError(f"no group named {name!r} (known: {', '.join(sorted(_NAMED_RANKS)) or 'none'})")
+    return list(_NAMED_RANKS[name])
+
+
+def is_member(name: str) -> bool:
+    """Whether this rank belongs to the named group."""
+    group_ranks(name)
+    return _NAMED_GROUPS[name] is not None
+
+
 def destroy_group(name: str) -> None:
     """Destroy a group made with :func:`create_group` and forget its name."""
     if name not in _NAMED_GROUPS:
@@ -211,6 +226,7 @@ def destroy_group(name: str) -> None:
     pg = _NAMED_GROUPS.pop(name)
     _NAMED_RANKS.pop(name)
     if pg is not None:
+        forget_group(pg)
         dist.destroy_process_group(pg)
 
 

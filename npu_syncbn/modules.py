@@ -120,6 +120,15 @@ class SyncBatchNorm(_BatchNorm):
         self.sync_mode = sync_mode
         self.layer_name = layer_name
 
+    @property
+    def layer_name(self) -> str:
+        return self._layer_name
+
+    @layer_name.setter
+    def layer_name(self, name: str) -> None:
+        self._layer_name = name
+        self._layer_code = layer_code(name)  # hashed once, not in every forward
+
     def _check_input_dim(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor of shape (N, {self.num_features}, *), got {type(input).__name__}")
@@ -134,24 +143,33 @@ class SyncBatchNorm(_BatchNorm):
             )
 
     def _momentum_for_step(self):
-        """Momentum of this step, counting the step when tracking: a float, or a
-        0-dim tensor 1/num_batches_tracked for the cumulative average."""
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+        """Count this step and return its momentum: a float, or a 0-dim tensor
+        1/num_batches_tracked for the cumulative average (never read on the host)."""
+        if self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 return 1.0 / self.num_batches_tracked.to(torch.float64)
         return 0.0 if self.momentum is None else self.momentum
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        momentum = self._momentum_for_step()
-        # As torch: batch stats in training, and in eval when there are no running stats.
-        bn_training = self.training or (self.running_mean is None and self.running_var is None)
-        track = not self.training or self.track_running_stats
-        running_mean = self.running_mean if track else None
-        running_var = self.running_var if track else None
+        # As torch: batch statistics in training, and in eval when there are no
+        # running stats (then local ones: torch syncs only in training).
+        use_batch_stats = self.training or self.running_mean is None
+        return self._normalize(input, use_batch_stats=use_batch_stats, sync=self.training)
 
-        group = comm.resolve_group(self.process_group) if (bn_training and self.training) else None
+    def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool) -> Tensor:
+        """The one place that decides what to compute (fronts call it directly).
+
+        use_batch_stats: normalize with this batch's statistics (and update the
+        running stats when they exist), else with the running stats (no update,
+        no communication). sync: batch statistics over the process group."""
+        self._check_input_dim(input)
+        if not use_batch_stats:
+            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        momentum = self._momentum_for_step() if self.running_mean is not None else 0.0
+        running_mean, running_var = self.running_mean, self.running_var
+
+        group = comm.resolve_group(self.process_group) if sync else None
         world_size = 1 if group is None else torch.distributed.get_world_size(group)
         if world_size == 1:
             if isinstance(momentum, Tensor):
@@ -161,14 +179,14 @@ class SyncBatchNorm(_BatchNorm):
                         input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(None, 1, input)
                     )
                 momentum = float(momentum)
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, bn_training, momentum, self.eps)
+            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
         return SyncBatchNormFunction.apply(
             input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
         )
 
     def _plan(self, group, world_size: int, input: Tensor) -> SyncPlan:
         fp = Fingerprint(
-            layer=layer_code(self.layer_name),
+            layer=self._layer_code,
             channels=self.num_features,
             dtype=DTYPE_CODES[input.dtype],
             call=next_call_index(group),

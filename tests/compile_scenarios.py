@@ -1,0 +1,79 @@
+"""Rank-side scenario: a model with SyncBatchNorm under torch.compile trains like eager."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import npu_syncbn
+
+
+def _net(sync_mode: str) -> nn.Module:
+    torch.manual_seed(0)
+    net = npu_syncbn.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2)))
+    for m in net.modules():
+        if isinstance(m, npu_syncbn.SyncBatchNorm):
+            m.sync_mode = sync_mode
+    return net
+
+
+def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph: bool, backend: str):
+    """Train an eager and a compiled copy side by side for 3 SGD steps; return
+    the worst differences in outputs, input grads, parameters and running stats."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager, compiled = _net(sync_mode), _net(sync_mode)
+    fast = torch.compile(compiled, fullgraph=fullgraph, backend=backend)
+    opt_e = torch.optim.SGD(eager.parameters(), lr=0.1)
+    opt_c = torch.optim.SGD(compiled.parameters(), lr=0.1)
+    worst = {"output": 0.0, "grad_input": 0.0}
+    for step in range(3):
+        x = torch.randn(3 + rank, 3, 6, 6, generator=torch.Generator().manual_seed(10 * step + rank))
+        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ye, yc = eager(xe), fast(xc)
+        ye.square().mean().backward()
+        yc.square().mean().backward()
+        for net in (eager, compiled):  # DDP would average these; do it by hand
+            for p in net.parameters():
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world_size
+        opt_e.step(), opt_c.step(), opt_e.zero_grad(), opt_c.zero_grad()
+        worst["output"] = max(worst["output"], float((ye - yc).detach().abs().max()))
+        worst["grad_input"] = max(worst["grad_input"], float((xe.grad - xc.grad).abs().max()))
+    worst["state"] = max(float((a.float() - b.float()).abs().max()) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()))
+    worst["graph_breaks"] = torch._dynamo.explain(_net(sync_mode))(torch.randn(2, 3, 6, 6)).graph_break_count if fullgraph else -1
+    return worst
+
+
+HOST_SYNC_OPS = {"aten._local_scalar_dense", "aten.equal", "aten.is_nonzero", "aten.item"}
+
+
+def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum):
+    """Ops of one forward+backward that would read device values on the host.
+
+    Records every op dispatched at the top level of the step (what runs on the
+    NPU stream there); the CPU kernels below them are not part of the NPU path."""
+    import os
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func.overloadpacket._qualified_op_name).replace("::", "."))
+            return func(*args, **(kwargs or {}))
+
+    os.environ["NPU_SYNCBN_CHECK"] = "never"  # what accelerators get by default
+    try:
+        m = npu_syncbn.SyncBatchNorm(4, momentum=momentum, sync_mode=sync_mode)
+        x = torch.randn(3, 4, 5, requires_grad=True)
+        rec = Recorder()
+        with rec:
+            y = m(x)
+            y.backward(torch.ones_like(y))
+    finally:
+        os.environ.pop("NPU_SYNCBN_CHECK")
+    return sorted(rec.names & HOST_SYNC_OPS), sorted(n for n in rec.names if n.startswith("npu_syncbn."))

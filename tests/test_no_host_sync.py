@@ -1,0 +1,14 @@
+"""Forward and backward never read tensor values back to the host (no .item(),
+no comparisons driving Python branches), momentum=None included."""
+import pytest
+
+import compile_scenarios
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
+def test_step_has_no_host_synchronization(ranks, sync_mode, momentum):
+    for rank, (syncs, ops) in enumerate(ranks(2).run(compile_scenarios.host_syncs_in_step, sync_mode, momentum)):
+        assert syncs == [], f"rank {rank}: host reads {syncs}"
+        # The recorder must have seen the step's own ops, or it proves nothing.
+        assert "npu_syncbn.batch_norm_stats" in ops and "npu_syncbn.batch_norm_backward_elemt" in ops, ops
