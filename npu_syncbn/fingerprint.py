@@ -21,7 +21,9 @@ from torch import Tensor
 FIELDS = ("layer", "channels", "dtype", "call")
 DTYPE_CODES = {torch.float64: 1, torch.float32: 2, torch.float16: 3, torch.bfloat16: 4}
 _FIELD_MOD = 1 << 20  # keeps every field (and its square in float64) exact
-_call_counters: Dict[int, int] = {}
+# id(group) -> (group, calls). Holding the group keeps its id from being
+# reused by a later group, which would start that group mid-count on one rank.
+_call_counters: Dict[int, tuple] = {}
 
 
 def layer_code(name: str) -> int:
@@ -32,9 +34,14 @@ def layer_code(name: str) -> int:
 def next_call_index(group) -> int:
     """Index of this synchronized call on ``group`` in this process (mod 2^20)."""
     key = id(group)
-    index = _call_counters.get(key, 0)
-    _call_counters[key] = (index + 1) % _FIELD_MOD
+    _, index = _call_counters.get(key, (group, 0))
+    _call_counters[key] = (group, (index + 1) % _FIELD_MOD)
     return index
+
+
+def forget_group(group) -> None:
+    """Drop a destroyed group's call counter."""
+    _call_counters.pop(id(group), None)
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,11 @@ class Fingerprint:
         return torch.tensor(self.values(), dtype=dtype, device=device)
 
     def scalar(self, modulus: int) -> int:
-        """One integer summarising every field, in [1, modulus]."""
-        h = zlib.crc32(repr(self.values()).encode())
+        """One integer summarising every field, in [1, modulus] (plain arithmetic
+        so that torch.compile can trace it)."""
+        h = 0
+        for v in (self.layer, self.channels, self.dtype, self.call):
+            h = (h * 1000003 + v) % 2147483647
         return h % modulus + 1
 
 
@@ -62,13 +72,55 @@ def describe(values: Sequence[float]) -> str:
     return f"layer #{layer:x}, C={channels}, input {dtype_name}, sync call {call}"
 
 
-def mismatch_error(layer_label: str, group_label: str, rows: Tensor, my_rank: int) -> RuntimeError:
+def mismatch_error(layer_label: str, group_label: str, rows: Tensor, my_rank: int) -> "FingerprintMismatch":
     """RuntimeError listing what each rank computed; ``rows`` is (world_size, len(FIELDS))."""
     mine = rows[my_rank].tolist()
     lines = [f"rank {r}: {describe(row)}" for r, row in enumerate(rows.tolist())]
     bad = [r for r, row in enumerate(rows.tolist()) if row != mine]
-    return RuntimeError(
+    return FingerprintMismatch(
         f"SyncBatchNorm {layer_label}: ranks of {group_label} disagree on what they are synchronizing "
         f"(ranks {bad} differ from this rank {my_rank}): layers called in different orders, a skipped layer, "
         "or a different channel count or dtype. Statistics were not mixed.\n  " + "\n  ".join(lines)
     )
+
+
+class FingerprintMismatch(RuntimeError):
+    """Ranks synchronized different things; the message names the layer (and the ranks when known)."""
+
+
+# The checks are custom ops (not Python branches) so that torch.compile keeps
+# one graph: each returns a copy of its input and raises when ranks disagree.
+_LIB = torch.library.Library("npu_syncbn", "FRAGMENT")
+_LIB.define("verified_rows(Tensor rows, Tensor expected, str layer, str group, int rank) -> Tensor")
+_LIB.define("verified_sums(Tensor sums, Tensor expected, str layer, str group) -> Tensor")
+
+
+def _verified_rows(rows: Tensor, expected: Tensor, layer: str, group: str, rank: int) -> Tensor:
+    k = expected.numel()
+    if not torch.equal(rows[:, :k], expected.expand(rows.shape[0], k)):
+        raise mismatch_error(layer, group, rows[:, :k].cpu(), rank)
+    return rows.clone()
+
+
+def _verified_sums(sums: Tensor, expected: Tensor, layer: str, group: str) -> Tensor:
+    k = expected.numel()
+    if not torch.equal(sums[:k], expected):
+        raise FingerprintMismatch(
+            f"SyncBatchNorm {layer}: ranks of {group} disagree on what they are synchronizing: layers called "
+            "in different orders, a skipped layer, or a different dtype. Statistics were not mixed."
+        )
+    return sums.clone()
+
+
+_LIB.impl("verified_rows", _verified_rows, "CompositeExplicitAutograd")
+_LIB.impl("verified_sums", _verified_sums, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("npu_syncbn::verified_rows", lib=_LIB)
+def _verified_rows_fake(rows, expected, layer, group, rank):
+    return torch.empty_like(rows)
+
+
+@torch.library.register_fake("npu_syncbn::verified_sums", lib=_LIB)
+def _verified_sums_fake(sums, expected, layer, group):
+    return torch.empty_like(sums)

@@ -69,6 +69,33 @@ def _collective_error(exc: Exception, plan: SyncPlan, what: str) -> RuntimeError
     )
 
 
+def check_agreement(plan: SyncPlan, device: torch.device) -> None:
+    """Fixed-size fingerprint check before the statistics collective.
+
+    The statistics buffer's length depends on C and its byte size on the stats
+    dtype. Ranks that disagree on those (layers called in different orders
+    with different channel counts) would send buffers of different sizes, and
+    gloo then aborts the process that receives more than it expects, while the
+    other receives a short buffer. This all_reduce of [f, f²] (f one integer
+    summing up the fingerprint, int64 so sums are exact) has the same size on
+    every rank: all ranks agree iff Σf = W·f and Σf² = W·f² on each, and on
+    disagreement every rank learns it, gathers the fingerprints (also fixed
+    size) and raises, so the ranks stay in step."""
+    f = plan.fingerprint.scalar(1 << 20)
+    check = torch.tensor([f, f * f], dtype=torch.int64, device=device)
+    try:
+        summed = comm.all_reduce_sum(check.clone(), plan.group)
+        torch.ops.npu_syncbn.verified_sums(summed, check * plan.world_size, plan.layer_label, plan.group_label)
+    except fingerprint.FingerprintMismatch:
+        try:
+            rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.int64, device), plan.group, plan.world_size)
+        except RuntimeError as exc:
+            raise _collective_error(exc, plan, "fingerprint gather") from exc
+        raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows.cpu(), plan.rank) from None
+    except RuntimeError as exc:
+        raise _collective_error(exc, plan, "fingerprint check") from exc
+
+
 def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan):
     """allgather mode: returns (mean, invstd, counts (W,))."""
     c = input.shape[1]
@@ -78,8 +105,8 @@ def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, 
         rows = comm.all_gather_rows(torch.cat([fp, mean, invstd, count]), plan.group, plan.world_size)
     except RuntimeError as exc:
         raise _collective_error(exc, plan, "forward statistics") from exc
-    if should_check(rows.device) and not torch.equal(rows[:, :k], fp.expand(plan.world_size, k)):
-        raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows[:, :k].cpu(), plan.rank)
+    if should_check(rows.device):
+        rows = torch.ops.npu_syncbn.verified_rows(rows, fp, plan.layer_label, plan.group_label, plan.rank)
     mean_all, invstd_all, counts = rows[:, k : k + c], rows[:, k + c : k + 2 * c], rows[:, k + 2 * c]
     if isinstance(momentum, Tensor):  # cumulative average: the op takes a float momentum
         g_mean, g_invstd = ops.batch_norm_gather_stats_with_counts(input, mean_all, invstd_all, None, None, 0.0, eps, counts)
@@ -98,6 +125,9 @@ def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, 
     # the stats dtype and rely on the running-mean shift.
     pd = torch.float64 if input.device.type == "cpu" else sd
     shift = (running_mean.detach() if running_mean is not None else torch.zeros_like(mean)).to(pd)
+    # A NaN/Inf running mean (after one bad batch) must not poison later
+    # batches, which local BatchNorm normalizes with batch statistics only.
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     f = float(plan.fingerprint.scalar(1 << 20 if pd == torch.float64 else 1 << 11))
     check = torch.tensor([f, f * f], dtype=pd, device=mean.device)
     payload = torch.cat([check, shifted_sums(mean.to(pd), invstd_to_var(invstd, eps).to(pd), count.to(pd), shift)])
@@ -105,10 +135,14 @@ def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, 
         summed = comm.all_reduce_sum(payload, plan.group)
     except RuntimeError as exc:
         raise _collective_error(exc, plan, "forward statistics") from exc
-    if should_check(summed.device) and not torch.equal(summed[:2], check * plan.world_size):
-        # Only on this error path: gather the fingerprints to name the ranks.
-        rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.float64, mean.device), plan.group, plan.world_size)
-        raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows.cpu(), plan.rank)
+    if should_check(summed.device):
+        try:
+            summed = torch.ops.npu_syncbn.verified_sums(summed, check * plan.world_size, plan.layer_label, plan.group_label)
+        except fingerprint.FingerprintMismatch:
+            # Every rank sees the same sums, so all get here: gather the
+            # fingerprints to name the ranks (this error path only, eager only).
+            rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.float64, mean.device), plan.group, plan.world_size)
+            raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows.cpu(), plan.rank) from None
     c = input.shape[1]
     g_mean, g_var, total = merge_shifted_sums(summed[2], summed[3 : 3 + c], summed[3 + c :], shift)
     update_running_stats(running_mean, running_var, g_mean, g_var, total, momentum)
@@ -139,6 +173,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
         c = input.shape[1]
         mean, invstd = ops.batch_norm_stats(input, eps)
         count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
+        if should_check(input.device):
+            check_agreement(plan, input.device)
         merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
         mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan)
         ctx.save_for_backward(input, weight, mean, invstd, counts)
