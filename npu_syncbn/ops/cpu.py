@@ -10,8 +10,9 @@ path costs about what local BatchNorm costs:
   ``x * scale + shift`` per channel, the same formula local BatchNorm uses.
 * backward_reduce: eval-mode ``native_batch_norm_backward`` with unit variance
   gives Σdy and Σdy·(x - mean) in one pass.
-* backward_elemt: three elementwise passes written around (x - mean) rather
-  than x, so a large |mean| does not cancel away the precision of dx.
+* backward_elemt: two passes of the eval-mode batch_norm kernel; where a
+  channel's |mean|/std is large, three passes around (x - mean) instead, so
+  the mean does not cancel away the precision of dx.
 
 aten crashes (SIGFPE) on some empty inputs, so empty batches are answered here
 without calling it.
@@ -113,12 +114,33 @@ def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum
     checks.check_counts(count, None, input.device)
     if input.numel() == 0:
         return torch.empty_like(input)
-    a, b, shift = backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, stats_dtype(input))
-    # dx = a*dy + b*(x - mean) + shift, per channel.
-    xmu = input - _per_channel(mean.to(a.dtype), input)
+    sd = stats_dtype(input)
+    a, b, shift = backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, sd)
+    # dx = a*dy + b*(x - mean) + shift per channel. Folding b*mean into the
+    # offset saves a full pass but costs ~|mean|/std ulps of the compute dtype:
+    # fold only where that stays below the dtype's own rounding (values are on
+    # the host here, so looking costs no device sync).
+    folded_ok = FOLD_LIMIT[input.dtype]
+    if bool((mean.abs() * invstd).max() <= folded_ok):
+        zero, one = _unit_stats(c, sd)
+        offset = shift - b * mean.to(sd)
+        if input.dtype in (torch.float16, torch.bfloat16):
+            # Mixed half/float32 elementwise ops are slow on CPU; batch_norm's
+            # mixed-type kernel computes a*dy and b*x + offset in float32.
+            return F.batch_norm(grad_out, zero, one, a, zero, False, 0.0, 0.0).add_(
+                F.batch_norm(input, zero, one, b, offset, False, 0.0, 0.0)
+            )
+        return F.batch_norm(input, zero, one, b, offset, False, 0.0, 0.0).addcmul_(grad_out, _per_channel(a, input))
+    xmu = input - _per_channel(mean.to(sd), input)
     dx = torch.addcmul(_per_channel(shift, input), xmu, _per_channel(b, input))
     dx.addcmul_(grad_out, _per_channel(a, input))
     return dx.to(input.dtype)
+
+
+# Largest per-channel |mean|/std for which backward_elemt folds the mean into
+# its offset: the folding error (~ratio · float32 eps) must stay below a few
+# ulps of the input dtype.
+FOLD_LIMIT = {torch.float64: 8.0, torch.float32: 8.0, torch.float16: 256.0, torch.bfloat16: 256.0}
 
 
 def backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, dtype):
