@@ -7,7 +7,9 @@ path costs about what local BatchNorm costs:
 * stats: ``batch_norm_update_stats`` (mean and biased variance in one call);
   float32 scratch running stats make it return float32 stats for half input.
 * elemt: eval-mode ``batch_norm`` with unit variance and eps 0, i.e. exactly
-  ``x * scale + shift`` per channel, the same formula local BatchNorm uses.
+  ``x * scale + shift`` per channel, the formula local BatchNorm uses; where a
+  channel's |mean|/std is large that formula cancels, so ``(x - mean) * scale
+  + bias`` is computed instead (one pass more).
 * backward_reduce: eval-mode ``native_batch_norm_backward`` with unit variance
   gives Σdy and Σdy·(x - mean) in one pass.
 * backward_elemt: two passes of the eval-mode batch_norm kernel; where a
@@ -75,13 +77,14 @@ def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
         checks.check_channel_vector(t, c, name, input.device, optional)
     sd = stats_dtype(input)
     scale = invstd.to(sd) if weight is None else invstd.to(sd) * weight.to(sd)
-    shift = -mean.to(sd) * scale
-    if bias is not None:
-        shift = shift + bias.to(sd)
+    offset = bias.to(sd) if bias is not None else torch.zeros(c, dtype=sd)
     if input.numel() == 0:
         return torch.empty_like(input)
-    zero, one = _unit_stats(c, sd)
-    return F.batch_norm(input, zero, one, scale, shift, False, 0.0, 0.0)
+    if can_fold_mean(mean, invstd, input.dtype):
+        zero, one = _unit_stats(c, sd)
+        return F.batch_norm(input, zero, one, scale, offset - mean.to(sd) * scale, False, 0.0, 0.0)
+    xmu = input - _per_channel(mean.to(sd), input)
+    return torch.addcmul(_per_channel(offset, input), xmu, _per_channel(scale, input)).to(input.dtype)
 
 
 def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_g):
@@ -116,12 +119,8 @@ def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum
         return torch.empty_like(input)
     sd = stats_dtype(input)
     a, b, shift = backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, sd)
-    # dx = a*dy + b*(x - mean) + shift per channel. Folding b*mean into the
-    # offset saves a full pass but costs ~|mean|/std ulps of the compute dtype:
-    # fold only where that stays below the dtype's own rounding (values are on
-    # the host here, so looking costs no device sync).
-    folded_ok = FOLD_LIMIT[input.dtype]
-    if bool((mean.abs() * invstd).max() <= folded_ok):
+    # dx = a*dy + b*(x - mean) + shift per channel.
+    if can_fold_mean(mean, invstd, input.dtype):
         zero, one = _unit_stats(c, sd)
         offset = shift - b * mean.to(sd)
         if input.dtype in (torch.float16, torch.bfloat16):
@@ -137,10 +136,17 @@ def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum
     return dx.to(input.dtype)
 
 
-# Largest per-channel |mean|/std for which backward_elemt folds the mean into
-# its offset: the folding error (~ratio · float32 eps) must stay below a few
+# Largest per-channel |mean|/std for which the elementwise kernels fold the
+# mean into a per-channel offset (x*scale + offset: one pass fewer). Folding
+# costs about ratio * eps of the float32/float64 compute; keep that below a few
 # ulps of the input dtype.
-FOLD_LIMIT = {torch.float64: 8.0, torch.float32: 8.0, torch.float16: 256.0, torch.bfloat16: 256.0}
+FOLD_LIMIT = {torch.float64: 8.0, torch.float32: 8.0, torch.float16: 8.0, torch.bfloat16: 64.0}
+
+
+def can_fold_mean(mean: Tensor, invstd: Tensor, dtype: torch.dtype) -> bool:
+    """Whether every channel's |mean|/std is small enough to fold (the values are
+    on the host in this CPU kernel, so looking costs no device sync)."""
+    return bool((mean.abs() * invstd).max() <= FOLD_LIMIT[dtype])
 
 
 def backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, dtype):

@@ -1,0 +1,109 @@
+"""Builds the CPU twin of the AscendC kernels: ``<out_dir>/libnpu_syncbn_twin.so``.
+
+Standard library only: setup.py runs this file with runpy before torch may be
+importable. The kernel sources in ``op_kernels/`` (next to the package, which
+is installed editable) are compiled unmodified with g++ against our own
+AscendC API twin (``op_kernels/twin/include``); no CANN, no torch headers.
+
+Usage: ``build(out_dir=None, quiet=False) -> path`` or
+``python -m npu_syncbn.twin_build [out_dir]``.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from typing import List, Optional
+
+LIB_NAME = "libnpu_syncbn_twin.so"
+CXXFLAGS = ["-O2", "-std=c++17", "-fPIC", "-shared", "-pthread"]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class TwinBuildError(RuntimeError):
+    """The twin library could not be built (no g++, missing sources, compile error)."""
+
+
+def kernels_root() -> str:
+    """``op_kernels/`` at the repository root (the package's parent directory)."""
+    root = os.path.join(os.path.dirname(_HERE), "op_kernels")
+    if not os.path.isdir(root):
+        raise TwinBuildError(f"kernel sources not found at {root} (npu_syncbn must be installed editable from its repo)")
+    return root
+
+
+def sources(root: Optional[str] = None) -> List[str]:
+    """Translation units of the twin library: runtime, C ABI, host tiling, the
+    five kernels and the test-only broken kernels."""
+    root = root or kernels_root()
+    files = [
+        os.path.join(root, "twin", "runtime.cpp"),
+        os.path.join(root, "twin", "capi.cpp"),
+        os.path.join(root, "host", "tiling.cpp"),
+        os.path.join(root, "twin", "tests", "broken_kernels.cpp"),
+    ]
+    files += sorted(glob.glob(os.path.join(root, "kernels", "batch_norm_*.cpp")))
+    return files
+
+
+def _inputs(root: str) -> List[str]:
+    pattern = ("*.cpp", "*.h")
+    found = []
+    for sub in ("include", "host", "kernels", "twin", os.path.join("twin", "include"), os.path.join("twin", "tests")):
+        for p in pattern:
+            found += glob.glob(os.path.join(root, sub, p))
+    return [f for f in found if not f.endswith("npu_ops.cpp")]
+
+
+def default_out_dir() -> str:
+    return os.path.join(_HERE, "_lib")
+
+
+def up_to_date(lib: str, root: Optional[str] = None) -> bool:
+    """True when ``lib`` exists and is newer than every twin source and header."""
+    if not os.path.exists(lib):
+        return False
+    newest = max(os.path.getmtime(f) for f in _inputs(root or kernels_root()))
+    return os.path.getmtime(lib) >= newest
+
+
+def build(out_dir: Optional[str] = None, quiet: bool = False) -> str:
+    """Compiles the twin library into ``out_dir`` (default ``npu_syncbn/_lib``)
+    unless it is up to date; returns its path. Raises TwinBuildError."""
+    root = kernels_root()
+    out_dir = out_dir or default_out_dir()
+    lib = os.path.join(out_dir, LIB_NAME)
+    if up_to_date(lib, root):
+        return lib
+    cxx = os.environ.get("CXX") or shutil.which("g++")
+    if not cxx or not shutil.which(cxx):
+        raise TwinBuildError("g++ not found: install a C++17 compiler (e.g. apt-get install g++) to build the kernel twin")
+    os.makedirs(out_dir, exist_ok=True)
+    includes = [f"-I{os.path.join(root, d)}" for d in ("include", os.path.join("twin", "include"), "host", "kernels")]
+    tmp = f"{lib}.tmp{os.getpid()}"
+    cmd = [cxx, *CXXFLAGS, *includes, *sources(root), "-o", tmp]
+    if not quiet:
+        print("npu_syncbn: building kernel twin:", " ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TwinBuildError(f"g++ failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    os.replace(tmp, lib)  # atomic: a concurrent loader never sees a half-written library
+    return lib
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        path = build(argv[0] if argv else None)
+    except TwinBuildError as exc:
+        print(f"npu_syncbn: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+// Host tiling of the batch-norm kernels; see tiling.h and include/batch_norm_tiling.h.
+#include "tiling.h"
+
+#include <algorithm>
+
+namespace {
+
+constexpr uint64_t kBlock = 32;      // bytes of one UB data block
+constexpr uint32_t kParamChunk = 256;  // channels of per-channel params held in UB at once
+constexpr uint32_t kGatherChunk = 1024;
+constexpr uint32_t kCountChunk = 1024;
+
+uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
+
+// Float elements of the ReduceSum work buffer for `count` floats: one float per
+// 256-byte repeat, rounded up to a 32-byte block (the twin checks this size).
+uint64_t ReduceWorkElems(uint64_t count) { return AlignUp(std::max<uint64_t>(CeilDiv(count, 64), 1), 8); }
+
+// Bytes per tile element: the queues of T (double-buffered) plus float work buffers.
+uint64_t PerElemBytes(BnOp op, uint64_t sz) {
+    switch (op) {
+        case BN_OP_STATS: return 2 * sz + 4 * 4;            // x queue; xf, pad mask, acc(x-K), acc((x-K)^2)
+        case BN_OP_ELEMT: return 4 * sz + 4;                // x queue, y queue; xf
+        case BN_OP_BACKWARD_REDUCE: return 4 * sz + 4 * 4;  // dy, x queues; dyf, xf, acc(dy), acc(dy*xmu)
+        case BN_OP_BACKWARD_ELEMT: return 6 * sz + 2 * 4;   // dy, x, dx queues; dyf, xf
+    }
+    return 0;
+}
+
+// Bytes independent of the tile size: per-channel batches, reduce work, scratch.
+uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
+    const uint64_t chunk = AlignUp(paramChunk * 4, kBlock);
+    const uint64_t reduce = AlignUp(reduceWork * 4, kBlock) + kBlock;  // work + result
+    switch (op) {
+        case BN_OP_STATS: return 3 * chunk + reduce + 2 * kBlock;          // mean, var, ones; partial io
+        case BN_OP_ELEMT: return 4 * chunk;                                // weight, bias, mean, invstd
+        case BN_OP_BACKWARD_REDUCE: return 4 * chunk + reduce + 2 * kBlock;  // mean, invstd, sums x2
+        case BN_OP_BACKWARD_ELEMT: return 5 * chunk + reduce;  // mean, invstd, weight, sum_dy, sum_dy_xmu
+    }
+    return 0;
+}
+
+}  // namespace
+
+const char* BnTilingStatusText(int status) {
+    switch (status) {
+        case BN_TILING_OK: return "ok";
+        case BN_TILING_EMPTY: return "empty input (a zero dimension)";
+        case BN_TILING_BAD_CORES: return "core count must be in 1..48";
+        case BN_TILING_BAD_DTYPE: return "dtype must be float32, float16 or bfloat16";
+        case BN_TILING_UB_TOO_SMALL: return "UB too small for one 32-byte row";
+        case BN_TILING_BAD_WORLD: return "count tensor must have at least one element";
+    }
+    return "unknown tiling status";
+}
+
+uint32_t BnDtypeSize(uint32_t dtype) {
+    switch (dtype) {
+        case BN_FLOAT32: return 4;
+        case BN_FLOAT16: return 2;
+        case BN_BFLOAT16: return 2;
+    }
+    return 0;
+}
+
+int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                   uint32_t ubBytes, BnRowTiling* out) {
+    if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
+    const uint64_t sz = BnDtypeSize(dtype);
+    if (sz == 0) return BN_TILING_BAD_DTYPE;
+    if (n == 0 || c == 0 || l == 0) return BN_TILING_EMPTY;
+
+    const uint64_t epb = kBlock / sz;  // elements of T per 32-byte block
+    const uint64_t paramChunk = std::min<uint64_t>(kParamChunk, AlignUp(c, 8));
+    const uint64_t perElem = PerElemBytes(op, sz);
+    // Largest tile that fits: solve for elems with the reduce work sized for the bound.
+    const uint64_t bound = std::max<uint64_t>(ubBytes / perElem, paramChunk);
+    const uint64_t fixed = FixedBytes(op, paramChunk, ReduceWorkElems(bound));
+    if (ubBytes <= fixed) return BN_TILING_UB_TOO_SMALL;
+    const uint64_t maxElems = (ubBytes - fixed) / perElem / epb * epb;
+    if (maxElems < epb) return BN_TILING_UB_TOO_SMALL;
+
+    // Tiles per channel wanted so that every core gets at least one item.
+    const uint64_t wanted = CeilDiv(cores, c);
+    const uint64_t rowStride = AlignUp(l, epb);
+    uint64_t tileRows, tileLen;
+    if (rowStride <= maxElems) {  // whole rows per tile
+        tileLen = l;
+        tileRows = std::min<uint64_t>({n, maxElems / rowStride, BN_MAX_BLOCK_COUNT});
+        // at least `wanted` row blocks when N allows: floor, so that rounding never leaves a core idle
+        tileRows = std::max<uint64_t>(1, std::min<uint64_t>(tileRows, n / std::min<uint64_t>(n, wanted)));
+    } else {  // one row spans several tiles
+        tileRows = 1;
+        uint64_t chunks = CeilDiv(l, maxElems);
+        if (n * chunks < wanted) chunks = CeilDiv(wanted, n);
+        tileLen = std::min<uint64_t>(maxElems, AlignUp(CeilDiv(l, chunks), epb));
+    }
+
+    BnRowTiling t{};
+    t.n = n;
+    t.c = c;
+    t.l = l;
+    t.tileRows = tileRows;
+    t.tileLen = tileLen;
+    t.tileStride = AlignUp(tileLen, epb);
+    t.tileElems = t.tileRows * t.tileStride;
+    t.lChunks = CeilDiv(l, tileLen);
+    t.tilesPerChannel = CeilDiv(n, tileRows) * t.lChunks;
+    t.totalItems = c * t.tilesPerChannel;
+    t.dtype = dtype;
+    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, t.totalItems));
+    t.itemsBase = t.totalItems / t.blockDim;
+    t.itemsRem = t.totalItems % t.blockDim;
+    t.paramChunk = static_cast<uint32_t>(paramChunk);
+    t.reduceWorkElems = static_cast<uint32_t>(ReduceWorkElems(std::max<uint64_t>(t.tileElems, paramChunk)));
+    *out = t;
+    return BN_TILING_OK;
+}
+
+uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
+    const uint64_t sz = BnDtypeSize(t.dtype);
+    return PerElemBytes(op, sz) * t.tileElems + FixedBytes(op, t.paramChunk, t.reduceWorkElems);
+}
+
+uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t) {
+    if (op == BN_OP_STATS || op == BN_OP_BACKWARD_REDUCE) {
+        return uint64_t(t.blockDim) * 2 * BN_PARTIAL_SLOT_FLOATS * 4;
+    }
+    return 0;
+}
+
+int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBytes, bool hasRunningMean,
+                      bool hasRunningVar, float momentum, float eps, BnGatherTiling* out) {
+    if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
+    if (c == 0) return BN_TILING_EMPTY;
+    if (world == 0) return BN_TILING_BAD_WORLD;
+    BnGatherTiling t{};
+    t.c = c;
+    t.world = world;
+    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, c));
+    t.chanBase = c / t.blockDim;
+    t.chanRem = c % t.blockDim;
+    t.chunk = static_cast<uint32_t>(std::min<uint64_t>(kGatherChunk, AlignUp(t.chanBase + (t.chanRem ? 1 : 0), 8)));
+    t.countChunk = static_cast<uint32_t>(std::min<uint64_t>(kCountChunk, AlignUp(world, 8)));
+    t.hasRunningMean = hasRunningMean ? 1 : 0;
+    t.hasRunningVar = hasRunningVar ? 1 : 0;
+    t.momentum = momentum;
+    t.eps = eps;
+    while (BnGatherUbBytes(t) > ubBytes && t.chunk > 8) t.chunk /= 2;
+    if (BnGatherUbBytes(t) > ubBytes) return BN_TILING_UB_TOO_SMALL;
+    *out = t;
+    return BN_TILING_OK;
+}
+
+uint64_t BnGatherUbBytes(const BnGatherTiling& t) {
+    // mean acc, M2 acc, rank mean, rank invstd, tmp, running mean, running var; counts
+    return 7 * AlignUp(uint64_t(t.chunk) * 4, kBlock) + AlignUp(uint64_t(t.countChunk) * 4, kBlock);
+}

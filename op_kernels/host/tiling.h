@@ -1,0 +1,59 @@
+/*
+ * Host tiling of the batch-norm kernels: pure C++ functions from (shape, dtype,
+ * core count, UB size) to the POD structs of include/batch_norm_tiling.h.
+ * Shared by the NPU launch glue (npu_ops.cpp) and the CPU twin (twin/capi.cpp).
+ *
+ * The UB plan of every kernel (which buffers, how many bytes per tile element,
+ * how many fixed bytes) lives here, in BnUbBytes, and the kernels allocate
+ * exactly that plan from the tiling fields; the twin checks the 192 KiB limit.
+ */
+#ifndef NPU_SYNCBN_HOST_TILING_H
+#define NPU_SYNCBN_HOST_TILING_H
+
+#include <cstdint>
+
+#include "batch_norm_tiling.h"
+
+enum BnOp : uint32_t {
+    BN_OP_STATS = 0,
+    BN_OP_ELEMT = 1,
+    BN_OP_BACKWARD_REDUCE = 2,
+    BN_OP_BACKWARD_ELEMT = 3,
+};
+
+static const uint32_t BN_UB_BYTES = 192 * 1024;  // UB per vector core (Ascend 910B)
+static const uint32_t BN_MAX_CORES = 48;         // vector cores of a 910B2
+static const uint32_t BN_MAX_BLOCK_COUNT = 4095; // DataCopyPad blockCount limit
+
+enum BnTilingStatus : int {
+    BN_TILING_OK = 0,
+    BN_TILING_EMPTY = 1,      // a zero dim: nothing to launch
+    BN_TILING_BAD_CORES = 2,  // core count outside 1..48
+    BN_TILING_BAD_DTYPE = 3,
+    BN_TILING_UB_TOO_SMALL = 4,
+    BN_TILING_BAD_WORLD = 5,
+};
+
+const char* BnTilingStatusText(int status);
+
+// Bytes per element of T for a BnDtype (0 for an unknown dtype).
+uint32_t BnDtypeSize(uint32_t dtype);
+
+// Row tiling of one of the four (N, C, L) kernels.
+int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                   uint32_t ubBytes, BnRowTiling* out);
+
+// UB bytes the kernel of `op` allocates for tiling `t` (its InitBuffer total).
+uint64_t BnUbBytes(BnOp op, const BnRowTiling& t);
+
+// Workspace bytes the kernel of `op` needs (partials of shared channels).
+uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t);
+
+// Tiling of batch_norm_gather_stats_with_counts over (world, c) statistics.
+int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBytes, bool hasRunningMean,
+                      bool hasRunningVar, float momentum, float eps, BnGatherTiling* out);
+
+// UB bytes the gather kernel allocates for tiling `t`.
+uint64_t BnGatherUbBytes(const BnGatherTiling& t);
+
+#endif  // NPU_SYNCBN_HOST_TILING_H

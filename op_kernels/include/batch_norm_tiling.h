@@ -1,0 +1,94 @@
+/*
+ * Tiling structs of the five batch-norm kernels: plain POD, filled on the host
+ * (op_kernels/host/batch_norm_tiling.cpp) and read by the kernels through their
+ * `tiling` GM argument. Shared unchanged by the NPU build and the CPU twin, so
+ * every field has a fixed width and the layout has no implicit padding.
+ *
+ * Geometry ("row tiling"): the input is viewed as (N, C, L) contiguous, L being
+ * the product of the dims after C. A channel's data is N rows of L contiguous
+ * elements, rows C*L elements apart. One *tile* is a block of `rows` rows x `len`
+ * elements of one channel; it is copied to UB with one DataCopy/DataCopyPad,
+ * each row landing 32-byte aligned (UB row stride = tileStride elements).
+ * Either a tile spans whole rows (len == L, rows <= tileRows) or, when one row
+ * is longer than a tile, a chunk of one row (rows == 1, len <= tileLen).
+ * Work items are (channel, tile) pairs numbered channel-major
+ * (item = c * tilesPerChannel + t); core k takes one contiguous range of items,
+ * so a core owns whole channels (C split) or parts of one channel (N*L split),
+ * whichever the shape gives.
+ */
+#ifndef NPU_SYNCBN_BATCH_NORM_TILING_H
+#define NPU_SYNCBN_BATCH_NORM_TILING_H
+
+#include <stdint.h>
+
+enum BnDtype : uint32_t { BN_FLOAT32 = 0, BN_FLOAT16 = 1, BN_BFLOAT16 = 2 };
+
+// Bits of BnBackwardReduceTiling::outputMask (aten's input_g / weight_g / bias_g).
+enum BnReduceOutputs : uint32_t { BN_OUT_SUMS = 1u, BN_OUT_GRAD_WEIGHT = 2u, BN_OUT_GRAD_BIAS = 4u };
+
+struct BnRowTiling {
+    uint64_t n;                // batch
+    uint64_t c;                // channels
+    uint64_t l;                // inner size (product of dims after C; 1 for 2D input)
+    uint64_t tileRows;         // rows per tile (> 1 only when a tile holds whole rows)
+    uint64_t tileLen;          // elements per row in a tile (== l when whole rows fit)
+    uint64_t tileStride;       // UB row stride in elements: tileLen rounded up to 32 bytes
+    uint64_t tileElems;        // UB elements of one tile buffer: tileRows * tileStride
+    uint64_t lChunks;          // ceil(l / tileLen)
+    uint64_t tilesPerChannel;  // ceil(n / tileRows) * lChunks
+    uint64_t totalItems;       // c * tilesPerChannel
+    uint64_t itemsBase;        // every core gets itemsBase items ...
+    uint64_t itemsRem;         // ... and the first itemsRem cores one more
+    uint32_t dtype;            // BnDtype of the big tensors
+    uint32_t blockDim;         // cores to launch (<= requested core count)
+    uint32_t paramChunk;       // channels per batch of per-channel params / results in UB
+    uint32_t reduceWorkElems;  // float elements of the ReduceSum work buffer
+};
+
+// Workspace of the reducing kernels: per core two 32-byte slots holding the
+// partial result of its first and of its last channel (the only channels it can
+// share with other cores), merged after SyncAll by the channel's first core.
+static const uint32_t BN_PARTIAL_SLOT_FLOATS = 8;
+
+struct BnStatsTiling {
+    BnRowTiling rows;
+    float eps;
+    uint32_t reserved;
+};
+
+struct BnElemtTiling {
+    BnRowTiling rows;
+    uint32_t hasWeight;
+    uint32_t hasBias;
+};
+
+struct BnBackwardReduceTiling {
+    BnRowTiling rows;
+    uint32_t hasWeight;   // grad_weight needs only invstd; kept for symmetry with aten
+    uint32_t outputMask;  // BnReduceOutputs
+};
+
+struct BnBackwardElemtTiling {
+    BnRowTiling rows;
+    uint32_t hasWeight;
+    uint32_t world;       // length of the count tensor (ranks)
+};
+
+// gather_stats works on (W, C) statistics: channels are split over cores in
+// contiguous ranges, each processed `chunk` channels at a time.
+struct BnGatherTiling {
+    uint64_t c;
+    uint64_t world;
+    uint64_t chanBase;    // channels per core ...
+    uint64_t chanRem;     // ... plus one for the first chanRem cores
+    uint32_t blockDim;
+    uint32_t chunk;       // channels per UB batch
+    uint32_t countChunk;  // counts per UB batch
+    uint32_t hasRunningMean;
+    uint32_t hasRunningVar;
+    float momentum;
+    float eps;
+    uint32_t reserved;
+};
+
+#endif  // NPU_SYNCBN_BATCH_NORM_TILING_H

@@ -1,0 +1,182 @@
+/*
+ * batch_norm_backward_elemt: for dy, x viewed as (N, C, L) contiguous,
+ *   dx = (dy - sum_dy/N - (x - mean) * invstd^2 * sum_dy_xmu/N) * invstd * weight
+ * with N = sum(count) the global element count per channel (count: float32 (W,)
+ * per-rank counts). mean, invstd, weight (optional), sum_dy, sum_dy_xmu are
+ * float32 (C,); dx has dy's dtype.
+ *
+ * dy and x are each read once, dx written once. Per channel the kernel folds
+ * the parameters into three coefficients a = sum_dy/N, b = sum_dy_xmu/N*invstd^2,
+ * k = invstd*weight, so each tile costs five vector ops.
+ */
+#include "bn_common.h"
+
+using namespace AscendC;
+
+template <typename T>
+class KernelBatchNormBackwardElemt {
+public:
+    __aicore__ inline KernelBatchNormBackwardElemt() {}
+
+    __aicore__ inline void Init(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR weight, GM_ADDR sumDy,
+                                GM_ADDR sumDyXmu, GM_ADDR count, GM_ADDR dx, const BnBackwardElemtTiling& tiling) {
+        t_ = tiling.rows;
+        hasWeight_ = tiling.hasWeight != 0;
+        world_ = tiling.world;
+        items_ = bn::CoreItems(t_, GetBlockIdx());
+        lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
+
+        const uint64_t total = t_.n * t_.c * t_.l;
+        dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
+        dxGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dx), total);
+        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
+        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
+        if (hasWeight_) weightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(weight), t_.c);
+        sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), t_.c);
+        sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), t_.c);
+        countGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(count), world_);
+
+        const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
+        const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
+        const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
+        pipe_.InitBuffer(dyQueue_, bn::BUFFER_NUM, tileT);
+        pipe_.InitBuffer(xQueue_, bn::BUFFER_NUM, tileT);
+        pipe_.InitBuffer(dxQueue_, bn::BUFFER_NUM, tileT);
+        pipe_.InitBuffer(dyfBuf_, tileFloats);
+        pipe_.InitBuffer(xfBuf_, tileFloats);
+        pipe_.InitBuffer(meanBuf_, chunkBytes);
+        pipe_.InitBuffer(invstdBuf_, chunkBytes);
+        pipe_.InitBuffer(kBuf_, chunkBytes);
+        pipe_.InitBuffer(aBuf_, chunkBytes);
+        pipe_.InitBuffer(bBuf_, chunkBytes);
+        pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
+        pipe_.InitBuffer(resBuf_, bn::BLOCK_BYTES);
+    }
+
+    __aicore__ inline void Process() {
+        invTotal_ = 1.0f / TotalCount();
+        for (uint64_t item = items_.begin; item < items_.end; ++item) {
+            const bn::Tile tile = bn::TileOfItem<T>(t_, item);
+            if (item == items_.begin || tile.channel >= windowEnd_) LoadWindow(tile.channel);
+            CopyIn(tile);
+            Compute(tile);
+            CopyOut(tile);
+        }
+    }
+
+private:
+    // N = sum(count), summed paramChunk counts at a time.
+    __aicore__ inline float TotalCount() {
+        LocalTensor<float> buf = aBuf_.Get<float>();
+        LocalTensor<float> res = resBuf_.Get<float>();
+        float total = 0.0f;
+        for (uint64_t w0 = 0; w0 < world_; w0 += t_.paramChunk) {
+            const uint64_t n = bn::Min(t_.paramChunk, world_ - w0);
+            bn::CopyChannelsIn(buf, countGm_, w0, n);
+            PipeBarrier<PIPE_ALL>();
+            ReduceSum(res, buf, workBuf_.Get<float>(), static_cast<int32_t>(n));
+            PipeBarrier<PIPE_ALL>();
+            total += res.GetValue(0);
+        }
+        return total;
+    }
+
+    __aicore__ inline void LoadWindow(uint64_t c0) {
+        windowBegin_ = c0;
+        windowEnd_ = bn::Min(c0 + t_.paramChunk, lastChannel_ + 1);
+        const uint64_t nc = windowEnd_ - c0;
+        const int32_t n = static_cast<int32_t>(nc);
+        LocalTensor<float> invstd = invstdBuf_.Get<float>();
+        LocalTensor<float> k = kBuf_.Get<float>();
+        LocalTensor<float> a = aBuf_.Get<float>();
+        LocalTensor<float> b = bBuf_.Get<float>();
+        bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, c0, nc);
+        bn::CopyChannelsIn(invstd, invstdGm_, c0, nc);
+        if (hasWeight_) bn::CopyChannelsIn(k, weightGm_, c0, nc);
+        bn::CopyChannelsIn(a, sumDyGm_, c0, nc);
+        bn::CopyChannelsIn(b, sumDyXmuGm_, c0, nc);
+        PipeBarrier<PIPE_ALL>();
+        if (!hasWeight_) Duplicate(k, 1.0f, n);
+        Mul(k, k, invstd, n);
+        Muls(a, a, invTotal_, n);
+        Muls(b, b, invTotal_, n);
+        Mul(b, b, invstd, n);
+        Mul(b, b, invstd, n);
+        PipeBarrier<PIPE_ALL>();
+    }
+
+    __aicore__ inline void CopyIn(const bn::Tile& tile) {
+        LocalTensor<T> dy = dyQueue_.AllocTensor<T>();
+        LocalTensor<T> x = xQueue_.AllocTensor<T>();
+        bn::CopyTileIn(dy, dyGm_, t_, tile, T(0.0f));
+        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
+        dyQueue_.EnQue(dy);
+        xQueue_.EnQue(x);
+    }
+
+    __aicore__ inline void Compute(const bn::Tile& tile) {
+        const uint64_t j = tile.channel - windowBegin_;
+        const float mean = meanBuf_.Get<float>().GetValue(j);
+        const float a = aBuf_.Get<float>().GetValue(j);
+        const float b = bBuf_.Get<float>().GetValue(j);
+        const float k = kBuf_.Get<float>().GetValue(j);
+        const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
+        LocalTensor<float> dyf = dyfBuf_.Get<float>();
+        LocalTensor<float> xf = xfBuf_.Get<float>();
+        LocalTensor<T> dy = dyQueue_.DeQue<T>();
+        LocalTensor<T> x = xQueue_.DeQue<T>();
+        bn::ToFloat(dyf, dy, elems);
+        bn::ToFloat(xf, x, elems);
+        dyQueue_.FreeTensor(dy);
+        xQueue_.FreeTensor(x);
+        Adds(xf, xf, -mean, elems);
+        Muls(xf, xf, b, elems);
+        Sub(dyf, dyf, xf, elems);
+        Adds(dyf, dyf, -a, elems);
+        Muls(dyf, dyf, k, elems);
+        LocalTensor<T> dx = dxQueue_.AllocTensor<T>();
+        bn::FromFloat(dx, dyf, elems);
+        dxQueue_.EnQue(dx);
+    }
+
+    __aicore__ inline void CopyOut(const bn::Tile& tile) {
+        LocalTensor<T> dx = dxQueue_.DeQue<T>();
+        bn::CopyTileOut(dxGm_, dx, t_, tile);
+        dxQueue_.FreeTensor(dx);
+    }
+
+    TPipe pipe_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
+    TQue<QuePosition::VECOUT, bn::BUFFER_NUM> dxQueue_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, meanBuf_, invstdBuf_, kBuf_, aBuf_, bBuf_, workBuf_, resBuf_;
+    GlobalTensor<T> dyGm_, xGm_, dxGm_;
+    GlobalTensor<float> meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, countGm_;
+    BnRowTiling t_;
+    bool hasWeight_ = false;
+    uint64_t world_ = 0, lastChannel_ = 0, windowBegin_ = 0, windowEnd_ = 0;
+    float invTotal_ = 0.0f;
+    bn::ItemRange items_;
+};
+
+extern "C" __global__ __aicore__ void batch_norm_backward_elemt(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd,
+                                                                GM_ADDR weight, GM_ADDR sumDy, GM_ADDR sumDyXmu,
+                                                                GM_ADDR count, GM_ADDR dx, GM_ADDR workspace,
+                                                                GM_ADDR tiling) {
+    (void)workspace;
+    BnBackwardElemtTiling t;
+    bn::LoadTiling(t, tiling);
+    if (t.rows.dtype == BN_FLOAT16) {
+        KernelBatchNormBackwardElemt<half> op;
+        op.Init(dy, x, mean, invstd, weight, sumDy, sumDyXmu, count, dx, t);
+        op.Process();
+    } else if (t.rows.dtype == BN_BFLOAT16) {
+        KernelBatchNormBackwardElemt<bfloat16_t> op;
+        op.Init(dy, x, mean, invstd, weight, sumDy, sumDyXmu, count, dx, t);
+        op.Process();
+    } else {
+        KernelBatchNormBackwardElemt<float> op;
+        op.Init(dy, x, mean, invstd, weight, sumDy, sumDyXmu, count, dx, t);
+        op.Process();
+    }
+}

@@ -1,0 +1,235 @@
+/*
+ * batch_norm_backward_reduce: per channel of dy, x viewed as (N, C, L):
+ *   sum_dy = sum(dy), sum_dy_xmu = sum(dy * (x - mean)),
+ *   grad_weight = sum_dy_xmu * invstd, grad_bias = sum_dy,
+ * each written only when asked for (outputMask). mean, invstd and every output
+ * are float32 (C,); the sums run in float32 per UB lane.
+ *
+ * dy and x are each read from GM once. Partial sums of a channel split over
+ * cores meet in the workspace and are added by the channel's first core after
+ * SyncAll.
+ */
+#include "bn_common.h"
+
+using namespace AscendC;
+
+struct BnGradSums {
+    float sumDy;
+    float sumDyXmu;
+};
+
+template <typename T>
+class KernelBatchNormBackwardReduce {
+public:
+    __aicore__ inline KernelBatchNormBackwardReduce() {}
+
+    __aicore__ inline void Init(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
+                                GM_ADDR gradWeight, GM_ADDR gradBias, GM_ADDR workspace,
+                                const BnBackwardReduceTiling& tiling) {
+        t_ = tiling.rows;
+        mask_ = tiling.outputMask;
+        core_ = GetBlockIdx();
+        items_ = bn::CoreItems(t_, core_);
+        firstChannel_ = bn::ChannelOfItem(t_, items_.begin);
+        lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
+        firstOwned_ = bn::FirstCoreOf(t_, firstChannel_) == core_ ? firstChannel_ : firstChannel_ + 1;
+
+        const uint64_t total = t_.n * t_.c * t_.l;
+        dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
+        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
+        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
+        if (mask_ & BN_OUT_SUMS) {
+            sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), t_.c);
+            sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), t_.c);
+        }
+        if (mask_ & BN_OUT_GRAD_WEIGHT) gradWeightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradWeight), t_.c);
+        if (mask_ & BN_OUT_GRAD_BIAS) gradBiasGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradBias), t_.c);
+        wsGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace), uint64_t(t_.blockDim) * 2 * BN_PARTIAL_SLOT_FLOATS);
+
+        const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
+        const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
+        const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
+        pipe_.InitBuffer(dyQueue_, bn::BUFFER_NUM, tileT);
+        pipe_.InitBuffer(xQueue_, bn::BUFFER_NUM, tileT);
+        pipe_.InitBuffer(dyfBuf_, tileFloats);
+        pipe_.InitBuffer(xfBuf_, tileFloats);
+        pipe_.InitBuffer(accDyBuf_, tileFloats);
+        pipe_.InitBuffer(accXmuBuf_, tileFloats);
+        pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
+        pipe_.InitBuffer(resBuf_, bn::BLOCK_BYTES);
+        pipe_.InitBuffer(meanBuf_, chunkBytes);
+        pipe_.InitBuffer(invstdBuf_, chunkBytes);
+        pipe_.InitBuffer(sumDyOutBuf_, chunkBytes);
+        pipe_.InitBuffer(sumXmuOutBuf_, chunkBytes);
+        pipe_.InitBuffer(partialBuf_, 2 * bn::BLOCK_BYTES);
+    }
+
+    __aicore__ inline void Process() {
+        windowBegin_ = windowSize_ = windowCount_ = 0;
+        bool sharedLast = false;
+        for (uint64_t item = items_.begin; item < items_.end;) {
+            const uint64_t c = bn::ChannelOfItem(t_, item);
+            const uint64_t end = bn::Min(items_.end, (c + 1) * t_.tilesPerChannel);
+            const BnGradSums s = ReduceChannel(item, end, MeanOf(c));
+            if (bn::FirstCoreOf(t_, c) == core_ && bn::LastCoreOf(t_, c) == core_) {
+                Stage(c, s);
+            } else {
+                WritePartial(c == firstChannel_ ? 0 : 1, s);
+                sharedLast = bn::FirstCoreOf(t_, c) == core_;
+            }
+            item = end;
+        }
+        SyncAll();
+        if (sharedLast) Stage(lastChannel_, MergePartials(lastChannel_));
+        Flush();
+    }
+
+private:
+    // mean[c]: from the UB window for channels this core writes, else one small copy.
+    __aicore__ inline float MeanOf(uint64_t c) {
+        if (c < firstOwned_) {
+            LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
+            bn::CopyChannelsIn(io, meanGm_, c, 1);
+            PipeBarrier<PIPE_ALL>();
+            return io.GetValue(0);
+        }
+        if (windowSize_ == 0 || c >= windowBegin_ + windowSize_) {
+            Flush();
+            windowBegin_ = c;
+            windowSize_ = bn::Min(t_.paramChunk, lastChannel_ + 1 - c);
+            bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, c, windowSize_);
+            bn::CopyChannelsIn(invstdBuf_.Get<float>(), invstdGm_, c, windowSize_);
+            PipeBarrier<PIPE_ALL>();
+        }
+        return meanBuf_.Get<float>().GetValue(c - windowBegin_);
+    }
+
+    __aicore__ inline BnGradSums ReduceChannel(uint64_t begin, uint64_t end, float mean) {
+        LocalTensor<float> dyf = dyfBuf_.Get<float>();
+        LocalTensor<float> xf = xfBuf_.Get<float>();
+        LocalTensor<float> accDy = accDyBuf_.Get<float>();
+        LocalTensor<float> accXmu = accXmuBuf_.Get<float>();
+        Duplicate(accDy, 0.0f, static_cast<int32_t>(t_.tileElems));
+        Duplicate(accXmu, 0.0f, static_cast<int32_t>(t_.tileElems));
+        uint64_t lanes = 0;
+        for (uint64_t item = begin; item < end; ++item) {
+            const bn::Tile tile = bn::TileOfItem<T>(t_, item);
+            CopyIn(tile);
+            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
+            LocalTensor<T> dy = dyQueue_.DeQue<T>();
+            LocalTensor<T> x = xQueue_.DeQue<T>();
+            bn::ToFloat(dyf, dy, elems);  // pad lanes of dy are 0, so they add nothing
+            bn::ToFloat(xf, x, elems);
+            dyQueue_.FreeTensor(dy);
+            xQueue_.FreeTensor(x);
+            Adds(xf, xf, -mean, elems);
+            Mul(xf, xf, dyf, elems);
+            Add(accDy, accDy, dyf, elems);
+            Add(accXmu, accXmu, xf, elems);
+            lanes = lanes > uint64_t(elems) ? lanes : uint64_t(elems);
+        }
+        BnGradSums s;
+        s.sumDy = SumLanes(accDy, lanes);
+        s.sumDyXmu = SumLanes(accXmu, lanes);
+        return s;
+    }
+
+    __aicore__ inline void CopyIn(const bn::Tile& tile) {
+        LocalTensor<T> dy = dyQueue_.AllocTensor<T>();
+        LocalTensor<T> x = xQueue_.AllocTensor<T>();
+        bn::CopyTileIn(dy, dyGm_, t_, tile, T(0.0f));
+        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
+        dyQueue_.EnQue(dy);
+        xQueue_.EnQue(x);
+    }
+
+    __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count) {
+        LocalTensor<float> res = resBuf_.Get<float>();
+        ReduceSum(res, lanes, workBuf_.Get<float>(), static_cast<int32_t>(count));
+        PipeBarrier<PIPE_ALL>();
+        return res.GetValue(0);
+    }
+
+    __aicore__ inline void WritePartial(uint32_t slot, const BnGradSums& s) {
+        LocalTensor<float> io = partialBuf_.Get<float>();
+        io.SetValue(0, s.sumDy);
+        io.SetValue(1, s.sumDyXmu);
+        PipeBarrier<PIPE_ALL>();
+        DataCopy(wsGm_[(core_ * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], io, BN_PARTIAL_SLOT_FLOATS);
+        PipeBarrier<PIPE_ALL>();
+    }
+
+    __aicore__ inline BnGradSums MergePartials(uint64_t c) {
+        LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
+        BnGradSums acc = {0.0f, 0.0f};
+        for (uint64_t k = bn::FirstCoreOf(t_, c); k <= bn::LastCoreOf(t_, c); ++k) {
+            const uint32_t slot = bn::ChannelOfItem(t_, bn::CoreItems(t_, k).begin) == c ? 0 : 1;
+            DataCopy(io, wsGm_[(k * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], BN_PARTIAL_SLOT_FLOATS);
+            PipeBarrier<PIPE_ALL>();
+            acc.sumDy += io.GetValue(0);
+            acc.sumDyXmu += io.GetValue(1);
+        }
+        return acc;
+    }
+
+    __aicore__ inline void Stage(uint64_t c, const BnGradSums& s) {
+        sumDyOutBuf_.Get<float>().SetValue(c - windowBegin_, s.sumDy);
+        sumXmuOutBuf_.Get<float>().SetValue(c - windowBegin_, s.sumDyXmu);
+        windowCount_ = c - windowBegin_ + 1;
+    }
+
+    // Writes the staged window: the sums, grad_bias = sum_dy, grad_weight = sum_dy_xmu * invstd.
+    __aicore__ inline void Flush() {
+        if (windowCount_ == 0) return;
+        LocalTensor<float> sumDy = sumDyOutBuf_.Get<float>();
+        LocalTensor<float> sumXmu = sumXmuOutBuf_.Get<float>();
+        PipeBarrier<PIPE_ALL>();
+        if (mask_ & BN_OUT_SUMS) {
+            bn::CopyChannelsOut(sumDyGm_, sumDy, windowBegin_, windowCount_);
+            bn::CopyChannelsOut(sumDyXmuGm_, sumXmu, windowBegin_, windowCount_);
+        }
+        if (mask_ & BN_OUT_GRAD_BIAS) bn::CopyChannelsOut(gradBiasGm_, sumDy, windowBegin_, windowCount_);
+        if (mask_ & BN_OUT_GRAD_WEIGHT) {
+            LocalTensor<float> invstd = invstdBuf_.Get<float>();
+            PipeBarrier<PIPE_ALL>();
+            Mul(invstd, invstd, sumXmu, static_cast<int32_t>(windowCount_));
+            PipeBarrier<PIPE_ALL>();
+            bn::CopyChannelsOut(gradWeightGm_, invstd, windowBegin_, windowCount_);
+        }
+        PipeBarrier<PIPE_ALL>();
+        windowCount_ = 0;
+    }
+
+    TPipe pipe_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
+    TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_, partialBuf_;
+    GlobalTensor<T> dyGm_, xGm_;
+    GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_, wsGm_;
+    BnRowTiling t_;
+    uint32_t mask_ = 0;
+    uint64_t core_ = 0, firstChannel_ = 0, lastChannel_ = 0, firstOwned_ = 0;
+    uint64_t windowBegin_ = 0, windowSize_ = 0, windowCount_ = 0;
+    bn::ItemRange items_;
+};
+
+extern "C" __global__ __aicore__ void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd,
+                                                                 GM_ADDR sumDy, GM_ADDR sumDyXmu, GM_ADDR gradWeight,
+                                                                 GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling) {
+    BnBackwardReduceTiling t;
+    bn::LoadTiling(t, tiling);
+    if (t.rows.dtype == BN_FLOAT16) {
+        KernelBatchNormBackwardReduce<half> op;
+        op.Init(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, workspace, t);
+        op.Process();
+    } else if (t.rows.dtype == BN_BFLOAT16) {
+        KernelBatchNormBackwardReduce<bfloat16_t> op;
+        op.Init(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, workspace, t);
+        op.Process();
+    } else {
+        KernelBatchNormBackwardReduce<float> op;
+        op.Init(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, workspace, t);
+        op.Process();
+    }
+}

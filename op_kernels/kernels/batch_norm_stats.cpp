@@ -1,0 +1,233 @@
+/*
+ * batch_norm_stats: per-channel mean and invstd = 1 / sqrt(biased var + eps) of
+ * x viewed as (N, C, L) contiguous. Outputs are float32 (C,).
+ *
+ * x is read from GM exactly once. Each core accumulates, per UB lane, sums of
+ * (x - K) and (x - K)^2 with K the first value it sees of the channel (shifted
+ * sums: no cancellation when |mean| >> std), giving a partial (count, mean, M2).
+ * A channel split over several cores is merged with Chan's formula by its first
+ * core after SyncAll, from the partials left in the workspace.
+ */
+#include "bn_common.h"
+
+using namespace AscendC;
+
+struct BnPartial {
+    float count;
+    float mean;
+    float m2;
+};
+
+template <typename T>
+class KernelBatchNormStats {
+public:
+    __aicore__ inline KernelBatchNormStats() {}
+
+    __aicore__ inline void Init(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace,
+                                const BnStatsTiling& tiling) {
+        t_ = tiling.rows;
+        eps_ = tiling.eps;
+        core_ = GetBlockIdx();
+        items_ = bn::CoreItems(t_, core_);
+        firstChannel_ = bn::ChannelOfItem(t_, items_.begin);
+        lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
+        // A first channel begun by an earlier core is written by that core.
+        firstOwned_ = bn::FirstCoreOf(t_, firstChannel_) == core_ ? firstChannel_ : firstChannel_ + 1;
+
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t_.n * t_.c * t_.l);
+        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
+        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
+        wsGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace), uint64_t(t_.blockDim) * 2 * BN_PARTIAL_SLOT_FLOATS);
+
+        const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
+        const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
+        pipe_.InitBuffer(inQueue_, bn::BUFFER_NUM, static_cast<uint32_t>(t_.tileElems * sizeof(T)));
+        pipe_.InitBuffer(xfBuf_, tileFloats);
+        pipe_.InitBuffer(maskBuf_, tileFloats);
+        pipe_.InitBuffer(sumBuf_, tileFloats);
+        pipe_.InitBuffer(sqBuf_, tileFloats);
+        pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
+        pipe_.InitBuffer(resBuf_, bn::BLOCK_BYTES);
+        pipe_.InitBuffer(meanOutBuf_, chunkBytes);
+        pipe_.InitBuffer(varOutBuf_, chunkBytes);
+        pipe_.InitBuffer(onesBuf_, chunkBytes);
+        pipe_.InitBuffer(partialBuf_, 2 * bn::BLOCK_BYTES);
+    }
+
+    __aicore__ inline void Process() {
+        BuildPadMask();
+        windowBegin_ = firstOwned_;
+        windowCount_ = 0;
+        bool sharedLast = false;
+        for (uint64_t item = items_.begin; item < items_.end;) {
+            const uint64_t c = bn::ChannelOfItem(t_, item);
+            const uint64_t end = bn::Min(items_.end, (c + 1) * t_.tilesPerChannel);
+            const BnPartial p = ReduceChannel(item, end);
+            if (bn::FirstCoreOf(t_, c) == core_ && bn::LastCoreOf(t_, c) == core_) {
+                Stage(c, p);
+            } else {
+                WritePartial(c == firstChannel_ ? 0 : 1, p);
+                sharedLast = bn::FirstCoreOf(t_, c) == core_;
+            }
+            item = end;
+        }
+        SyncAll();
+        if (sharedLast) Stage(lastChannel_, MergePartials(lastChannel_));
+        Flush();
+    }
+
+private:
+    // Lanes of the padded tile shape that hold pad, not data, get 0 in the mask
+    // so that they add nothing to the sums. Only one tile shape has pads: whole
+    // rows of a ragged L, or the last chunk of a long row.
+    __aicore__ inline void BuildPadMask() {
+        LocalTensor<float> mask = maskBuf_.Get<float>();
+        const uint64_t epb = bn::BLOCK_BYTES / sizeof(T);
+        padLen_ = t_.lChunks == 1 ? t_.l : t_.l - (t_.lChunks - 1) * t_.tileLen;
+        const uint64_t stride = bn::AlignUp(padLen_, epb);
+        const uint64_t rows = t_.lChunks == 1 ? t_.tileRows : 1;
+        Duplicate(mask, 1.0f, static_cast<int32_t>(t_.tileElems));
+        PipeBarrier<PIPE_ALL>();
+        for (uint64_t r = 0; r < rows && stride != padLen_; ++r) {
+            for (uint64_t j = padLen_; j < stride; ++j) mask.SetValue(r * stride + j, 0.0f);
+        }
+        PipeBarrier<PIPE_ALL>();
+    }
+
+    // Shifted per-lane sums over items [begin, end) of one channel.
+    __aicore__ inline BnPartial ReduceChannel(uint64_t begin, uint64_t end) {
+        LocalTensor<float> xf = xfBuf_.Get<float>();
+        LocalTensor<float> sum = sumBuf_.Get<float>();
+        LocalTensor<float> sq = sqBuf_.Get<float>();
+        LocalTensor<float> mask = maskBuf_.Get<float>();
+        Duplicate(sum, 0.0f, static_cast<int32_t>(t_.tileElems));
+        Duplicate(sq, 0.0f, static_cast<int32_t>(t_.tileElems));
+        float shift = 0.0f;
+        uint64_t lanes = 0, count = 0;
+        for (uint64_t item = begin; item < end; ++item) {
+            const bn::Tile tile = bn::TileOfItem<T>(t_, item);
+            CopyIn(tile);
+            LocalTensor<T> x = inQueue_.DeQue<T>();
+            if (item == begin) shift = static_cast<float>(x.GetValue(0));
+            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
+            bn::ToFloat(xf, x, elems);
+            inQueue_.FreeTensor(x);
+            Adds(xf, xf, -shift, elems);
+            if (tile.len != tile.stride) Mul(xf, xf, mask, elems);
+            Add(sum, sum, xf, elems);
+            Mul(xf, xf, xf, elems);
+            Add(sq, sq, xf, elems);
+            lanes = lanes > uint64_t(elems) ? lanes : uint64_t(elems);
+            count += tile.rows * tile.len;
+        }
+        const float s1 = SumLanes(sum, lanes);
+        const float s2 = SumLanes(sq, lanes);
+        BnPartial p;
+        p.count = static_cast<float>(count);
+        p.mean = shift + s1 / p.count;
+        p.m2 = s2 - s1 * (s1 / p.count);
+        if (p.m2 < 0.0f) p.m2 = 0.0f;
+        return p;
+    }
+
+    __aicore__ inline void CopyIn(const bn::Tile& tile) {
+        LocalTensor<T> x = inQueue_.AllocTensor<T>();
+        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
+        inQueue_.EnQue(x);
+    }
+
+    __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count) {
+        LocalTensor<float> res = resBuf_.Get<float>();
+        ReduceSum(res, lanes, workBuf_.Get<float>(), static_cast<int32_t>(count));
+        PipeBarrier<PIPE_ALL>();
+        return res.GetValue(0);
+    }
+
+    __aicore__ inline void WritePartial(uint32_t slot, const BnPartial& p) {
+        LocalTensor<float> io = partialBuf_.Get<float>();
+        io.SetValue(0, p.count);
+        io.SetValue(1, p.mean);
+        io.SetValue(2, p.m2);
+        PipeBarrier<PIPE_ALL>();
+        DataCopy(wsGm_[(core_ * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], io, BN_PARTIAL_SLOT_FLOATS);
+        PipeBarrier<PIPE_ALL>();
+    }
+
+    // Chan's merge of the partials every core left for channel c.
+    __aicore__ inline BnPartial MergePartials(uint64_t c) {
+        LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
+        BnPartial acc = {0.0f, 0.0f, 0.0f};
+        for (uint64_t k = bn::FirstCoreOf(t_, c); k <= bn::LastCoreOf(t_, c); ++k) {
+            const uint32_t slot = bn::ChannelOfItem(t_, bn::CoreItems(t_, k).begin) == c ? 0 : 1;
+            DataCopy(io, wsGm_[(k * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], BN_PARTIAL_SLOT_FLOATS);
+            PipeBarrier<PIPE_ALL>();
+            const float nb = io.GetValue(0), mb = io.GetValue(1), m2b = io.GetValue(2);
+            const float n = acc.count + nb;
+            const float delta = mb - acc.mean;
+            const float wb = nb / n;
+            acc.mean = acc.mean + delta * wb;
+            acc.m2 = acc.m2 + m2b + delta * delta * acc.count * wb;
+            acc.count = n;
+        }
+        return acc;
+    }
+
+    // Results go to UB batches of paramChunk channels, written with one copy each.
+    __aicore__ inline void Stage(uint64_t c, const BnPartial& p) {
+        if (c >= windowBegin_ + t_.paramChunk) {
+            Flush();
+            windowBegin_ = c;
+        }
+        meanOutBuf_.Get<float>().SetValue(c - windowBegin_, p.mean);
+        varOutBuf_.Get<float>().SetValue(c - windowBegin_, p.m2 / p.count);
+        windowCount_ = c - windowBegin_ + 1;
+    }
+
+    __aicore__ inline void Flush() {
+        if (windowCount_ == 0) return;
+        const int32_t n = static_cast<int32_t>(windowCount_);
+        LocalTensor<float> var = varOutBuf_.Get<float>();
+        LocalTensor<float> ones = onesBuf_.Get<float>();
+        PipeBarrier<PIPE_ALL>();
+        Adds(var, var, eps_, n);
+        Sqrt(var, var, n);
+        Duplicate(ones, 1.0f, n);
+        Div(var, ones, var, n);  // Sqrt + Div: full float precision, unlike an approximate Rsqrt
+        PipeBarrier<PIPE_ALL>();
+        bn::CopyChannelsOut(meanGm_, meanOutBuf_.Get<float>(), windowBegin_, windowCount_);
+        bn::CopyChannelsOut(invstdGm_, var, windowBegin_, windowCount_);
+        PipeBarrier<PIPE_ALL>();
+        windowCount_ = 0;
+    }
+
+    TPipe pipe_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
+    TBuf<QuePosition::VECCALC> xfBuf_, maskBuf_, sumBuf_, sqBuf_, workBuf_, resBuf_;
+    TBuf<QuePosition::VECCALC> meanOutBuf_, varOutBuf_, onesBuf_, partialBuf_;
+    GlobalTensor<T> xGm_;
+    GlobalTensor<float> meanGm_, invstdGm_, wsGm_;
+    BnRowTiling t_;
+    float eps_ = 0.0f;
+    uint64_t core_ = 0, firstChannel_ = 0, lastChannel_ = 0, firstOwned_ = 0, padLen_ = 0;
+    uint64_t windowBegin_ = 0, windowCount_ = 0;
+    bn::ItemRange items_;
+};
+
+extern "C" __global__ __aicore__ void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace,
+                                                       GM_ADDR tiling) {
+    BnStatsTiling t;
+    bn::LoadTiling(t, tiling);
+    if (t.rows.dtype == BN_FLOAT16) {
+        KernelBatchNormStats<half> op;
+        op.Init(x, mean, invstd, workspace, t);
+        op.Process();
+    } else if (t.rows.dtype == BN_BFLOAT16) {
+        KernelBatchNormStats<bfloat16_t> op;
+        op.Init(x, mean, invstd, workspace, t);
+        op.Process();
+    } else {
+        KernelBatchNormStats<float> op;
+        op.Init(x, mean, invstd, workspace, t);
+        op.Process();
+    }
+}

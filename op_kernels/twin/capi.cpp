@@ -1,0 +1,261 @@
+/*
+ * Plain C ABI of the twin library (loaded from Python with ctypes): one launcher
+ * per kernel, doing what the NPU host glue does (tiling, workspace, launch on
+ * block_dim cores), plus the tiling functions and the byte counts for tests.
+ *
+ * Return codes: 0 ok, 1 a kernel broke a rule (twin_last_error() names the
+ * kernel, the core and the rule), 2 bad arguments (tiling refused them).
+ */
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernel_operator.h"
+#include "../host/tiling.h"
+#include "../kernels/bn_common.h"
+
+extern "C" {
+void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace, GM_ADDR tiling);
+void batch_norm_gather_stats_with_counts(GM_ADDR mean, GM_ADDR invstd, GM_ADDR runningMean, GM_ADDR runningVar,
+                                         GM_ADDR counts, GM_ADDR meanOut, GM_ADDR invstdOut, GM_ADDR workspace,
+                                         GM_ADDR tiling);
+void batch_norm_elemt(GM_ADDR x, GM_ADDR weight, GM_ADDR bias, GM_ADDR mean, GM_ADDR invstd, GM_ADDR y,
+                      GM_ADDR workspace, GM_ADDR tiling);
+void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
+                                GM_ADDR gradWeight, GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling);
+void batch_norm_backward_elemt(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR weight, GM_ADDR sumDy,
+                               GM_ADDR sumDyXmu, GM_ADDR count, GM_ADDR dx, GM_ADDR workspace, GM_ADDR tiling);
+// Test-only kernels with planted rule breaks (tests/broken_kernels.cpp).
+void twin_broken_ub_overflow(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_misaligned_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_queue_leak(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_deque_empty(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_double_alloc(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_skip_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_gm_overrun(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+}
+
+namespace {
+
+std::string gError;
+uint32_t gBlockDim = 0;
+
+int Report(const std::string& err) {
+    gError = err;
+    return err.empty() ? 0 : 1;
+}
+
+int Refuse(const std::string& kernel, int status) {
+    gError = "kernel '" + kernel + "': " + BnTilingStatusText(status);
+    return 2;
+}
+
+uint8_t* Gm(const void* p) { return static_cast<uint8_t*>(const_cast<void*>(p)); }
+
+}  // namespace
+
+extern "C" {
+
+const char* twin_last_error() { return gError.c_str(); }
+
+uint32_t twin_last_block_dim() { return gBlockDim; }
+
+int twin_traffic_count() { return static_cast<int>(twin::LastTraffic().size()); }
+
+// name of buffer i (NUL-terminated into `name`), its read and written bytes.
+int twin_traffic_get(int i, char* name, int nameLen, uint64_t* read, uint64_t* written) {
+    const auto& all = twin::LastTraffic();
+    if (i < 0 || i >= static_cast<int>(all.size()) || nameLen < 1) return 2;
+    std::strncpy(name, all[i].name.c_str(), nameLen - 1);
+    name[nameLen - 1] = '\0';
+    *read = all[i].read;
+    *written = all[i].written;
+    return 0;
+}
+
+int twin_batch_norm_stats(const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l, float eps,
+                          uint32_t cores, float* mean, float* invstd) {
+    BnStatsTiling t{};
+    const int st = BnRowTilingFor(BN_OP_STATS, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_stats", st);
+    t.eps = eps;
+    std::vector<uint8_t> ws(BnWorkspaceBytes(BN_OP_STATS, t.rows), 0);
+    gBlockDim = t.rows.blockDim;
+    const uint64_t xBytes = n * c * l * BnDtypeSize(dtype);
+    return Report(twin::Launch("batch_norm_stats", t.rows.blockDim,
+                               {{"input", Gm(x), xBytes}, {"mean", mean, c * 4}, {"invstd", invstd, c * 4},
+                                {"workspace", ws.data(), ws.size()}, {"tiling", &t, sizeof(t)}},
+                               [&] { batch_norm_stats(Gm(x), Gm(mean), Gm(invstd), ws.data(), Gm(&t)); }));
+}
+
+int twin_batch_norm_gather_stats_with_counts(const float* mean, const float* invstd, const float* counts,
+                                             uint64_t world, uint64_t c, float* runningMean, float* runningVar,
+                                             float momentum, float eps, uint32_t cores, float* meanOut,
+                                             float* invstdOut) {
+    BnGatherTiling t{};
+    const int st = BnGatherTilingFor(c, world, cores, BN_UB_BYTES, runningMean != nullptr, runningVar != nullptr,
+                                     momentum, eps, &t);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_gather_stats_with_counts", st);
+    gBlockDim = t.blockDim;
+    return Report(twin::Launch(
+        "batch_norm_gather_stats_with_counts", t.blockDim,
+        {{"mean", Gm(mean), world * c * 4}, {"invstd", Gm(invstd), world * c * 4}, {"counts", Gm(counts), world * 4},
+         {"running_mean", runningMean, runningMean ? c * 4 : 0}, {"running_var", runningVar, runningVar ? c * 4 : 0},
+         {"mean_out", meanOut, c * 4}, {"invstd_out", invstdOut, c * 4}, {"tiling", &t, sizeof(t)}},
+        [&] {
+            batch_norm_gather_stats_with_counts(Gm(mean), Gm(invstd), Gm(runningMean), Gm(runningVar), Gm(counts),
+                                                Gm(meanOut), Gm(invstdOut), nullptr, Gm(&t));
+        }));
+}
+
+int twin_batch_norm_elemt(const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l, const float* weight,
+                          const float* bias, const float* mean, const float* invstd, uint32_t cores, void* y) {
+    BnElemtTiling t{};
+    const int st = BnRowTilingFor(BN_OP_ELEMT, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_elemt", st);
+    t.hasWeight = weight != nullptr;
+    t.hasBias = bias != nullptr;
+    gBlockDim = t.rows.blockDim;
+    const uint64_t bytes = n * c * l * BnDtypeSize(dtype);
+    return Report(twin::Launch("batch_norm_elemt", t.rows.blockDim,
+                               {{"input", Gm(x), bytes}, {"weight", Gm(weight), weight ? c * 4 : 0},
+                                {"bias", Gm(bias), bias ? c * 4 : 0}, {"mean", Gm(mean), c * 4},
+                                {"invstd", Gm(invstd), c * 4}, {"output", y, bytes}, {"tiling", &t, sizeof(t)}},
+                               [&] {
+                                   batch_norm_elemt(Gm(x), Gm(weight), Gm(bias), Gm(mean), Gm(invstd), Gm(y), nullptr,
+                                                    Gm(&t));
+                               }));
+}
+
+int twin_batch_norm_backward_reduce(const void* dy, const void* x, uint32_t dtype, uint64_t n, uint64_t c,
+                                    uint64_t l, const float* mean, const float* invstd, uint32_t outputMask,
+                                    uint32_t cores, float* sumDy, float* sumDyXmu, float* gradWeight,
+                                    float* gradBias) {
+    BnBackwardReduceTiling t{};
+    const int st = BnRowTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_backward_reduce", st);
+    t.outputMask = outputMask;
+    t.hasWeight = gradWeight != nullptr;
+    std::vector<uint8_t> ws(BnWorkspaceBytes(BN_OP_BACKWARD_REDUCE, t.rows), 0);
+    gBlockDim = t.rows.blockDim;
+    const uint64_t bytes = n * c * l * BnDtypeSize(dtype);
+    const bool sums = outputMask & BN_OUT_SUMS;
+    return Report(twin::Launch(
+        "batch_norm_backward_reduce", t.rows.blockDim,
+        {{"grad_out", Gm(dy), bytes}, {"input", Gm(x), bytes}, {"mean", Gm(mean), c * 4}, {"invstd", Gm(invstd), c * 4},
+         {"sum_dy", sumDy, sums ? c * 4 : 0}, {"sum_dy_xmu", sumDyXmu, sums ? c * 4 : 0},
+         {"grad_weight", gradWeight, (outputMask & BN_OUT_GRAD_WEIGHT) ? c * 4 : 0},
+         {"grad_bias", gradBias, (outputMask & BN_OUT_GRAD_BIAS) ? c * 4 : 0}, {"workspace", ws.data(), ws.size()},
+         {"tiling", &t, sizeof(t)}},
+        [&] {
+            batch_norm_backward_reduce(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(sumDy), Gm(sumDyXmu), Gm(gradWeight),
+                                       Gm(gradBias), ws.data(), Gm(&t));
+        }));
+}
+
+int twin_batch_norm_backward_elemt(const void* dy, const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l,
+                                   const float* mean, const float* invstd, const float* weight, const float* sumDy,
+                                   const float* sumDyXmu, const float* count, uint64_t world, uint32_t cores,
+                                   void* dx) {
+    BnBackwardElemtTiling t{};
+    const int st = BnRowTilingFor(BN_OP_BACKWARD_ELEMT, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_backward_elemt", st);
+    if (world == 0) return Refuse("batch_norm_backward_elemt", BN_TILING_BAD_WORLD);
+    t.hasWeight = weight != nullptr;
+    t.world = static_cast<uint32_t>(world);
+    gBlockDim = t.rows.blockDim;
+    const uint64_t bytes = n * c * l * BnDtypeSize(dtype);
+    return Report(twin::Launch(
+        "batch_norm_backward_elemt", t.rows.blockDim,
+        {{"grad_out", Gm(dy), bytes}, {"input", Gm(x), bytes}, {"mean", Gm(mean), c * 4}, {"invstd", Gm(invstd), c * 4},
+         {"weight", Gm(weight), weight ? c * 4 : 0}, {"sum_dy", Gm(sumDy), c * 4}, {"sum_dy_xmu", Gm(sumDyXmu), c * 4},
+         {"count", Gm(count), world * 4}, {"grad_input", dx, bytes}, {"tiling", &t, sizeof(t)}},
+        [&] {
+            batch_norm_backward_elemt(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(weight), Gm(sumDy), Gm(sumDyXmu),
+                                      Gm(count), Gm(dx), nullptr, Gm(&t));
+        }));
+}
+
+// ---------------------------------------------------------------- tiling, for tests
+// Fields of BnRowTiling in declaration order, then UB bytes and workspace bytes.
+int twin_row_tiling(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                    uint32_t ubBytes, uint64_t* out18) {
+    BnRowTiling t{};
+    const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
+    if (st != BN_TILING_OK) return Refuse("tiling", st);
+    const uint64_t fields[18] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
+                                 t.tileStride, t.tileElems, t.lChunks, t.tilesPerChannel, t.totalItems,
+                                 t.itemsBase,  t.itemsRem,  t.dtype,   t.blockDim,        t.paramChunk,
+                                 t.reduceWorkElems, BnUbBytes(static_cast<BnOp>(op), t),
+                                 BnWorkspaceBytes(static_cast<BnOp>(op), t)};
+    std::memcpy(out18, fields, sizeof(fields));
+    return 0;
+}
+
+// Walks every core's items with the kernels' own maps and counts, per element of
+// the (N, C, L) tensor, how many tiles cover it. Also checks each tile against
+// the tiling: returns 1 with twin_last_error() set if a tile is misaligned in
+// UB, has more rows than one DataCopyPad allows, or exceeds the tile buffer.
+int twin_tiling_cover(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                      uint32_t ubBytes, uint32_t* hits) {
+    BnRowTiling t{};
+    const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
+    if (st != BN_TILING_OK) return Refuse("tiling", st);
+    const uint64_t sz = BnDtypeSize(dtype);
+    for (uint64_t k = 0; k < t.blockDim; ++k) {
+        const bn::ItemRange r = bn::CoreItems(t, k);
+        if (r.end <= r.begin) return Report("core " + std::to_string(k) + " has no items");
+        for (uint64_t item = r.begin; item < r.end; ++item) {
+            if (bn::CoreOfItem(t, item) != k) return Report("CoreOfItem disagrees with CoreItems");
+            const bn::Tile tile = sz == 4 ? bn::TileOfItem<float>(t, item) : bn::TileOfItem<half>(t, item);
+            if (tile.stride * sz % 32 != 0) return Report("UB row stride not 32-byte aligned");
+            if (tile.rows > BN_MAX_BLOCK_COUNT) return Report("tile rows exceed DataCopyPad blockCount");
+            if (tile.rows * tile.stride > t.tileElems) return Report("tile larger than its UB buffer");
+            for (uint64_t i = 0; i < tile.rows; ++i) {
+                for (uint64_t j = 0; j < tile.len; ++j) ++hits[tile.gmOffset + i * c * l + j];
+            }
+        }
+    }
+    if (bn::CoreItems(t, t.blockDim - 1).end != t.totalItems) return Report("items not all assigned");
+    return 0;
+}
+
+// BnGatherTiling fields: c, world, chanBase, chanRem, blockDim, chunk, countChunk, UB bytes.
+int twin_gather_tiling(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBytes, uint64_t* out8) {
+    BnGatherTiling t{};
+    const int st = BnGatherTilingFor(c, world, cores, ubBytes, true, true, 0.1f, 1e-5f, &t);
+    if (st != BN_TILING_OK) return Refuse("tiling", st);
+    const uint64_t fields[8] = {t.c, t.world, t.chanBase, t.chanRem, t.blockDim, t.chunk, t.countChunk,
+                                BnGatherUbBytes(t)};
+    std::memcpy(out8, fields, sizeof(fields));
+    return 0;
+}
+
+// Runs one of the test kernels on a 1 KiB zeroed buffer.
+int twin_run_test_kernel(const char* name, uint32_t cores) {
+    using Entry = void (*)(GM_ADDR, GM_ADDR, GM_ADDR);
+    struct Named { const char* name; Entry entry; };
+    static const Named kernels[] = {
+        {"twin_broken_ub_overflow", twin_broken_ub_overflow},
+        {"twin_broken_misaligned_copy", twin_broken_misaligned_copy},
+        {"twin_broken_queue_leak", twin_broken_queue_leak},
+        {"twin_broken_deque_empty", twin_broken_deque_empty},
+        {"twin_broken_double_alloc", twin_broken_double_alloc},
+        {"twin_broken_skip_syncall", twin_broken_skip_syncall},
+        {"twin_broken_gm_overrun", twin_broken_gm_overrun},
+        {"twin_ok_copy", twin_ok_copy},
+    };
+    for (const Named& k : kernels) {
+        if (std::strcmp(k.name, name) == 0) {
+            std::vector<float> buf(256, 0.0f);
+            gBlockDim = cores;
+            return Report(twin::Launch(name, cores, {{"buffer", buf.data(), buf.size() * 4}},
+                                       [&] { k.entry(Gm(buf.data()), nullptr, nullptr); }));
+        }
+    }
+    gError = std::string("no test kernel named '") + name + "'";
+    return 2;
+}
+
+}  // extern "C"

@@ -1,0 +1,104 @@
+// Runtime of the CPU twin: emulated vector cores (one thread each, so SyncAll is
+// a real barrier), their 192 KiB UB, the GM buffers of one launch (bounds and
+// byte counts) and the rule checks. A broken rule throws twin::Violation in the
+// core that broke it; the launch stops every core and reports the first one.
+#ifndef NPU_SYNCBN_TWIN_RUNTIME_H
+#define NPU_SYNCBN_TWIN_RUNTIME_H
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace twin {
+
+constexpr uint64_t kUbBytes = 192 * 1024;  // UB per vector core
+constexpr uint64_t kBlockBytes = 32;       // UB data block: alignment unit of copies and vector operands
+constexpr uint32_t kMaxCores = 48;
+
+// A broken kernel rule: `rule` is a short stable name (tests match on it).
+struct Violation : std::runtime_error {
+    std::string rule;
+    Violation(const std::string& r, const std::string& detail) : std::runtime_error(r + ": " + detail), rule(r) {}
+};
+
+[[noreturn]] void Fail(const std::string& rule, const std::string& detail);
+
+// One GM argument of a launch.
+struct GmBuffer {
+    std::string name;
+    uint8_t* base = nullptr;
+    uint64_t bytes = 0;
+    std::atomic<uint64_t> read{0};
+    std::atomic<uint64_t> written{0};
+};
+
+// All-core barrier that can be broken: when a core fails, or finishes while
+// others wait, the waiters leave instead of hanging.
+class Barrier {
+public:
+    void Reset(uint32_t cores);
+    void Wait();    // SyncAll
+    void Exit();    // a core finished its kernel
+    void Abort();   // a core failed
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    uint32_t cores_ = 0, waiting_ = 0, exited_ = 0;
+    uint64_t generation_ = 0;
+    bool aborted_ = false, stranded_ = false;
+};
+
+struct LaunchState {
+    std::string kernel;
+    uint32_t blockDim = 0;
+    std::vector<std::unique_ptr<GmBuffer>> buffers;
+    Barrier barrier;
+    std::mutex errorMu;
+    std::string error;  // first failure: "kernel '<name>' core <k>: <rule>: <detail>"
+};
+
+struct CoreContext {
+    LaunchState* launch = nullptr;
+    uint32_t blockIdx = 0;
+    uint8_t* ub = nullptr;  // kUbBytes, 32-byte aligned
+    uint64_t ubUsed = 0;
+    std::string deferred;   // violation found in a destructor (cannot throw there)
+};
+
+CoreContext& Core();
+bool InKernel();
+
+// Buffer of the current launch holding [p, p + bytes), or nullptr.
+GmBuffer* FindGm(const void* p, uint64_t bytes);
+
+// Records a violation found where throwing is not allowed (destructors).
+void Defer(const std::string& rule, const std::string& detail);
+
+struct GmArg {
+    const char* name;
+    void* ptr;
+    uint64_t bytes;
+};
+
+struct Traffic {
+    std::string name;
+    uint64_t read, written;
+};
+
+// Runs `body` once per emulated core on blockDim threads. Returns "" on success,
+// else the first failure message (the kernel name, the core and the rule).
+std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vector<GmArg>& args,
+                   const std::function<void()>& body);
+
+// Per-buffer byte counts of the last launch.
+const std::vector<Traffic>& LastTraffic();
+
+}  // namespace twin
+
+#endif  // NPU_SYNCBN_TWIN_RUNTIME_H

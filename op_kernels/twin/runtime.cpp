@@ -1,0 +1,153 @@
+// Twin runtime: one thread per emulated vector core, the SyncAll barrier, GM
+// buffer registry with byte counters, and first-failure reporting.
+#include "twin_runtime.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace twin {
+
+namespace {
+
+thread_local CoreContext* tlsCore = nullptr;
+
+// Thrown into cores waiting at SyncAll after another core failed; not an error itself.
+struct Stopped {};
+
+std::vector<Traffic> gLastTraffic;
+
+}  // namespace
+
+void Fail(const std::string& rule, const std::string& detail) { throw Violation(rule, detail); }
+
+CoreContext& Core() {
+    if (tlsCore == nullptr) {
+        // Kernel code outside a launch: a bug of the caller, never of the kernel.
+        throw Violation("no launch", "AscendC API used outside a twin launch");
+    }
+    return *tlsCore;
+}
+
+bool InKernel() { return tlsCore != nullptr; }
+
+GmBuffer* FindGm(const void* p, uint64_t bytes) {
+    const uint8_t* q = static_cast<const uint8_t*>(p);
+    for (auto& b : Core().launch->buffers) {
+        if (q >= b->base && q + bytes <= b->base + b->bytes && b->bytes > 0) return b.get();
+    }
+    return nullptr;
+}
+
+void Defer(const std::string& rule, const std::string& detail) {
+    CoreContext& core = Core();
+    if (core.deferred.empty()) core.deferred = rule + ": " + detail;
+}
+
+void Barrier::Reset(uint32_t cores) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cores_ = cores;
+    waiting_ = exited_ = 0;
+    aborted_ = stranded_ = false;
+}
+
+void Barrier::Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (aborted_) throw Stopped{};
+    if (exited_ > 0) {
+        stranded_ = true;
+        cv_.notify_all();
+        Fail("SyncAll imbalance", "a core reached SyncAll after another core had finished the kernel");
+    }
+    const uint64_t gen = generation_;
+    if (++waiting_ == cores_) {
+        waiting_ = 0;
+        ++generation_;
+        cv_.notify_all();
+        return;
+    }
+    cv_.wait(lock, [&] { return generation_ != gen || aborted_ || stranded_; });
+    if (generation_ != gen) return;
+    if (stranded_ && !aborted_) {
+        Fail("SyncAll imbalance", "core waits at SyncAll but another core finished without reaching it");
+    }
+    throw Stopped{};
+}
+
+void Barrier::Exit() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++exited_;
+    if (waiting_ > 0) {
+        stranded_ = true;
+        cv_.notify_all();
+    }
+}
+
+void Barrier::Abort() {
+    std::lock_guard<std::mutex> lock(mu_);
+    aborted_ = true;
+    cv_.notify_all();
+}
+
+std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vector<GmArg>& args,
+                   const std::function<void()>& body) {
+    if (blockDim < 1 || blockDim > kMaxCores) return "kernel '" + kernel + "': block_dim must be in 1..48";
+    LaunchState state;
+    state.kernel = kernel;
+    state.blockDim = blockDim;
+    for (const GmArg& a : args) {
+        auto b = std::make_unique<GmBuffer>();
+        b->name = a.name;
+        b->base = static_cast<uint8_t*>(a.ptr);
+        b->bytes = a.ptr ? a.bytes : 0;
+        state.buffers.push_back(std::move(b));
+    }
+    state.barrier.Reset(blockDim);
+
+    auto record = [&state](uint32_t core, const std::string& what) {
+        std::lock_guard<std::mutex> lock(state.errorMu);
+        if (state.error.empty()) state.error = "kernel '" + state.kernel + "' core " + std::to_string(core) + ": " + what;
+    };
+    auto runCore = [&](uint32_t k) {
+        CoreContext ctx;
+        ctx.launch = &state;
+        ctx.blockIdx = k;
+        ctx.ub = static_cast<uint8_t*>(std::aligned_alloc(kBlockBytes, kUbBytes));
+        std::memset(ctx.ub, 0xFF, kUbBytes);  // poison: unwritten UB reads as NaN
+        tlsCore = &ctx;
+        try {
+            body();
+            if (!ctx.deferred.empty()) {
+                record(k, ctx.deferred);
+                state.barrier.Abort();
+            }
+        } catch (const Violation& v) {
+            record(k, v.what());
+            state.barrier.Abort();
+        } catch (const Stopped&) {
+        } catch (const std::exception& e) {
+            record(k, std::string("internal error: ") + e.what());
+            state.barrier.Abort();
+        }
+        state.barrier.Exit();
+        tlsCore = nullptr;
+        std::free(ctx.ub);
+    };
+
+    if (blockDim == 1) {
+        runCore(0);
+    } else {
+        std::vector<std::thread> threads;
+        threads.reserve(blockDim);
+        for (uint32_t k = 0; k < blockDim; ++k) threads.emplace_back(runCore, k);
+        for (auto& t : threads) t.join();
+    }
+
+    gLastTraffic.clear();
+    for (auto& b : state.buffers) gLastTraffic.push_back({b->name, b->read.load(), b->written.load()});
+    return state.error;
+}
+
+const std::vector<Traffic>& LastTraffic() { return gLastTraffic; }
+
+}  // namespace twin

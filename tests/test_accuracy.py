@@ -1,0 +1,47 @@
+"""The accuracy tool (npu_syncbn/accuracy.py): runs, reports, and can fail."""
+import json
+
+import torch
+
+from npu_syncbn import accuracy
+
+
+def test_twin_quick_run_passes_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "acc.json"
+    rc = accuracy.main(["--impl", "twin", "--quick", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "max_rel" in out and "batch_norm_backward_elemt" in out
+    data = json.loads(path.read_text())
+    rows = [r for r in data["results"] if r["impl"] == "twin"]
+    assert {r["op"] for r in rows} == set(accuracy.OPS)
+    assert {r["dtype"] for r in rows} >= {"float32", "float16", "bfloat16"}
+    assert all(r["status"] == "PASS" for r in rows)
+    assert data["summary"]["PASS"] == len(rows)
+
+
+def test_compare_catches_a_wrong_output():
+    args, expect, _ = accuracy.make_case("batch_norm_stats", (2, 3, 4), 0.0, torch.float32)
+    good = tuple(e.float() for e in expect)
+    assert accuracy.compare(good, expect)[1] < 1e-6
+    bad = (good[0] + 1e-2, good[1])
+    assert accuracy.compare(bad, expect)[1] > accuracy.THRESHOLDS[torch.float32]
+
+
+def test_failing_case_sets_exit_status(monkeypatch):
+    real = accuracy._run
+
+    def broken(impl, op, args):
+        outs = real(impl, op, args)
+        return tuple(o * 1.01 if o is not None else o for o in outs)
+
+    monkeypatch.setattr(accuracy, "_run", broken)
+    assert accuracy.main(["--impl", "twin", "--quick", "--op", "batch_norm_elemt"]) == 1
+
+
+def test_missing_implementation_is_skipped_with_a_reason(capsys):
+    results = accuracy.run(["npu"], quick=True)
+    ok, reason = accuracy.impl_available("npu")
+    if not ok:
+        assert [r.status for r in results] == ["SKIP"] and reason
+        assert "[skip] npu" in capsys.readouterr().out

@@ -1,0 +1,99 @@
+"""Host tiling (op_kernels/host/tiling.cpp) through the twin library's C ABI:
+every element covered exactly once by the kernels' own item->tile map, 32-byte
+aligned UB rows, UB plan within 192 KiB, cores used only when they get work."""
+import ctypes
+import itertools
+
+import pytest
+import torch
+
+from npu_syncbn import twin
+
+UB = 192 * 1024
+OPS = {"stats": 0, "elemt": 1, "backward_reduce": 2, "backward_elemt": 3}
+DTYPES = {0: 4, 1: 2, 2: 2}  # BnDtype -> bytes
+FIELDS = ("n c l tileRows tileLen tileStride tileElems lChunks tilesPerChannel totalItems itemsBase itemsRem "
+          "dtype blockDim paramChunk reduceWorkElems ubBytes workspaceBytes").split()
+
+SHAPES = [(1, 1, 1), (2, 13, 1), (64, 13, 1), (4, 3, 49), (1, 1, 70000), (2, 2, 70000), (3, 5, 7), (8, 32, 256),
+          (1, 1, 100003), (5000, 3, 1), (7, 1, 9), (2, 300, 3), (1, 2, 49153)]
+CORES = [1, 3, 8, 48]
+
+
+def row_tiling(op, n, c, l, dtype, cores, ub=UB):
+    out = (ctypes.c_uint64 * 18)()
+    rc = twin.library().twin_row_tiling(op, n, c, l, dtype, cores, ub, out)
+    if rc != 0:
+        raise ValueError(twin.library().twin_last_error().decode())
+    return dict(zip(FIELDS, list(out)))
+
+
+def cover(op, n, c, l, dtype, cores):
+    hits = torch.zeros(n * c * l, dtype=torch.int32)
+    rc = twin.library().twin_tiling_cover(op, n, c, l, dtype, cores, UB, hits.data_ptr())
+    assert rc == 0, twin.library().twin_last_error().decode()
+    return hits
+
+
+@pytest.mark.parametrize("op", OPS.values(), ids=OPS.keys())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_element_covered_once(op, dtype):
+    for (n, c, l), cores in itertools.product(SHAPES, CORES):
+        hits = cover(op, n, c, l, dtype, cores)
+        assert hits.min().item() == 1 and hits.max().item() == 1, (n, c, l, cores)
+
+
+@pytest.mark.parametrize("op", OPS.values(), ids=OPS.keys())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiling_properties(op, dtype):
+    sz = DTYPES[dtype]
+    shapes = SHAPES + [(256, 2048, 49), (32, 64, 3136), (1, 7, 10**7), (4096, 1, 1), (10**6, 48, 1)]
+    for (n, c, l), cores in itertools.product(shapes, CORES + [2, 47]):
+        t = row_tiling(op, n, c, l, dtype, cores)
+        ctx = (n, c, l, cores, t)
+        assert t["ubBytes"] <= UB, ctx
+        assert t["tileStride"] * sz % 32 == 0 and t["tileStride"] >= t["tileLen"], ctx
+        assert t["tileElems"] == t["tileRows"] * t["tileStride"], ctx
+        assert 1 <= t["tileRows"] <= 4095, ctx
+        assert t["tileRows"] == 1 or t["tileLen"] == l, ctx  # multi-row tiles hold whole rows
+        assert t["lChunks"] * t["tileLen"] >= l > (t["lChunks"] - 1) * t["tileLen"], ctx
+        assert 1 <= t["blockDim"] <= min(cores, t["totalItems"]), ctx
+        assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == t["totalItems"], ctx
+        # enough work for every core whenever the shape has it
+        assert t["blockDim"] == min(cores, n * c * -(-l // max(1, t["tileLen"]))) or t["blockDim"] == cores, ctx
+        if op in (0, 2):
+            assert t["workspaceBytes"] == t["blockDim"] * 2 * 32, ctx
+
+
+def test_tiles_fill_the_ub_for_large_inner():
+    t = row_tiling(OPS["elemt"], 1, 1, 10**7, 0, 1)
+    assert t["lChunks"] > 1 and t["tileRows"] == 1
+    assert t["ubBytes"] > UB * 0.9  # a long row uses (almost) all of the UB
+
+
+def test_small_ub_is_respected():
+    for ub in (16 * 1024, 64 * 1024):
+        t = row_tiling(OPS["backward_elemt"], 4, 3, 5000, 0, 8, ub)
+        assert t["ubBytes"] <= ub
+
+
+def test_tiling_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="core count"):
+        row_tiling(0, 2, 3, 4, 0, 0)
+    with pytest.raises(ValueError, match="core count"):
+        row_tiling(0, 2, 3, 4, 0, 49)
+    with pytest.raises(ValueError, match="dtype"):
+        row_tiling(0, 2, 3, 4, 7, 8)
+    with pytest.raises(ValueError, match="empty"):
+        row_tiling(0, 0, 3, 4, 0, 8)
+
+
+@pytest.mark.parametrize("c,world,cores", [(1, 1, 48), (13, 4, 8), (2048, 64, 48), (100000, 3, 7), (5, 10000, 2)])
+def test_gather_tiling(c, world, cores):
+    out = (ctypes.c_uint64 * 8)()
+    assert twin.library().twin_gather_tiling(c, world, cores, UB, out) == 0
+    tc, tw, base, rem, block_dim, chunk, count_chunk, ub = list(out)
+    assert (tc, tw) == (c, world)
+    assert 1 <= block_dim <= min(cores, c)
+    assert base * block_dim + rem == c and rem < block_dim
+    assert ub <= UB and chunk % 8 == 0 and chunk >= 8 and count_chunk >= 8
