@@ -7,6 +7,7 @@ A "group" anywhere in npu_syncbn may be ``None`` (the default group), a
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -182,11 +183,31 @@ def create_group(name: str, rank_ids: Sequence[int]) -> None:
     world = dist.get_world_size()
     ranks = validate_rank_ids(rank_ids, world, "rank_ids")
     if dist.get_rank() in ranks:
-        pg = dist.new_group(ranks, use_local_synchronization=True, timeout=default_timeout())
+        pg = _new_member_group(name, ranks)
     else:
         pg = None
     _NAMED_GROUPS[name] = pg
     _NAMED_RANKS[name] = ranks
+
+
+def _new_member_group(name: str, ranks: List[int]) -> dist.ProcessGroup:
+    """``dist.new_group`` that only the member ranks call.
+
+    torch names such groups by hashing the ranks together with the number of
+    groups the calling rank already has; ranks that made different numbers of
+    other groups before (normal when only members call create_group) would
+    then rendezvous under different names and hang. The name is made from our
+    group name and ranks instead, identical on every member."""
+    c10d = dist.distributed_c10d
+    original = getattr(c10d, "_process_group_name", None)
+    if original is None:  # a torch without this hook: its own naming applies
+        return dist.new_group(ranks, use_local_synchronization=True, timeout=default_timeout())
+    digest = hashlib.sha1(f"npu_syncbn/{name}/{ranks}".encode()).hexdigest()
+    c10d._process_group_name = lambda _ranks, use_hashed_name: digest
+    try:
+        return dist.new_group(ranks, use_local_synchronization=True, timeout=default_timeout())
+    finally:
+        c10d._process_group_name = original
 
 
 def validate_rank_ids(rank_ids: Sequence[int], world_size: int, what: str) -> List[int]:

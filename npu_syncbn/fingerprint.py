@@ -107,7 +107,7 @@ def _verified_sums(sums: Tensor, expected: Tensor, layer: str, group: str) -> Te
     if not torch.equal(sums[:k], expected):
         raise FingerprintMismatch(
             f"SyncBatchNorm {layer}: ranks of {group} disagree on what they are synchronizing: layers called "
-            "in different orders, a skipped layer, or a different dtype. Statistics were not mixed."
+            "in different orders, a skipped layer, or a different channel count or dtype. Statistics were not mixed."
         )
     return sums.clone()
 

@@ -69,7 +69,7 @@ def _collective_error(exc: Exception, plan: SyncPlan, what: str) -> RuntimeError
     )
 
 
-def check_agreement(plan: SyncPlan, device: torch.device) -> None:
+def check_agreement(plan: SyncPlan, device: torch.device) -> Tensor:
     """Fixed-size fingerprint check before the statistics collective.
 
     The statistics buffer's length depends on C and its byte size on the stats
@@ -80,12 +80,16 @@ def check_agreement(plan: SyncPlan, device: torch.device) -> None:
     summing up the fingerprint, int64 so sums are exact) has the same size on
     every rank: all ranks agree iff Σf = W·f and Σf² = W·f² on each, and on
     disagreement every rank learns it, gathers the fingerprints (also fixed
-    size) and raises, so the ranks stay in step."""
+    size) and raises, so the ranks stay in step.
+
+    Returns a 0-dim int64 tensor that is 0 once the check passed (see forward)."""
     f = plan.fingerprint.scalar(1 << 20)
     check = torch.tensor([f, f * f], dtype=torch.int64, device=device)
     try:
         summed = comm.all_reduce_sum(check.clone(), plan.group)
-        torch.ops.npu_syncbn.verified_sums(summed, check * plan.world_size, plan.layer_label, plan.group_label)
+        expected = check * plan.world_size
+        verified = torch.ops.npu_syncbn.verified_sums(summed, expected, plan.layer_label, plan.group_label)
+        return verified[0] - expected[0]
     except fingerprint.FingerprintMismatch:
         try:
             rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.int64, device), plan.group, plan.world_size)
@@ -174,7 +178,13 @@ class SyncBatchNormFunction(torch.autograd.Function):
         mean, invstd = ops.batch_norm_stats(input, eps)
         count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
         if should_check(input.device):
-            check_agreement(plan, input.device)
+            settled = check_agreement(plan, input.device)
+            if torch.compiler.is_compiling():
+                # A graph orders collectives by data dependencies only: make the
+                # statistics depend on the check (adding an exact 0) so that it
+                # is neither dropped as dead code nor overtaken by the
+                # statistics collective, which would abort gloo when C differs.
+                mean = mean + settled.to(mean.dtype)
         merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
         mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan)
         ctx.save_for_backward(input, weight, mean, invstd, counts)

@@ -17,6 +17,7 @@ from . import comm
 from .comm import GroupLike
 from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index
 from .function import SyncBatchNormFunction, SyncPlan
+from .ops.checks import FLOAT_DTYPES
 
 SYNC_MODES = ("auto", "allgather", "allreduce")
 
@@ -132,6 +133,11 @@ class SyncBatchNorm(_BatchNorm):
     def _check_input_dim(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor of shape (N, {self.num_features}, *), got {type(input).__name__}")
+        if input.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"input must be a float tensor (float64, float32, float16 or bfloat16) of shape "
+                f"(N, {self.num_features}, *), got {input.dtype}"
+            )
         if input.dim() < 2:
             raise ValueError(
                 f"expected input of shape (N, {self.num_features}, *) with at least 2 dims, got shape {tuple(input.shape)}"
@@ -140,6 +146,12 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(
                 f"expected input of shape (N, {self.num_features}, *) (num_features={self.num_features} channels "
                 f"in dim 1), got shape {tuple(input.shape)}"
+            )
+        held = self.weight if self.weight is not None else self.running_mean
+        if held is not None and input.device != held.device:
+            raise ValueError(
+                f"input is on {input.device} but this layer's parameters and buffers are on {held.device}: "
+                "move the input or the module (.to(device)) so that they share a device"
             )
 
     def _momentum_for_step(self):

@@ -1,0 +1,79 @@
+"""Fingerprints in the forward collective: ranks that synchronize different
+things (layer order, input dtype, channel count) raise on every rank, naming
+the layer and the disagreeing ranks, and never mix statistics."""
+import pytest
+
+import reliability_scenarios as sc
+from npu_syncbn.fingerprint import Fingerprint, describe, mismatch_error
+
+MODES = ["allgather", "allreduce"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("c_second", [4, 6], ids=["same-shape", "other-C"])
+def test_layers_called_in_different_orders(ranks, mode, c_second):
+    out = ranks(2).run(sc.layers_out_of_order, mode, c_second)
+    for rank, res in enumerate(out):
+        msg = res["msg"]
+        assert msg is not None, f"rank {rank} mixed statistics of two layers silently"
+        assert res["kind"] == "FingerprintMismatch"
+        assert f"SyncBatchNorm '{res['layer']}'" in msg, msg  # names this rank's layer
+        assert f"ranks [{1 - rank}] differ from this rank {rank}" in msg, msg
+        assert "Statistics were not mixed" in msg
+        assert f"C={c_second}" in msg and "C=4" in msg
+        assert res["untouched"], f"rank {rank}: running stats changed although the ranks disagreed"
+        assert res["elapsed"] < 2.0, f"rank {rank}: detection took {res['elapsed']:.1f}s (should not wait for a timeout)"
+        assert res["healthy"], f"rank {rank}: the group did not work after the error (ranks out of step)"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_input_dtype_differs(ranks, mode):
+    for rank, res in enumerate(ranks(2).run(sc.dtype_differs, mode)):
+        msg = res["msg"]
+        assert msg is not None, f"rank {rank}: float32 and float16 inputs were mixed silently"
+        assert "'features.bn1'" in msg and f"ranks [{1 - rank}]" in msg, msg
+        assert "input float32" in msg and "input float16" in msg, msg
+        assert res["healthy"], f"rank {rank}: ranks out of step after the error"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_channel_count_differs(ranks, mode):
+    """C=4 vs C=6: the statistics buffers differ in size. gloo would abort the
+    rank receiving the longer buffer and hand the other a short one; the fixed
+    size fingerprint check before the statistics collective (on by default on
+    CPU) turns this into the same error on every rank at once."""
+    for rank, res in enumerate(ranks(2).run(sc.channels_differ, mode, "auto")):
+        msg = res["msg"]
+        assert not res["returned"], f"rank {rank} returned statistics from buffers of different sizes"
+        assert msg is not None and "'backbone.bn'" in msg, msg
+        assert "C=4" in msg and "C=6" in msg and f"ranks [{1 - rank}]" in msg, msg
+        assert res["elapsed"] < 5.0, f"rank {rank} took {res['elapsed']:.1f}s"
+        assert res["running_mean_untouched"]
+
+
+def test_mismatch_message_lists_every_rank():
+    import torch
+
+    rows = torch.tensor([Fingerprint(7, 4, 2, 3).values(), Fingerprint(7, 4, 2, 3).values(), Fingerprint(9, 6, 3, 3).values()])
+    err = mismatch_error("'layer1.0.bn1'", "the default group (WORLD)", rows, 0)
+    text = str(err)
+    assert isinstance(err, RuntimeError)
+    assert "ranks [2] differ from this rank 0" in text
+    assert "rank 2: layer #9, C=6, input float16, sync call 3" in text
+    assert describe(Fingerprint(0x1F, 3, 1, 0).values()) == "layer #1f, C=3, input float64, sync call 0"
+
+
+def test_fingerprint_scalar_separates_fields():
+    base = Fingerprint(123, 4, 2, 5)
+    others = [Fingerprint(124, 4, 2, 5), Fingerprint(123, 6, 2, 5), Fingerprint(123, 4, 3, 5), Fingerprint(123, 4, 2, 6)]
+    for modulus in (1 << 20, 1 << 11):
+        assert 1 <= base.scalar(modulus) <= modulus
+        assert all(o.scalar(1 << 20) != base.scalar(1 << 20) for o in others)
+
+
+def test_layers_out_of_order_inside_a_compiled_graph(ranks):
+    for rank, res in enumerate(ranks(2).run(sc.compiled_layers_out_of_order, "aot_eager")):
+        msg = res["msg"]
+        assert msg is not None, f"rank {rank}: compiled graph mixed two layers"
+        assert "disagree on what they are synchronizing" in msg and "Statistics were not mixed" in msg, msg
+        assert res["healthy"], f"rank {rank}: ranks out of step after the error"
