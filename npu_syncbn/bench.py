@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -61,32 +60,23 @@ BYTES_MODEL = (
 
 
 # --------------------------------------------------------------------------- model
-def resolve_mode(sync_mode: Optional[str], world_size: int, device_type: str = "cpu") -> str:
-    """The forward mode SyncBatchNorm runs with: its own resolution of "auto"
-    when npu_syncbn.modules has one, else "allgather" (the only mode before
-    sync modes existed)."""
-    from . import modules
+def resolve_mode(sync_mode: str, world_size: int, device_type: str = "cpu") -> str:
+    """The forward mode SyncBatchNorm runs with ("auto" resolved)."""
+    import torch
 
-    resolve = getattr(modules, "resolve_sync_mode", None)
-    if sync_mode is None:
-        sync_mode = "auto" if resolve is not None else "allgather"
-    if sync_mode == "auto" and resolve is not None:
-        import torch
+    from .modules import resolve_sync_mode
 
-        return resolve(sync_mode, world_size, torch.device(device_type))
-    return sync_mode
+    return resolve_sync_mode(sync_mode, world_size, torch.device(device_type))
 
 
 def fingerprint_check_enabled(device_type: str = "cpu") -> bool:
     """Whether SyncBatchNorm runs its fixed-size fingerprint all_reduce before
-    the statistics collective (function.check_agreement, when should_check)."""
+    the statistics collective (check level "strict", see function.check_level)."""
     import torch
 
     from . import function
 
-    if not hasattr(function, "check_agreement") or not hasattr(function, "should_check"):
-        return False
-    return bool(function.should_check(torch.device(device_type)))
+    return function.check_level(torch.device(device_type)) == "strict"
 
 
 def collective_plan(
@@ -184,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channels_last (4-D) / channels_last_3d (5-D) input and gradient; 2-D/3-D stay contiguous")
     p.add_argument("--world-size", type=_int_at_least(1), default=2, help="number of gloo ranks (default 2)")
     p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads per rank (default 1)")
-    p.add_argument("--sync-mode", choices=SYNC_MODES, default=None,
-                   help="SyncBatchNorm(sync_mode=...) when the installed SyncBatchNorm accepts it (default: its default)")
+    p.add_argument("--sync-mode", choices=SYNC_MODES, default="auto",
+                   help="SyncBatchNorm(sync_mode=...) (default auto: the mode sending fewer bytes per rank)")
     p.add_argument("--reps", type=_int_at_least(1), default=30, help="timed repetitions per shape (default 30)")
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="untimed repetitions first (default 5)")
     p.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
@@ -196,13 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repetitions per world size for --plot (default 5: world 8 is slow on few cores)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run of W ranks is abandoned (default 1800)")
     return p
-
-
-def sync_mode_supported() -> bool:
-    """Whether the installed SyncBatchNorm constructor takes ``sync_mode``."""
-    from .modules import SyncBatchNorm
-
-    return "sync_mode" in inspect.signature(SyncBatchNorm.__init__).parameters
 
 
 # --------------------------------------------------------------------------- statistics
@@ -311,10 +294,9 @@ def _bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict
     x = torch.randn(shape, generator=gen).to(dtype).to(memory_format=fmt).requires_grad_(True)
     grad = torch.randn(shape, generator=gen).to(dtype).to(memory_format=fmt)
 
-    kwargs = {} if cfg["sync_mode"] is None else {"sync_mode": cfg["sync_mode"]}
-    sync = SyncBatchNorm(c, **kwargs).train()
+    sync = SyncBatchNorm(c, sync_mode=cfg["sync_mode"]).train()
     local = _local_cls(len(shape))(c).train()
-    mode = resolve_mode(getattr(sync, "sync_mode", None), world_size, x.device.type)
+    mode = resolve_mode(sync.sync_mode, world_size, x.device.type)
     pg = dist.group.WORLD
     sd = str(stats_dtype(x)).replace("torch.", "")
 
@@ -565,10 +547,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error(f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL_HINT}")
-    if args.sync_mode not in (None, "allgather") and not sync_mode_supported():
-        parser.error(f"--sync-mode {args.sync_mode}: the installed npu_syncbn.SyncBatchNorm has no sync_mode "
-                     "argument (it always all_gathers the statistics); leave --sync-mode out or use allgather")
-    sync_mode = args.sync_mode if (args.sync_mode is not None and sync_mode_supported()) else None
+    sync_mode = args.sync_mode
     shapes = args.shape or list(DEFAULT_SHAPES)
     cfg = {
         "shapes": [list(s) for s in shapes], "dtype": args.dtype, "channels_last": args.channels_last,

@@ -51,14 +51,34 @@ class SyncPlan:
         return comm.group_name_of(self.group_spec)
 
 
-def should_check(device: torch.device) -> bool:
-    """Compare fingerprints? Reading them needs the values on the host: free on
-    CPU, a device synchronization elsewhere. $NPU_SYNCBN_CHECK = auto (CPU only,
-    the default) | always | never."""
+CHECK_LEVELS = ("auto", "strict", "buffer", "never")
+
+
+def check_level(device: torch.device) -> str:
+    """How ranks verify that they synchronize the same thing ($NPU_SYNCBN_CHECK):
+
+    * ``buffer``: compare the fingerprints that ride in the statistics buffer
+      (no extra collective). Catches layers called out of order, skipped
+      layers and dtype mismatches while buffer sizes agree.
+    * ``strict``: ``buffer`` plus a fixed-size fingerprint all_reduce before
+      the statistics, so that ranks whose buffers would differ in size
+      (different channel counts) raise cleanly instead of gloo aborting.
+    * ``never``: no check.
+    * ``auto`` (default): ``strict`` on CPU, ``never`` elsewhere, because
+      reading the fingerprints is free on CPU but a device synchronization on
+      an NPU.
+    """
     setting = os.environ.get(ENV_CHECK, "auto")
-    if setting not in ("auto", "always", "never"):
-        raise ValueError(f"{ENV_CHECK} must be auto, always or never, got {setting!r}")
-    return setting == "always" or (setting == "auto" and device.type == "cpu")
+    if setting not in CHECK_LEVELS:
+        raise ValueError(f"{ENV_CHECK} must be one of {', '.join(CHECK_LEVELS)}, got {setting!r}")
+    if setting == "auto":
+        return "strict" if device.type == "cpu" else "never"
+    return setting
+
+
+def should_check(device: torch.device) -> bool:
+    """Whether the in-buffer fingerprints are compared."""
+    return check_level(device) != "never"
 
 
 def _collective_error(exc: Exception, plan: SyncPlan, what: str) -> RuntimeError:
@@ -177,7 +197,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         c = input.shape[1]
         mean, invstd = ops.batch_norm_stats(input, eps)
         count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
-        if should_check(input.device):
+        if check_level(input.device) == "strict":
             settled = check_agreement(plan, input.device)
             if torch.compiler.is_compiling():
                 # A graph orders collectives by data dependencies only: make the

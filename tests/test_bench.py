@@ -120,11 +120,3 @@ def test_bad_argument_subprocess_message():
     proc = run_bench("--shape", "4")
     assert proc.returncode == 2
     assert "argument --shape" in proc.stderr and "2 to 5 dims" in proc.stderr
-
-
-def test_sync_mode_needs_constructor_support(capsys, monkeypatch):
-    monkeypatch.setattr(bench, "sync_mode_supported", lambda: False)
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["--sync-mode", "allreduce"])
-    assert exc.value.code == 2
-    assert "--sync-mode allreduce" in capsys.readouterr().err
