@@ -8,6 +8,7 @@ the same group, so the pool stays usable for the next test.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
@@ -63,9 +64,24 @@ def _two_layer_model(c_first: int, c_second: int, mode: str, group=None) -> nn.M
 
 # ----------------------------------------------------------------- fingerprints
 
-def layers_out_of_order(rank: int, world_size: int, mode: str, c_second: int) -> Dict:
+@contextlib.contextmanager
+def check_level(level: str):
+    """Run with $NPU_SYNCBN_CHECK set to ``level``."""
+    os.environ["NPU_SYNCBN_CHECK"] = level
+    try:
+        yield
+    finally:
+        os.environ.pop("NPU_SYNCBN_CHECK", None)
+
+
+def layers_out_of_order(rank: int, world_size: int, mode: str, c_second: int, check: str = "auto") -> Dict:
     """Rank 0 calls stem_bn first, rank 1 head_bn first: every rank must raise
     naming its layer and the other rank, without mixing statistics."""
+    with check_level(check):
+        return _layers_out_of_order(rank, mode, c_second)
+
+
+def _layers_out_of_order(rank: int, mode: str, c_second: int) -> Dict:
     group = short_group(5.0)  # a regression to a hang costs 5 s, not the pool's 60
     model = _two_layer_model(4, c_second, mode, group)
     order = ["stem_bn", "head_bn"] if rank == 0 else ["head_bn", "stem_bn"]
@@ -85,9 +101,14 @@ def layers_out_of_order(rank: int, world_size: int, mode: str, c_second: int) ->
     return {"msg": msg, "kind": kind, "elapsed": elapsed, "untouched": untouched, "healthy": healthy, "layer": order[0]}
 
 
-def dtype_differs(rank: int, world_size: int, mode: str) -> Dict:
+def dtype_differs(rank: int, world_size: int, mode: str, check: str = "auto") -> Dict:
     """Same layer, float32 input on rank 0 and float16 on rank 1 (both give
     float32 statistics, so only the fingerprint's dtype field tells them apart)."""
+    with check_level(check):
+        return _dtype_differs(rank, mode)
+
+
+def _dtype_differs(rank: int, mode: str) -> Dict:
     group = short_group(5.0)
     bn = SyncBatchNorm(4, process_group=group, sync_mode=mode, layer_name="features.bn1")
     dtype = torch.float32 if rank == 0 else torch.float16
