@@ -111,6 +111,16 @@ def collective_plan(
     return plan
 
 
+def modelled_bytes_per_rank(c: int, mode: str, stats_dtype: str, world_size: int, device_type: str = "cpu") -> float:
+    """Bytes one rank sends per step in ``mode`` (ring model of :func:`collective_plan`)."""
+    import torch
+
+    return sum(
+        ring_bytes_per_rank(kind, n, torch.empty(0, dtype=getattr(torch, dt)).element_size(), world_size)
+        for _, kind, n, dt in collective_plan(c, mode, stats_dtype, device_type)
+    )
+
+
 def ring_bytes_per_rank(collective: str, numel: int, itemsize: int, world_size: int) -> float:
     """Bytes one rank sends for one collective under the ring model.
 
@@ -532,8 +542,15 @@ def make_plot(sweep: List[Dict[str, Any]], path: str) -> None:
     ax_t.set_xscale("log", base=2)
     ax_t.set_xticks(ws, [str(w) for w in ws])
     ax_t.legend()
-    ax_b.plot(ws, [r["bytes_per_rank"] for r in sweep], marker="o")
+    ax_b.plot(ws, [r["bytes_per_rank"] for r in sweep], marker="o", label="measured run (its sync mode)")
+    # Both modes from the model at the same C: allgather grows with W, allreduce does not.
+    c = first["shape"][1]
+    sd = "float64" if first["dtype"] == "float64" else "float32"  # the stats dtype
+    for mode in ("allgather", "allreduce"):
+        model = [modelled_bytes_per_rank(c, mode, sd, w) for w in ws]
+        ax_b.plot(ws, model, linestyle="--", marker=".", label=f"sync_mode={mode} (model)")
     ax_b.set(xlabel="world size (gloo ranks)", ylabel="bytes sent per rank per step", title="ring model")
+    ax_b.legend()
     ax_b.set_xscale("log", base=2)
     ax_b.set_xticks(ws, [str(w) for w in ws])
     fig.tight_layout()
