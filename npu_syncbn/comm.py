@@ -256,8 +256,10 @@ def _uses_list_all_gather(pg: dist.ProcessGroup) -> bool:
     return dist.get_backend(pg) == "gloo"
 
 
-def all_gather_rows(buf: Tensor, pg: dist.ProcessGroup, world_size: int) -> Tensor:
+def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: int) -> Tensor:
     """Gather a 1-D ``buf`` from every rank of ``pg``: returns (world_size, len(buf))."""
+    if pg is None:  # a world of one: nothing to exchange
+        return buf.unsqueeze(0)
     if _uses_list_all_gather(pg):
         rows = [torch.empty_like(buf) for _ in range(world_size)]
         dist.all_gather(rows, buf, group=pg)
@@ -267,7 +269,9 @@ def all_gather_rows(buf: Tensor, pg: dist.ProcessGroup, world_size: int) -> Tens
     return out
 
 
-def all_reduce_sum(buf: Tensor, pg: dist.ProcessGroup) -> Tensor:
+def all_reduce_sum(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Tensor:
     """Sum ``buf`` over ``pg`` in place and return it."""
+    if pg is None:  # a world of one
+        return buf
     dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg)
     return buf

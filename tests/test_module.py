@@ -138,3 +138,27 @@ def test_half_input_with_float32_parameters_locally():
     x = torch.randn(4, 3, 5, dtype=torch.bfloat16)
     y = sync(x)
     assert y.dtype == torch.bfloat16 and sync.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
+def test_function_in_a_world_of_one_with_cumulative_momentum(sync_mode):
+    """The path accelerators take at world size 1 with momentum=None (no host
+    read of 1/num_batches_tracked): our ops with no communication."""
+    from npu_syncbn.function import SyncBatchNormFunction
+
+    torch.manual_seed(3)
+    sync = SyncBatchNorm(3, momentum=None, sync_mode=sync_mode)
+    local = torch.nn.BatchNorm1d(3, momentum=None)
+    for step in range(3):
+        x = torch.randn(6, 3, 4) * 2 + 1
+        xs, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+        sync.num_batches_tracked.add_(1)
+        factor = 1.0 / sync.num_batches_tracked.to(torch.float64)
+        ys = SyncBatchNormFunction.apply(xs, sync.weight, sync.bias, sync.running_mean, sync.running_var, sync.eps, factor, sync._plan(None, 1, xs))
+        yl = local(xl)
+        g = torch.randn_like(x)
+        ys.backward(g), yl.backward(g)
+        torch.testing.assert_close(ys, yl)
+        torch.testing.assert_close(xs.grad, xl.grad)
+    torch.testing.assert_close(sync.running_mean, local.running_mean)
+    torch.testing.assert_close(sync.running_var, local.running_var)
