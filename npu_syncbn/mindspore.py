@@ -21,9 +21,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import comm
-from .mint import CellMixin, freeze_affine, parse_dtype
+from .mint import CellMixin, check_front_arguments, parse_dtype
 from .modules import SyncBatchNorm as _TorchSyncBatchNorm
-from .modules import validate_hyperparameters
 
 __all__ = [
     "SyncBatchNorm",
@@ -263,9 +262,7 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         sync_mode: str = "auto",
         layer_name: str = "",
     ) -> None:
-        validate_hyperparameters(num_features, eps, momentum, allow_none_momentum=False)
-        if not isinstance(affine, bool):
-            raise TypeError(f"affine must be a bool, got {type(affine).__name__}")
+        check_front_arguments(num_features, eps, momentum, affine)
         if use_batch_statistics is not None and not isinstance(use_batch_statistics, bool):
             raise TypeError(f"use_batch_statistics must be None, True or False, got {use_batch_statistics!r}")
         dtype = parse_dtype(dtype)
@@ -296,9 +293,7 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         self.use_batch_statistics = use_batch_statistics
         self.process_groups = None if process_groups is None else [list(g) for g in process_groups]
         self.group_ranks = ranks
-        if not affine:
-            freeze_affine(self)
-        self.train(False)  # MindSpore cells start in inference mode
+        self._start_as_cell(affine)
 
     # --- MindSpore attribute names --------------------------------------------------
     gamma = property(lambda self: self.weight, doc="alias of ``weight`` (γ)")

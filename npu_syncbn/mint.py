@@ -84,6 +84,15 @@ def check_named_group(name) -> str:
     return name
 
 
+def check_front_arguments(num_features, eps, momentum, affine) -> None:
+    """Argument checks shared by the MindSpore fronts: num_features, eps and
+    momentum (a number, None not accepted) as in :func:`validate_hyperparameters`,
+    and affine a bool. TypeError / ValueError."""
+    validate_hyperparameters(num_features, eps, momentum, allow_none_momentum=False)
+    if not isinstance(affine, bool):
+        raise TypeError(f"affine must be a bool, got {type(affine).__name__}")
+
+
 def freeze_affine(module: _TorchSyncBatchNorm) -> None:
     """affine=False as MindSpore documents it: γ and β exist but are not learned."""
     module.weight.requires_grad_(False)
@@ -96,6 +105,14 @@ class CellMixin:
     def set_train(self, mode: bool = True):
         """MindSpore's ``Cell.set_train``: same as ``train(mode)`` (recursive, returns self)."""
         return self.train(mode)
+
+    def _start_as_cell(self, affine: bool) -> None:
+        """End of a front's ``__init__``: affine=False freezes γ and β
+        (:func:`freeze_affine`), and the module starts in inference mode, as
+        MindSpore cells do."""
+        if not affine:
+            freeze_affine(self)
+        self.train(False)
 
 
 class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
@@ -155,9 +172,7 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         sync_mode: str = "auto",
         layer_name: str = "",
     ) -> None:
-        validate_hyperparameters(num_features, eps, momentum, allow_none_momentum=False)
-        if not isinstance(affine, bool):
-            raise TypeError(f"affine must be a bool, got {type(affine).__name__}")
+        check_front_arguments(num_features, eps, momentum, affine)
         if not isinstance(track_running_stats, bool):
             raise TypeError(f"track_running_stats must be a bool, got {type(track_running_stats).__name__}")
         if process_group is not None:
@@ -167,9 +182,7 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
             dtype=parse_dtype(dtype), sync_mode=sync_mode, layer_name=layer_name,
         )
         self.mint_affine = affine
-        if not affine:
-            freeze_affine(self)
-        self.train(False)  # MindSpore cells start in inference mode
+        self._start_as_cell(affine)
 
     def extra_repr(self) -> str:
         return super().extra_repr().replace("affine=True", f"affine={self.mint_affine}", 1)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from . import twin_build
+from .ops import checks
 
 __all__ = [
     "TwinError",
@@ -150,15 +151,15 @@ def _block_dim(block_dim) -> int:
 
 
 def _input(x, name: str = "input") -> Tuple[Tensor, int, Tuple[int, int, int]]:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(f"{name} must have shape (N, C, *) with at least 2 dims, got {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
+    """checks.check_input, narrowed to the twin: its kernels take no float64 (an
+    (N, C, *) tensor of another dtype is refused naming the twin's dtypes), and
+    only CPU tensors."""
+    if isinstance(x, Tensor) and x.dim() >= 2 and x.dtype not in _DTYPES:
         raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
+    c = checks.check_input(x, name)
     if x.device.type != "cpu":
         raise ValueError(f"{name} must be a CPU tensor for the twin, got device {x.device}")
-    n, c = x.shape[0], x.shape[1]
+    n = x.shape[0]
     inner = 1
     for s in x.shape[2:]:
         inner *= s

@@ -1,19 +1,15 @@
 """A rank that stops taking part makes the others raise within the process
 group's timeout, naming the group and the layer; through the launcher, a worker
 that dies mid-training ends the whole job, naming that worker."""
-import os
-import signal
-import socket
-import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import reliability_scenarios as sc
+from dist_utils import free_port
+from launch_utils import launcher_env, run_launcher
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 3.0
 
 
@@ -88,29 +84,12 @@ TRAIN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(tmp_path, scenario, env_extra, timeout=60):
     script = tmp_path / "train_script.py"
     script.write_text(TRAIN_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
-    args = [sys.executable, "-m", "npu_syncbn.launch", "--worker_num=2", "--local_worker_num=2",
-            f"--master_port={_free_port()}", f"--log_dir={tmp_path / 'logs'}", "--join=True",
-            "--cluster_time_out=30", str(script), scenario]
-    start = time.monotonic()
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the job did not end within {timeout}s\n{out}\n{err}")
-    return proc.returncode, out, err, time.monotonic() - start
+    args = ["--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}", f"--log_dir={tmp_path / 'logs'}",
+            "--join=True", "--cluster_time_out=30", str(script), scenario]
+    return run_launcher(args, timeout, tmp_path, launcher_env(**env_extra))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="launcher tests need Linux")

@@ -7,15 +7,17 @@ time limit; worker programs live in tests/launch_workers/ and are named so that
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dist_utils import free_port
+from launch_utils import REPO, launcher_env, run_launcher
+
 WORKERS = os.path.join(REPO, "tests", "launch_workers")
+TIMEOUT_S = 90
 sys.path.insert(0, REPO)
 
 from npu_syncbn import launch  # noqa: E402
@@ -23,34 +25,8 @@ from npu_syncbn import launch  # noqa: E402
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="launcher tests need Linux")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker(name):
     return os.path.join(WORKERS, name)
-
-
-def launcher_env():
-    env = os.environ.copy()
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def run_launcher(args, cwd, timeout=90):
-    """Run ``python -m npu_syncbn.launch ARGS``; kill its whole session if it overruns."""
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "npu_syncbn.launch", *args], cwd=cwd, env=launcher_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"launcher did not finish within {timeout}s\nstdout:\n{out}\nstderr:\n{err}")
-    return proc.returncode, out, err, time.monotonic() - start
 
 
 def base_flags(tmp_path, n=2, local=None, **extra):
@@ -84,7 +60,8 @@ def test_script_form_env_allreduce_and_logs(tmp_path):
     port = flags[2].split("=")[1]
     # arguments after the script, even ones that look like launcher flags, reach the script untouched
     passthrough = ["--log_dir=not_ours", "-x", "--worker_num", "7"]
-    rc, out, err, _ = run_launcher([*flags, worker("env_allreduce.py"), str(tmp_path), *passthrough], tmp_path)
+    rc, out, err, _ = run_launcher([*flags, worker("env_allreduce.py"), str(tmp_path), *passthrough], TIMEOUT_S,
+                                   tmp_path)
     assert rc == 0, out + err
     records = check_env_records(tmp_path, 2, masters=("127.0.0.1", port))
     assert sorted(r["LOCAL_RANK"] for r in records.values()) == ["0", "1"]
@@ -104,7 +81,7 @@ def test_script_form_env_allreduce_and_logs(tmp_path):
 def test_command_form_pytest(tmp_path):
     # a command (not a *.py script): here `python -m pytest FILE`, FILE not collected by the main run
     cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", worker("syncbn_check_cmd.py")]
-    rc, out, err, _ = run_launcher([*base_flags(tmp_path), *cmd], tmp_path)
+    rc, out, err, _ = run_launcher([*base_flags(tmp_path), *cmd], TIMEOUT_S, tmp_path)
     assert rc == 0, out + err
     for rank in (0, 1):
         text = (tmp_path / "logs" / f"worker_{rank}.log").read_text()
@@ -114,7 +91,8 @@ def test_command_form_pytest(tmp_path):
 
 def test_command_form_on_path_gets_msrun_env(tmp_path):
     script = 'echo "cmd rank=$RANK rank_id=$RANK_ID size=$RANK_SIZE dev=$DEVICE_ID local=$LOCAL_RANK" "$@"'
-    rc, out, err, _ = run_launcher([*base_flags(tmp_path), "sh", "-c", script, "sh", "a b", "--c"], tmp_path)
+    rc, out, err, _ = run_launcher([*base_flags(tmp_path), "sh", "-c", script, "sh", "a b", "--c"], TIMEOUT_S,
+                                   tmp_path)
     assert rc == 0, out + err
     for rank in (0, 1):
         text = (tmp_path / "logs" / f"worker_{rank}.log").read_text()
@@ -125,7 +103,7 @@ def test_command_form_on_path_gets_msrun_env(tmp_path):
 
 def test_failed_worker_ends_job_naming_rank_and_code(tmp_path):
     flags = base_flags(tmp_path, cluster_time_out=20)
-    rc, out, err, elapsed = run_launcher([*flags, worker("fail_early.py"), "1"], tmp_path, timeout=60)
+    rc, out, err, elapsed = run_launcher([*flags, worker("fail_early.py"), "1"], 60, tmp_path)
     assert rc == 3, out + err
     assert elapsed < 20, f"launcher took {elapsed:.1f}s after a worker failed"
     assert "worker 1 (local rank 1" in err and "exited with code 3" in err, err
@@ -137,7 +115,7 @@ def test_failed_worker_ends_job_naming_rank_and_code(tmp_path):
 def test_missing_node_times_out_at_rendezvous(tmp_path):
     # 2 nodes expected, only node 0 started: fail after about --cluster_time_out seconds
     flags = base_flags(tmp_path, n=2, local=1, node_rank=0, cluster_time_out=2)
-    rc, out, err, elapsed = run_launcher([*flags, worker("affinity.py"), str(tmp_path)], tmp_path, timeout=60)
+    rc, out, err, elapsed = run_launcher([*flags, worker("affinity.py"), str(tmp_path)], 60, tmp_path)
     assert rc == 1, out + err
     assert elapsed < 30
     assert "--cluster_time_out=2" in err and "2 nodes" in err, err
@@ -186,7 +164,7 @@ def test_two_nodes_auto_rank(tmp_path):
 
 def test_bind_core_gives_disjoint_core_sets(tmp_path):
     rc, out, err, _ = run_launcher([*base_flags(tmp_path, bind_core="True"), worker("affinity.py"), str(tmp_path)],
-                                   tmp_path)
+                                   TIMEOUT_S, tmp_path)
     assert rc == 0, out + err
     sets = []
     for rank in (0, 1):
@@ -211,7 +189,7 @@ def test_split_cores():
 def test_join_false_returns_at_once_and_job_runs_in_background(tmp_path):
     flags = base_flags(tmp_path)
     flags[-1] = "--join=False"
-    rc, out, err, elapsed = run_launcher([*flags, worker("env_allreduce.py"), str(tmp_path)], tmp_path, timeout=60)
+    rc, out, err, elapsed = run_launcher([*flags, worker("env_allreduce.py"), str(tmp_path)], 60, tmp_path)
     assert rc == 0, out + err
     assert "background" in out and "launcher pid" in out
     pid = int(out.split("launcher pid ")[1].split(")")[0])
@@ -261,7 +239,7 @@ def test_bad_flags_clear_error(argv, needle, capsys, tmp_path, monkeypatch):
 
 
 def test_bad_flag_cli_exit_status(tmp_path):
-    rc, out, err, _ = run_launcher(["--worker_num=3", "--local_worker_num=2", "x.py"], tmp_path, timeout=60)
+    rc, out, err, _ = run_launcher(["--worker_num=3", "--local_worker_num=2", "x.py"], 60, tmp_path)
     assert rc == 2
     assert "--local_worker_num" in err
 

@@ -9,15 +9,13 @@ exactly as documented, with the launcher in place of msrun:
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 
 import pytest
 
 from dist_utils import free_port
+from launch_utils import REPO, launcher_env, run_launcher
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = "examples/test_syncbn.py"
 TIMEOUT_S = 240
 
@@ -25,10 +23,9 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 
 def _env():
-    env = os.environ.copy()
+    env = launcher_env()
     # The scripts of this Python (npu-syncbn-run, pytest) come first on PATH.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # Two workers on one checkout: keep pytest from writing .pytest_cache into it.
     env["PYTEST_ADDOPTS"] = (env.get("PYTEST_ADDOPTS", "") + " -p no:cacheprovider").strip()
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RANK_ID", "RANK_SIZE", "DEVICE_ID"):
@@ -42,16 +39,10 @@ def test_seed_example_under_launcher(tmp_path):
     if launcher is None:
         pytest.fail("npu-syncbn-run is not installed (pip install -e .)")
     log_dir = tmp_path / "msrun_log"
-    cmd = [launcher, "--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}", f"--log_dir={log_dir}",
-           "--join=True", "--cluster_time_out=100", "pytest", "-s", "-v", EXAMPLE]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT_S} s:\n{out}")
+    args = ["--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}", f"--log_dir={log_dir}",
+            "--join=True", "--cluster_time_out=100", "pytest", "-s", "-v", EXAMPLE]
+    proc = run_launcher(args, TIMEOUT_S, REPO, env, launcher=[launcher], merge_stderr=True)
+    cmd, out = proc.args, proc.stdout
     assert proc.returncode == 0, f"{' '.join(cmd)} exited with {proc.returncode}:\n{out}"
     for rank in (0, 1):
         log = log_dir / f"worker_{rank}.log"

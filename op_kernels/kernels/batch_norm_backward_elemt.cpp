@@ -69,15 +69,12 @@ private:
     // N = sum(count), summed paramChunk counts at a time.
     __aicore__ inline float TotalCount() {
         LocalTensor<float> buf = aBuf_.Get<float>();
-        LocalTensor<float> res = resBuf_.Get<float>();
         float total = 0.0f;
         for (uint64_t w0 = 0; w0 < world_; w0 += t_.paramChunk) {
             const uint64_t n = bn::Min(t_.paramChunk, world_ - w0);
             bn::CopyChannelsIn(buf, countGm_, w0, n);
             PipeBarrier<PIPE_ALL>();
-            ReduceSum(res, buf, workBuf_.Get<float>(), static_cast<int32_t>(n));
-            PipeBarrier<PIPE_ALL>();
-            total += res.GetValue(0);
+            total += bn::SumLanes(buf, n, resBuf_.Get<float>(), workBuf_.Get<float>());
         }
         return total;
     }
@@ -88,17 +85,12 @@ private:
         const uint64_t nc = windowEnd_ - c0;
         const int32_t n = static_cast<int32_t>(nc);
         LocalTensor<float> invstd = invstdBuf_.Get<float>();
-        LocalTensor<float> k = kBuf_.Get<float>();
         LocalTensor<float> a = aBuf_.Get<float>();
         LocalTensor<float> b = bBuf_.Get<float>();
-        bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, c0, nc);
-        bn::CopyChannelsIn(invstd, invstdGm_, c0, nc);
-        if (hasWeight_) bn::CopyChannelsIn(k, weightGm_, c0, nc);
         bn::CopyChannelsIn(a, sumDyGm_, c0, nc);
         bn::CopyChannelsIn(b, sumDyXmuGm_, c0, nc);
-        PipeBarrier<PIPE_ALL>();
-        if (!hasWeight_) Duplicate(k, 1.0f, n);
-        Mul(k, k, invstd, n);
+        bn::LoadNormWindow(meanBuf_.Get<float>(), invstd, kBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, hasWeight_,
+                           c0, nc);  // k = invstd * weight
         Muls(a, a, invTotal_, n);
         Muls(b, b, invTotal_, n);
         Mul(b, b, invstd, n);
@@ -107,12 +99,8 @@ private:
     }
 
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
-        LocalTensor<T> dy = dyQueue_.AllocTensor<T>();
-        LocalTensor<T> x = xQueue_.AllocTensor<T>();
-        bn::CopyTileIn(dy, dyGm_, t_, tile, T(0.0f));
-        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
-        dyQueue_.EnQue(dy);
-        xQueue_.EnQue(x);
+        bn::EnQueTile(dyQueue_, dyGm_, t_, tile);
+        bn::EnQueTile(xQueue_, xGm_, t_, tile);
     }
 
     __aicore__ inline void Compute(const bn::Tile& tile) {
@@ -124,27 +112,17 @@ private:
         const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
         LocalTensor<float> dyf = dyfBuf_.Get<float>();
         LocalTensor<float> xf = xfBuf_.Get<float>();
-        LocalTensor<T> dy = dyQueue_.DeQue<T>();
-        LocalTensor<T> x = xQueue_.DeQue<T>();
-        bn::ToFloat(dyf, dy, elems);
-        bn::ToFloat(xf, x, elems);
-        dyQueue_.FreeTensor(dy);
-        xQueue_.FreeTensor(x);
+        bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
+        bn::DeQueToFloat<T>(xf, xQueue_, elems);
         Adds(xf, xf, -mean, elems);
         Muls(xf, xf, b, elems);
         Sub(dyf, dyf, xf, elems);
         Adds(dyf, dyf, -a, elems);
         Muls(dyf, dyf, k, elems);
-        LocalTensor<T> dx = dxQueue_.AllocTensor<T>();
-        bn::FromFloat(dx, dyf, elems);
-        dxQueue_.EnQue(dx);
+        bn::EnQueFromFloat<T>(dxQueue_, dyf, elems);
     }
 
-    __aicore__ inline void CopyOut(const bn::Tile& tile) {
-        LocalTensor<T> dx = dxQueue_.DeQue<T>();
-        bn::CopyTileOut(dxGm_, dx, t_, tile);
-        dxQueue_.FreeTensor(dx);
-    }
+    __aicore__ inline void CopyOut(const bn::Tile& tile) { bn::DeQueTileOut(dxGm_, dxQueue_, t_, tile); }
 
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
@@ -166,17 +144,6 @@ extern "C" __global__ __aicore__ void batch_norm_backward_elemt(GM_ADDR dy, GM_A
     (void)workspace;
     BnBackwardElemtTiling t;
     bn::LoadTiling(t, tiling);
-    if (t.rows.dtype == BN_FLOAT16) {
-        KernelBatchNormBackwardElemt<half> op;
-        op.Init(dy, x, mean, invstd, weight, sumDy, sumDyXmu, count, dx, t);
-        op.Process();
-    } else if (t.rows.dtype == BN_BFLOAT16) {
-        KernelBatchNormBackwardElemt<bfloat16_t> op;
-        op.Init(dy, x, mean, invstd, weight, sumDy, sumDyXmu, count, dx, t);
-        op.Process();
-    } else {
-        KernelBatchNormBackwardElemt<float> op;
-        op.Init(dy, x, mean, invstd, weight, sumDy, sumDyXmu, count, dx, t);
-        op.Process();
-    }
+    bn::RunForDtype<KernelBatchNormBackwardElemt>(t.rows.dtype, dy, x, mean, invstd, weight, sumDy, sumDyXmu,
+                                                  count, dx, t);
 }

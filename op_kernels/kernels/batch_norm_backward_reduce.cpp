@@ -30,9 +30,8 @@ public:
         mask_ = tiling.outputMask;
         core_ = GetBlockIdx();
         items_ = bn::CoreItems(t_, core_);
-        firstChannel_ = bn::ChannelOfItem(t_, items_.begin);
         lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
-        firstOwned_ = bn::FirstCoreOf(t_, firstChannel_) == core_ ? firstChannel_ : firstChannel_ + 1;
+        firstOwned_ = bn::FirstOwnedChannel(t_, core_);
 
         const uint64_t total = t_.n * t_.c * t_.l;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
@@ -75,7 +74,7 @@ public:
             if (bn::FirstCoreOf(t_, c) == core_ && bn::LastCoreOf(t_, c) == core_) {
                 Stage(c, s);
             } else {
-                WritePartial(c == firstChannel_ ? 0 : 1, s);
+                bn::WritePartial(wsGm_, partialBuf_.Get<float>(), t_, core_, c, s);
                 sharedLast = bn::FirstCoreOf(t_, c) == core_;
             }
             item = end;
@@ -117,58 +116,32 @@ private:
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
             CopyIn(tile);
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
-            LocalTensor<T> dy = dyQueue_.DeQue<T>();
-            LocalTensor<T> x = xQueue_.DeQue<T>();
-            bn::ToFloat(dyf, dy, elems);  // pad lanes of dy are 0, so they add nothing
-            bn::ToFloat(xf, x, elems);
-            dyQueue_.FreeTensor(dy);
-            xQueue_.FreeTensor(x);
+            bn::DeQueToFloat<T>(dyf, dyQueue_, elems);  // pad lanes of dy are 0, so they add nothing
+            bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Adds(xf, xf, -mean, elems);
             Mul(xf, xf, dyf, elems);
             Add(accDy, accDy, dyf, elems);
             Add(accXmu, accXmu, xf, elems);
-            lanes = lanes > uint64_t(elems) ? lanes : uint64_t(elems);
+            lanes = bn::Max(lanes, uint64_t(elems));
         }
         BnGradSums s;
-        s.sumDy = SumLanes(accDy, lanes);
-        s.sumDyXmu = SumLanes(accXmu, lanes);
+        s.sumDy = bn::SumLanes(accDy, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
+        s.sumDyXmu = bn::SumLanes(accXmu, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
         return s;
     }
 
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
-        LocalTensor<T> dy = dyQueue_.AllocTensor<T>();
-        LocalTensor<T> x = xQueue_.AllocTensor<T>();
-        bn::CopyTileIn(dy, dyGm_, t_, tile, T(0.0f));
-        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
-        dyQueue_.EnQue(dy);
-        xQueue_.EnQue(x);
-    }
-
-    __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count) {
-        LocalTensor<float> res = resBuf_.Get<float>();
-        ReduceSum(res, lanes, workBuf_.Get<float>(), static_cast<int32_t>(count));
-        PipeBarrier<PIPE_ALL>();
-        return res.GetValue(0);
-    }
-
-    __aicore__ inline void WritePartial(uint32_t slot, const BnGradSums& s) {
-        LocalTensor<float> io = partialBuf_.Get<float>();
-        io.SetValue(0, s.sumDy);
-        io.SetValue(1, s.sumDyXmu);
-        PipeBarrier<PIPE_ALL>();
-        DataCopy(wsGm_[(core_ * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], io, BN_PARTIAL_SLOT_FLOATS);
-        PipeBarrier<PIPE_ALL>();
+        bn::EnQueTile(dyQueue_, dyGm_, t_, tile);
+        bn::EnQueTile(xQueue_, xGm_, t_, tile);
     }
 
     __aicore__ inline BnGradSums MergePartials(uint64_t c) {
         LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
         BnGradSums acc = {0.0f, 0.0f};
         for (uint64_t k = bn::FirstCoreOf(t_, c); k <= bn::LastCoreOf(t_, c); ++k) {
-            const uint32_t slot = bn::ChannelOfItem(t_, bn::CoreItems(t_, k).begin) == c ? 0 : 1;
-            DataCopy(io, wsGm_[(k * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], BN_PARTIAL_SLOT_FLOATS);
-            PipeBarrier<PIPE_ALL>();
-            acc.sumDy += io.GetValue(0);
-            acc.sumDyXmu += io.GetValue(1);
+            const BnGradSums b = bn::ReadPartial<BnGradSums>(io, wsGm_, t_, k, c);
+            acc.sumDy += b.sumDy;
+            acc.sumDyXmu += b.sumDyXmu;
         }
         return acc;
     }
@@ -209,7 +182,7 @@ private:
     GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_, wsGm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;
-    uint64_t core_ = 0, firstChannel_ = 0, lastChannel_ = 0, firstOwned_ = 0;
+    uint64_t core_ = 0, lastChannel_ = 0, firstOwned_ = 0;
     uint64_t windowBegin_ = 0, windowSize_ = 0, windowCount_ = 0;
     bn::ItemRange items_;
 };
@@ -219,17 +192,6 @@ extern "C" __global__ __aicore__ void batch_norm_backward_reduce(GM_ADDR dy, GM_
                                                                  GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling) {
     BnBackwardReduceTiling t;
     bn::LoadTiling(t, tiling);
-    if (t.rows.dtype == BN_FLOAT16) {
-        KernelBatchNormBackwardReduce<half> op;
-        op.Init(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, workspace, t);
-        op.Process();
-    } else if (t.rows.dtype == BN_BFLOAT16) {
-        KernelBatchNormBackwardReduce<bfloat16_t> op;
-        op.Init(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, workspace, t);
-        op.Process();
-    } else {
-        KernelBatchNormBackwardReduce<float> op;
-        op.Init(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, workspace, t);
-        op.Process();
-    }
+    bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight,
+                                                   gradBias, workspace, t);
 }

@@ -58,24 +58,18 @@ private:
         windowBegin_ = c0;
         windowEnd_ = bn::Min(c0 + t_.paramChunk, lastChannel_ + 1);
         const uint64_t n = windowEnd_ - c0;
-        LocalTensor<float> scale = scaleBuf_.Get<float>();
         LocalTensor<float> bias = biasBuf_.Get<float>();
-        bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, c0, n);
-        bn::CopyChannelsIn(invstdBuf_.Get<float>(), invstdGm_, c0, n);
-        if (hasWeight_) bn::CopyChannelsIn(scale, weightGm_, c0, n);
-        if (hasBias_) bn::CopyChannelsIn(bias, biasGm_, c0, n);
-        PipeBarrier<PIPE_ALL>();
-        if (!hasWeight_) Duplicate(scale, 1.0f, static_cast<int32_t>(n));
-        if (!hasBias_) Duplicate(bias, 0.0f, static_cast<int32_t>(n));
-        Mul(scale, scale, invstdBuf_.Get<float>(), static_cast<int32_t>(n));
+        if (hasBias_) {
+            bn::CopyChannelsIn(bias, biasGm_, c0, n);
+        } else {
+            Duplicate(bias, 0.0f, static_cast<int32_t>(n));
+        }
+        bn::LoadNormWindow(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), scaleBuf_.Get<float>(), meanGm_, invstdGm_,
+                           weightGm_, hasWeight_, c0, n);
         PipeBarrier<PIPE_ALL>();
     }
 
-    __aicore__ inline void CopyIn(const bn::Tile& tile) {
-        LocalTensor<T> x = inQueue_.AllocTensor<T>();
-        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
-        inQueue_.EnQue(x);
-    }
+    __aicore__ inline void CopyIn(const bn::Tile& tile) { bn::EnQueTile(inQueue_, xGm_, t_, tile); }
 
     // (x - mean) first, then the scale: keeps float precision when |mean| >> std.
     __aicore__ inline void Compute(const bn::Tile& tile) {
@@ -85,22 +79,14 @@ private:
         const float bias = biasBuf_.Get<float>().GetValue(j);
         const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
         LocalTensor<float> xf = xfBuf_.Get<float>();
-        LocalTensor<T> x = inQueue_.DeQue<T>();
-        LocalTensor<T> y = outQueue_.AllocTensor<T>();
-        bn::ToFloat(xf, x, elems);
+        bn::DeQueToFloat<T>(xf, inQueue_, elems);
         Adds(xf, xf, -mean, elems);
         Muls(xf, xf, scale, elems);
         Adds(xf, xf, bias, elems);
-        bn::FromFloat(y, xf, elems);
-        outQueue_.EnQue(y);
-        inQueue_.FreeTensor(x);
+        bn::EnQueFromFloat<T>(outQueue_, xf, elems);
     }
 
-    __aicore__ inline void CopyOut(const bn::Tile& tile) {
-        LocalTensor<T> y = outQueue_.DeQue<T>();
-        bn::CopyTileOut(yGm_, y, t_, tile);
-        outQueue_.FreeTensor(y);
-    }
+    __aicore__ inline void CopyOut(const bn::Tile& tile) { bn::DeQueTileOut(yGm_, outQueue_, t_, tile); }
 
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
@@ -119,17 +105,5 @@ extern "C" __global__ __aicore__ void batch_norm_elemt(GM_ADDR x, GM_ADDR weight
     (void)workspace;
     BnElemtTiling t;
     bn::LoadTiling(t, tiling);
-    if (t.rows.dtype == BN_FLOAT16) {
-        KernelBatchNormElemt<half> op;
-        op.Init(x, weight, bias, mean, invstd, y, t);
-        op.Process();
-    } else if (t.rows.dtype == BN_BFLOAT16) {
-        KernelBatchNormElemt<bfloat16_t> op;
-        op.Init(x, weight, bias, mean, invstd, y, t);
-        op.Process();
-    } else {
-        KernelBatchNormElemt<float> op;
-        op.Init(x, weight, bias, mean, invstd, y, t);
-        op.Process();
-    }
+    bn::RunForDtype<KernelBatchNormElemt>(t.rows.dtype, x, weight, bias, mean, invstd, y, t);
 }

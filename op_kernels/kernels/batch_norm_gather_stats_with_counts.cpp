@@ -77,8 +77,7 @@ private:
                 PipeBarrier<PIPE_ALL>();
                 // M2_w = (1 / invstd^2 - eps) * n_w
                 Mul(rankM2, rankM2, rankM2, n);
-                Duplicate(tmp, 1.0f, n);
-                Div(rankM2, tmp, rankM2, n);
+                bn::OneOver(rankM2, rankM2, tmp, n);
                 Adds(rankM2, rankM2, -t_.eps, n);
                 Muls(rankM2, rankM2, cnt, n);
                 const float newTotal = total + cnt;
@@ -124,10 +123,7 @@ private:
             PipeBarrier<PIPE_ALL>();
             bn::CopyChannelsOut(runningVarGm_, rv, c, nc);
         }
-        Adds(var, var, t_.eps, n);
-        Sqrt(var, var, n);
-        Duplicate(tmp, 1.0f, n);
-        Div(var, tmp, var, n);
+        bn::InvStdInPlace(var, tmp, t_.eps, n);
         PipeBarrier<PIPE_ALL>();
         bn::CopyChannelsOut(meanOutGm_, meanAcc, c, nc);
         bn::CopyChannelsOut(invstdOutGm_, var, c, nc);

@@ -29,10 +29,8 @@ public:
         eps_ = tiling.eps;
         core_ = GetBlockIdx();
         items_ = bn::CoreItems(t_, core_);
-        firstChannel_ = bn::ChannelOfItem(t_, items_.begin);
         lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
-        // A first channel begun by an earlier core is written by that core.
-        firstOwned_ = bn::FirstCoreOf(t_, firstChannel_) == core_ ? firstChannel_ : firstChannel_ + 1;
+        firstOwned_ = bn::FirstOwnedChannel(t_, core_);
 
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t_.n * t_.c * t_.l);
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
@@ -66,7 +64,7 @@ public:
             if (bn::FirstCoreOf(t_, c) == core_ && bn::LastCoreOf(t_, c) == core_) {
                 Stage(c, p);
             } else {
-                WritePartial(c == firstChannel_ ? 0 : 1, p);
+                bn::WritePartial(wsGm_, partialBuf_.Get<float>(), t_, core_, c, p);
                 sharedLast = bn::FirstCoreOf(t_, c) == core_;
             }
             item = end;
@@ -117,11 +115,11 @@ private:
             Add(sum, sum, xf, elems);
             Mul(xf, xf, xf, elems);
             Add(sq, sq, xf, elems);
-            lanes = lanes > uint64_t(elems) ? lanes : uint64_t(elems);
+            lanes = bn::Max(lanes, uint64_t(elems));
             count += tile.rows * tile.len;
         }
-        const float s1 = SumLanes(sum, lanes);
-        const float s2 = SumLanes(sq, lanes);
+        const float s1 = bn::SumLanes(sum, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
+        const float s2 = bn::SumLanes(sq, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
         BnPartial p;
         p.count = static_cast<float>(count);
         p.mean = shift + s1 / p.count;
@@ -130,43 +128,19 @@ private:
         return p;
     }
 
-    __aicore__ inline void CopyIn(const bn::Tile& tile) {
-        LocalTensor<T> x = inQueue_.AllocTensor<T>();
-        bn::CopyTileIn(x, xGm_, t_, tile, T(0.0f));
-        inQueue_.EnQue(x);
-    }
-
-    __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count) {
-        LocalTensor<float> res = resBuf_.Get<float>();
-        ReduceSum(res, lanes, workBuf_.Get<float>(), static_cast<int32_t>(count));
-        PipeBarrier<PIPE_ALL>();
-        return res.GetValue(0);
-    }
-
-    __aicore__ inline void WritePartial(uint32_t slot, const BnPartial& p) {
-        LocalTensor<float> io = partialBuf_.Get<float>();
-        io.SetValue(0, p.count);
-        io.SetValue(1, p.mean);
-        io.SetValue(2, p.m2);
-        PipeBarrier<PIPE_ALL>();
-        DataCopy(wsGm_[(core_ * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], io, BN_PARTIAL_SLOT_FLOATS);
-        PipeBarrier<PIPE_ALL>();
-    }
+    __aicore__ inline void CopyIn(const bn::Tile& tile) { bn::EnQueTile(inQueue_, xGm_, t_, tile); }
 
     // Chan's merge of the partials every core left for channel c.
     __aicore__ inline BnPartial MergePartials(uint64_t c) {
         LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
         BnPartial acc = {0.0f, 0.0f, 0.0f};
         for (uint64_t k = bn::FirstCoreOf(t_, c); k <= bn::LastCoreOf(t_, c); ++k) {
-            const uint32_t slot = bn::ChannelOfItem(t_, bn::CoreItems(t_, k).begin) == c ? 0 : 1;
-            DataCopy(io, wsGm_[(k * 2 + slot) * BN_PARTIAL_SLOT_FLOATS], BN_PARTIAL_SLOT_FLOATS);
-            PipeBarrier<PIPE_ALL>();
-            const float nb = io.GetValue(0), mb = io.GetValue(1), m2b = io.GetValue(2);
-            const float n = acc.count + nb;
-            const float delta = mb - acc.mean;
-            const float wb = nb / n;
+            const BnPartial b = bn::ReadPartial<BnPartial>(io, wsGm_, t_, k, c);
+            const float n = acc.count + b.count;
+            const float delta = b.mean - acc.mean;
+            const float wb = b.count / n;
             acc.mean = acc.mean + delta * wb;
-            acc.m2 = acc.m2 + m2b + delta * delta * acc.count * wb;
+            acc.m2 = acc.m2 + b.m2 + delta * delta * acc.count * wb;
             acc.count = n;
         }
         return acc;
@@ -189,10 +163,7 @@ private:
         LocalTensor<float> var = varOutBuf_.Get<float>();
         LocalTensor<float> ones = onesBuf_.Get<float>();
         PipeBarrier<PIPE_ALL>();
-        Adds(var, var, eps_, n);
-        Sqrt(var, var, n);
-        Duplicate(ones, 1.0f, n);
-        Div(var, ones, var, n);  // Sqrt + Div: full float precision, unlike an approximate Rsqrt
+        bn::InvStdInPlace(var, ones, eps_, n);
         PipeBarrier<PIPE_ALL>();
         bn::CopyChannelsOut(meanGm_, meanOutBuf_.Get<float>(), windowBegin_, windowCount_);
         bn::CopyChannelsOut(invstdGm_, var, windowBegin_, windowCount_);
@@ -208,7 +179,7 @@ private:
     GlobalTensor<float> meanGm_, invstdGm_, wsGm_;
     BnRowTiling t_;
     float eps_ = 0.0f;
-    uint64_t core_ = 0, firstChannel_ = 0, lastChannel_ = 0, firstOwned_ = 0, padLen_ = 0;
+    uint64_t core_ = 0, lastChannel_ = 0, firstOwned_ = 0, padLen_ = 0;
     uint64_t windowBegin_ = 0, windowCount_ = 0;
     bn::ItemRange items_;
 };
@@ -217,17 +188,5 @@ extern "C" __global__ __aicore__ void batch_norm_stats(GM_ADDR x, GM_ADDR mean, 
                                                        GM_ADDR tiling) {
     BnStatsTiling t;
     bn::LoadTiling(t, tiling);
-    if (t.rows.dtype == BN_FLOAT16) {
-        KernelBatchNormStats<half> op;
-        op.Init(x, mean, invstd, workspace, t);
-        op.Process();
-    } else if (t.rows.dtype == BN_BFLOAT16) {
-        KernelBatchNormStats<bfloat16_t> op;
-        op.Init(x, mean, invstd, workspace, t);
-        op.Process();
-    } else {
-        KernelBatchNormStats<float> op;
-        op.Init(x, mean, invstd, workspace, t);
-        op.Process();
-    }
+    bn::RunForDtype<KernelBatchNormStats>(t.rows.dtype, x, mean, invstd, workspace, t);
 }

@@ -1,7 +1,8 @@
 /*
  * Kernel-side helpers shared by the batch-norm kernels: reading the tiling
  * struct, the item -> core and item -> tile maps of the row tiling
- * (include/batch_norm_tiling.h), and the tile / per-channel copies.
+ * (include/batch_norm_tiling.h), the tile / per-channel copies, the lane sums
+ * and the workspace partials of split channels, and small vector formulas.
  */
 #ifndef NPU_SYNCBN_BN_COMMON_H
 #define NPU_SYNCBN_BN_COMMON_H
@@ -17,6 +18,7 @@ constexpr uint32_t BLOCK_BYTES = 32;
 constexpr int32_t BUFFER_NUM = 2;  // double buffering: tile i+1 moves in while tile i computes
 
 __aicore__ inline uint64_t Min(uint64_t a, uint64_t b) { return a < b ? a : b; }
+__aicore__ inline uint64_t Max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 __aicore__ inline uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 __aicore__ inline uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
 
@@ -126,22 +128,157 @@ __aicore__ inline void CopyChannelsOut(const GlobalTensor<float>& dst, const Loc
     DataCopyPad(dst[c0], src, p);
 }
 
-// Widens a T tile to float (a plain copy through Adds for float input).
-template <typename T>
-__aicore__ inline void ToFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src, uint32_t count) {
-    if constexpr (std::is_same<T, float>::value) {
+// CopyIn of one input: a fresh buffer of q gets the tile (pad lanes 0) and is queued.
+template <typename T, typename Q>
+__aicore__ inline void EnQueTile(Q& q, const GlobalTensor<T>& src, const BnRowTiling& t, const Tile& tile) {
+    LocalTensor<T> dst = q.template AllocTensor<T>();
+    CopyTileIn(dst, src, t, tile, T(0.0f));
+    q.EnQue(dst);
+}
+
+// A plain copy through Adds when D and S are the same (float) type, else a Cast.
+template <typename D, typename S>
+__aicore__ inline void CastOrCopy(const LocalTensor<D>& dst, const LocalTensor<S>& src, RoundMode mode,
+                                  uint32_t count) {
+    if constexpr (std::is_same<D, S>::value) {
         Adds(dst, src, 0.0f, static_cast<int32_t>(count));
     } else {
-        Cast(dst, src, RoundMode::CAST_NONE, count);
+        Cast(dst, src, mode, count);
     }
+}
+
+// Widens a T tile to float / narrows a float tile back to T (round to nearest even).
+template <typename T>
+__aicore__ inline void ToFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src, uint32_t count) {
+    CastOrCopy(dst, src, RoundMode::CAST_NONE, count);
 }
 
 template <typename T>
 __aicore__ inline void FromFloat(const LocalTensor<T>& dst, const LocalTensor<float>& src, uint32_t count) {
-    if constexpr (std::is_same<T, float>::value) {
-        Adds(dst, src, 0.0f, static_cast<int32_t>(count));
+    CastOrCopy(dst, src, RoundMode::CAST_RINT, count);
+}
+
+// Compute's side of EnQueTile: the next tile of q, widened to float in dst; q's buffer is freed.
+template <typename T, typename Q>
+__aicore__ inline void DeQueToFloat(const LocalTensor<float>& dst, Q& q, uint32_t count) {
+    LocalTensor<T> src = q.template DeQue<T>();
+    ToFloat(dst, src, count);
+    q.FreeTensor(src);
+}
+
+// Compute's end: the float result narrowed to T into a fresh buffer of q, queued for CopyOut.
+template <typename T, typename Q>
+__aicore__ inline void EnQueFromFloat(Q& q, const LocalTensor<float>& src, uint32_t count) {
+    LocalTensor<T> dst = q.template AllocTensor<T>();
+    FromFloat(dst, src, count);
+    q.EnQue(dst);
+}
+
+// CopyOut of one output: the next tile of q to GM; q's buffer is freed.
+template <typename T, typename Q>
+__aicore__ inline void DeQueTileOut(const GlobalTensor<T>& dst, Q& q, const BnRowTiling& t, const Tile& tile) {
+    LocalTensor<T> src = q.template DeQue<T>();
+    CopyTileOut(dst, src, t, tile);
+    q.FreeTensor(src);
+}
+
+// Sum of the first `count` lanes, read back as a scalar (res: one block, work: ReduceSum's scratch).
+__aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count, const LocalTensor<float>& res,
+                                 const LocalTensor<float>& work) {
+    ReduceSum(res, lanes, work, static_cast<int32_t>(count));
+    PipeBarrier<PIPE_ALL>();
+    return res.GetValue(0);
+}
+
+// dst = 1 / src as Duplicate + Div: full float precision, unlike an approximate
+// reciprocal. `ones` is scratch of at least n floats.
+__aicore__ inline void OneOver(const LocalTensor<float>& dst, const LocalTensor<float>& src,
+                               const LocalTensor<float>& ones, int32_t n) {
+    Duplicate(ones, 1.0f, n);
+    Div(dst, ones, src, n);
+}
+
+// var <- invstd = 1 / sqrt(var + eps) (Sqrt + Div, not an approximate Rsqrt).
+__aicore__ inline void InvStdInPlace(const LocalTensor<float>& var, const LocalTensor<float>& ones, float eps,
+                                     int32_t n) {
+    Adds(var, var, eps, n);
+    Sqrt(var, var, n);
+    OneOver(var, var, ones, n);
+}
+
+// Per-channel parameters of the elementwise kernels for channels [c0, c0 + n):
+// mean, invstd and scale = invstd * weight (weight 1 when absent). Waits for its
+// copies, and any the caller issued before, with one PipeBarrier, then computes
+// scale; the caller ends with a PipeBarrier before reading values as scalars.
+__aicore__ inline void LoadNormWindow(const LocalTensor<float>& mean, const LocalTensor<float>& invstd,
+                                      const LocalTensor<float>& scale, const GlobalTensor<float>& meanGm,
+                                      const GlobalTensor<float>& invstdGm, const GlobalTensor<float>& weightGm,
+                                      bool hasWeight, uint64_t c0, uint64_t n) {
+    CopyChannelsIn(mean, meanGm, c0, n);
+    CopyChannelsIn(invstd, invstdGm, c0, n);
+    if (hasWeight) CopyChannelsIn(scale, weightGm, c0, n);
+    PipeBarrier<PIPE_ALL>();
+    if (!hasWeight) Duplicate(scale, 1.0f, static_cast<int32_t>(n));
+    Mul(scale, scale, invstd, static_cast<int32_t>(n));
+}
+
+// A channel split over cores is written by its first core: each core leaves the
+// partial result (a struct of floats) of a split channel in one of its two
+// workspace slots of BN_PARTIAL_SLOT_FLOATS floats, slot 0 for its first channel,
+// slot 1 for its last, and the first core merges them after SyncAll.
+
+// The first channel core writes: its first channel, unless an earlier core began it.
+__aicore__ inline uint64_t FirstOwnedChannel(const BnRowTiling& t, uint64_t core) {
+    const uint64_t c = ChannelOfItem(t, CoreItems(t, core).begin);
+    return FirstCoreOf(t, c) == core ? c : c + 1;
+}
+
+__aicore__ inline uint64_t PartialOffset(const BnRowTiling& t, uint64_t core, uint64_t c) {
+    const uint64_t slot = ChannelOfItem(t, CoreItems(t, core).begin) == c ? 0 : 1;
+    return (core * 2 + slot) * BN_PARTIAL_SLOT_FLOATS;
+}
+
+template <typename P>
+__aicore__ inline void WritePartial(const GlobalTensor<float>& ws, const LocalTensor<float>& io, const BnRowTiling& t,
+                                    uint64_t core, uint64_t c, const P& p) {
+    static_assert(sizeof(P) % sizeof(float) == 0 && sizeof(P) <= BN_PARTIAL_SLOT_FLOATS * sizeof(float),
+                  "a partial is at most one slot of floats");
+    const float* v = reinterpret_cast<const float*>(&p);
+    for (uint32_t i = 0; i < sizeof(P) / sizeof(float); ++i) io.SetValue(i, v[i]);
+    PipeBarrier<PIPE_ALL>();
+    DataCopy(ws[PartialOffset(t, core, c)], io, BN_PARTIAL_SLOT_FLOATS);
+    PipeBarrier<PIPE_ALL>();
+}
+
+// The partial core `core` left for channel c, read through the UB scratch io.
+template <typename P>
+__aicore__ inline P ReadPartial(const LocalTensor<float>& io, const GlobalTensor<float>& ws, const BnRowTiling& t,
+                                uint64_t core, uint64_t c) {
+    static_assert(sizeof(P) % sizeof(float) == 0 && sizeof(P) <= BN_PARTIAL_SLOT_FLOATS * sizeof(float),
+                  "a partial is at most one slot of floats");
+    DataCopy(io, ws[PartialOffset(t, core, c)], BN_PARTIAL_SLOT_FLOATS);
+    PipeBarrier<PIPE_ALL>();
+    P p;
+    float* v = reinterpret_cast<float*>(&p);
+    for (uint32_t i = 0; i < sizeof(P) / sizeof(float); ++i) v[i] = io.GetValue(i);
+    return p;
+}
+
+// Kernel entry: runs Kernel<T> for the input dtype of the tiling (half, bfloat16, else float).
+template <template <typename> class Kernel, typename... Args>
+__aicore__ inline void RunForDtype(uint32_t dtype, const Args&... args) {
+    if (dtype == BN_FLOAT16) {
+        Kernel<half> op;
+        op.Init(args...);
+        op.Process();
+    } else if (dtype == BN_BFLOAT16) {
+        Kernel<bfloat16_t> op;
+        op.Init(args...);
+        op.Process();
     } else {
-        Cast(dst, src, RoundMode::CAST_RINT, count);
+        Kernel<float> op;
+        op.Init(args...);
+        op.Process();
     }
 }
 

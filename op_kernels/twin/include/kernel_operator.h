@@ -325,26 +325,48 @@ struct DataCopyPadExtParams {
     T paddingValue = T(0);
 };
 
+namespace twin_detail {
+// Checks of a contiguous DataCopy of `count` elements, either way: whole 32-byte
+// blocks, the UB side aligned and large enough. Returns the bytes moved.
 template <typename T>
-inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_t count) {
+inline uint64_t CheckContiguousCopy(const LocalTensor<T>& ub, uint32_t count) {
     const uint64_t bytes = uint64_t(count) * sizeof(T);
     if (bytes % twin::kBlockBytes != 0) {
         twin::Fail("misaligned DataCopy", std::to_string(bytes) + " bytes is not a multiple of 32 (use DataCopyPad for tails)");
     }
-    twin::CheckUbAligned("DataCopy", dst.GetPhyAddr());
-    twin::CheckCount("DataCopy", count, dst.GetSize());
+    twin::CheckUbAligned("DataCopy", ub.GetPhyAddr());
+    twin::CheckCount("DataCopy", count, ub.GetSize());
+    return bytes;
+}
+
+// Element steps of a strided DataCopy: blocks of blockLen 32-byte blocks, strides in 32-byte blocks.
+struct BlockSteps {
+    uint64_t len, srcStep, dstStep;
+};
+
+template <typename T>
+inline BlockSteps StepsOf(const DataCopyParams& p) {
+    const uint64_t len = uint64_t(p.blockLen) * twin::kBlockBytes / sizeof(T);
+    return {len, len + uint64_t(p.srcStride) * twin::kBlockBytes / sizeof(T),
+            len + uint64_t(p.dstStride) * twin::kBlockBytes / sizeof(T)};
+}
+
+template <typename T>
+inline void CopyBlocks(T* dst, const T* src, uint32_t blockCount, const BlockSteps& s) {
+    for (uint32_t b = 0; b < blockCount; ++b) std::memcpy(dst + b * s.dstStep, src + b * s.srcStep, s.len * sizeof(T));
+}
+}  // namespace twin_detail
+
+template <typename T>
+inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_t count) {
+    const uint64_t bytes = twin_detail::CheckContiguousCopy(dst, count);
     src.Check(0, count, "DataCopy")->read += bytes;
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
 template <typename T>
 inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint32_t count) {
-    const uint64_t bytes = uint64_t(count) * sizeof(T);
-    if (bytes % twin::kBlockBytes != 0) {
-        twin::Fail("misaligned DataCopy", std::to_string(bytes) + " bytes is not a multiple of 32 (use DataCopyPad for tails)");
-    }
-    twin::CheckUbAligned("DataCopy", src.GetPhyAddr());
-    twin::CheckCount("DataCopy", count, src.GetSize());
+    const uint64_t bytes = twin_detail::CheckContiguousCopy(src, count);
     dst.Check(0, count, "DataCopy")->written += bytes;
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
@@ -353,31 +375,23 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint
 template <typename T>
 inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, const DataCopyParams& p) {
     twin::CheckUbAligned("DataCopy", dst.GetPhyAddr());
-    const uint64_t len = uint64_t(p.blockLen) * twin::kBlockBytes / sizeof(T);
-    const uint64_t srcStep = len + uint64_t(p.srcStride) * twin::kBlockBytes / sizeof(T);
-    const uint64_t dstStep = len + uint64_t(p.dstStride) * twin::kBlockBytes / sizeof(T);
+    const twin_detail::BlockSteps s = twin_detail::StepsOf<T>(p);
     if (p.blockCount == 0) return;
-    twin::CheckCount("DataCopy", (p.blockCount - 1) * dstStep + len, dst.GetSize());
-    twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * srcStep + len, "DataCopy");
-    for (uint32_t b = 0; b < p.blockCount; ++b) {
-        std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
-    }
-    buf->read += p.blockCount * len * sizeof(T);
+    twin::CheckCount("DataCopy", (p.blockCount - 1) * s.dstStep + s.len, dst.GetSize());
+    twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * s.srcStep + s.len, "DataCopy");
+    twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
+    buf->read += p.blockCount * s.len * sizeof(T);
 }
 
 template <typename T>
 inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, const DataCopyParams& p) {
     twin::CheckUbAligned("DataCopy", src.GetPhyAddr());
-    const uint64_t len = uint64_t(p.blockLen) * twin::kBlockBytes / sizeof(T);
-    const uint64_t srcStep = len + uint64_t(p.srcStride) * twin::kBlockBytes / sizeof(T);
-    const uint64_t dstStep = len + uint64_t(p.dstStride) * twin::kBlockBytes / sizeof(T);
+    const twin_detail::BlockSteps s = twin_detail::StepsOf<T>(p);
     if (p.blockCount == 0) return;
-    twin::CheckCount("DataCopy", (p.blockCount - 1) * srcStep + len, src.GetSize());
-    twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * dstStep + len, "DataCopy");
-    for (uint32_t b = 0; b < p.blockCount; ++b) {
-        std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
-    }
-    buf->written += p.blockCount * len * sizeof(T);
+    twin::CheckCount("DataCopy", (p.blockCount - 1) * s.srcStep + s.len, src.GetSize());
+    twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * s.dstStep + s.len, "DataCopy");
+    twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
+    buf->written += p.blockCount * s.len * sizeof(T);
 }
 
 namespace twin_detail {
