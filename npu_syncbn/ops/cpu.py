@@ -1,6 +1,12 @@
 """CPU kernels of the five ops (the emulation path used by CI and CPU training).
 
-Each kernel is one or two passes of an aten CPU building block that already
+For float32/float16/bfloat16 input in a contiguous, channels_last(_3d) or 2-D
+layout, stats, elemt, backward_reduce and backward_elemt run the fused one-pass
+C kernels of ``cpu_fast`` (op_kernels/cpu/syncbn_cpu.cpp). Everything else
+(float64, strided views, a grad_out whose layout differs from the input's, no
+compiler, or ``NPU_SYNCBN_CPU_KERNELS=aten``) takes the aten composition below.
+
+Each aten kernel is one or two passes of an aten CPU building block that already
 handles channels_last, mixed half/float32 types and vectorization, so the CPU
 path costs about what local BatchNorm costs:
 
@@ -25,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import checks
+from . import checks, cpu_fast
 from .merge import invstd_to_var, merge_rank_stats, update_running_stats
 from .schema import LIBRARY, qualified, stats_dtype
 
@@ -44,6 +50,10 @@ def batch_norm_stats(input: Tensor, eps: float):
     sd = stats_dtype(input)
     if input.numel() == 0:
         return torch.zeros(c, dtype=sd), torch.full((c,), eps, dtype=sd).rsqrt()
+    if sd is torch.float32:
+        fast = cpu_fast.stats(input, eps)
+        if fast is not None:
+            return fast
     scratch_mean, scratch_var = _unit_stats(c, sd)
     mean, var = torch.batch_norm_update_stats(input, scratch_mean, scratch_var, 0.0)
     return mean, (var + eps).rsqrt()
@@ -76,11 +86,18 @@ def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
     for name, t, optional in (("weight", weight, True), ("bias", bias, True), ("mean", mean, False), ("invstd", invstd, False)):
         checks.check_channel_vector(t, c, name, input.device, optional)
     sd = stats_dtype(input)
-    scale = invstd.to(sd) if weight is None else invstd.to(sd) * weight.to(sd)
-    offset = bias.to(sd) if bias is not None else torch.zeros(c, dtype=sd)
     if input.numel() == 0:
         return torch.empty_like(input)
-    if can_fold_mean(mean, invstd, input.dtype):
+    fold = can_fold_mean(mean, invstd, input.dtype)
+    # For half input aten's one-pass x*scale + shift is as fast as the C kernel;
+    # the C kernel wins where aten needs (x - mean) in more passes.
+    if sd is torch.float32 and (input.dtype is torch.float32 or not fold):
+        fast = cpu_fast.elemt(input, weight, bias, mean, invstd)
+        if fast is not None:
+            return fast
+    scale = invstd.to(sd) if weight is None else invstd.to(sd) * weight.to(sd)
+    offset = bias.to(sd) if bias is not None else torch.zeros(c, dtype=sd)
+    if fold:
         zero, one = _unit_stats(c, sd)
         return F.batch_norm(input, zero, one, scale, offset - mean.to(sd) * scale, False, 0.0, 0.0)
     xmu = input - _per_channel(mean.to(sd), input)
@@ -93,6 +110,14 @@ def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, w
     for name, t, optional in (("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True)):
         checks.check_channel_vector(t, c, name, input.device, optional)
     sd = stats_dtype(input)
+    wd = weight.dtype if weight is not None else sd
+    if input.numel() != 0 and sd is torch.float32:
+        fast = cpu_fast.backward_reduce(grad_out, input, mean, invstd)
+        if fast is not None:
+            sum_dy, sum_dy_xmu, grad_weight, grad_bias = fast
+            if wd is not torch.float32:
+                grad_weight, grad_bias = grad_weight.to(wd), grad_bias.to(wd)
+            return sum_dy, sum_dy_xmu, grad_weight, grad_bias
     if input.numel() == 0:
         sum_dy, sum_dy_xmu = torch.zeros(c, dtype=sd), torch.zeros(c, dtype=sd)
     else:
@@ -100,7 +125,6 @@ def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, w
         _, sum_dy_xmu, sum_dy = torch.ops.aten.native_batch_norm_backward(
             grad_out, input, None, mean.to(sd), one, None, None, False, 0.0, [False, True, True]
         )
-    wd = weight.dtype if weight is not None else sd
     grad_weight = (sum_dy_xmu * invstd.to(sd)).to(wd)
     grad_bias = sum_dy.to(wd, copy=True)  # outputs must not alias each other
     return sum_dy, sum_dy_xmu, grad_weight, grad_bias
@@ -118,6 +142,10 @@ def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum
     if input.numel() == 0:
         return torch.empty_like(input)
     sd = stats_dtype(input)
+    if sd is torch.float32:
+        fast = cpu_fast.backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, float(count.sum()))
+        if fast is not None:
+            return fast
     a, b, shift = backward_elemt_coefficients(mean, invstd, weight, sum_dy, sum_dy_xmu, count, sd)
     # dx = a*dy + b*(x - mean) + shift per channel.
     if can_fold_mean(mean, invstd, input.dtype):

@@ -1,0 +1,157 @@
+// Fused CPU kernels of the SyncBatchNorm ops (npu_syncbn/ops/cpu_fast.py loads
+// them with ctypes; plain C ABI, no torch headers).
+//
+// Layouts (the caller derives them from the strides):
+//   NCL: input viewed as (N, C, L) contiguous (NCHW, NCDHW, (N, C, L));
+//        one "plane" is the L contiguous elements of one (n, c).
+//   NLC: channels-last, P rows of C contiguous channels (NHWC, NDHWC, 2-D (N, C)).
+// dtype: 0 float32, 1 float16, 2 bfloat16. Arithmetic is float32 per element;
+// partial sums of at most ACC elements are float32 (SIMD lanes), everything
+// beyond (across chunks, planes, blocks and threads) is double.
+//
+// stats is a shifted two-pass inside a cache-sized segment (pass 1: segment
+// mean m; pass 2: s1 = sum(x - m), s2 = sum((x - m)^2), giving the segment's
+// exact mean m + s1/k and M2 = s2 - s1^2/k), and segments are merged with
+// Chan's parallel formula in double: one pass over memory, no cancellation for
+// a large |mean|. backward_elemt and elemt use the (x - mean) form.
+//
+// Kernel bodies: syncbn_cpu_impl.h. Threads: every entry point takes nt (torch.get_num_threads()); the outer
+// loop (planes, rows, or the batch dim for reductions) is split with OpenMP.
+// Reductions merge per-thread partials in a fixed order.
+//
+// No -ffast-math: NaN/Inf propagate as IEEE arithmetic says (a NaN in a
+// channel makes that channel's mean/var and every output of it NaN).
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define NSB_API extern "C" __attribute__((visibility("default")))
+
+// Two builds of the same kernels: the baseline x86-64 one (any machine), and
+// one for AVX2 + FMA + F16C chosen at run time (no -march=native: the library
+// may be built on one machine and run on another).
+#define NSB_NS base
+#include "syncbn_cpu_impl.h"
+#undef NSB_NS
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NSB_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define NSB_NS avx2
+#include "syncbn_cpu_impl.h"
+#undef NSB_NS
+#pragma GCC pop_options
+#endif
+
+namespace {
+typedef int64_t i64;
+
+int isa_level() {
+  static int level = -1;
+  if (level < 0) {
+    int l = 0;
+#ifdef NSB_HAVE_AVX2
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
+#endif
+    if (const char* env = getenv("NPU_SYNCBN_CPU_ISA")) {  // "base" forces the baseline build (tests)
+      if (strcmp(env, "base") == 0) l = 0;
+    }
+    level = l;
+  }
+  return level;
+}
+
+#ifdef NSB_HAVE_AVX2
+#define NSB_DISPATCH(fn, ...) (isa_level() == 1 ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
+#else
+#define NSB_DISPATCH(fn, ...) base::fn(__VA_ARGS__)
+#endif
+
+inline bool ok_args(int dtype, int layout, i64 N, i64 C, i64 L) {
+  return dtype >= 0 && dtype <= 2 && (layout == 0 || layout == 1) && N > 0 && C > 0 && L > 0 && (layout == 0 || L == 1);
+}
+}  // namespace
+
+
+
+
+// All entry points return 0 on success, -1 on bad arguments, -2 when scratch
+// memory could not be allocated (then the caller falls back to aten).
+// Shapes: layout 0 (NCL): (N, C, L); layout 1 (NLC): N = P rows, L = 1.
+
+NSB_API int nsb_version(void) { return 1; }
+
+// 1 when built with OpenMP (nt is honoured), 0 when every kernel runs on one thread.
+NSB_API int nsb_openmp(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// mean[c] and invstd[c] = 1/sqrt(biased var + eps), float32.
+NSB_API int nsb_stats(const void* x, int dtype, int layout, i64 N, i64 C, i64 L, double eps, float* mean, float* invstd,
+                      int nt) {
+  if (!ok_args(dtype, layout, N, C, L)) return -1;
+  return NSB_DISPATCH(run_stats, x, dtype, layout, N, C, L, eps, mean, invstd, nt);
+}
+
+// y = (x - mean) * invstd * weight + bias; weight, bias may be NULL.
+NSB_API int nsb_elemt(const void* x, void* y, int dtype, int layout, i64 N, i64 C, i64 L, const float* mean,
+                      const float* invstd, const float* weight, const float* bias, int nt) {
+  if (!ok_args(dtype, layout, N, C, L)) return -1;
+  base::Buf<float> s(C), b(C);
+  if (!s.p || !b.p) return -2;
+  for (i64 c = 0; c < C; ++c) {
+    s.p[c] = weight ? invstd[c] * weight[c] : invstd[c];
+    b.p[c] = bias ? bias[c] : 0.f;
+  }
+  return NSB_DISPATCH(run_elementwise, false, nullptr, x, y, dtype, layout, N, C, L, nullptr, mean, s.p, b.p, nt);
+}
+
+// sum_dy = sum(dy), sum_dy_xmu = sum(dy * (x - mean)) per channel (float32);
+// grad_weight = sum_dy_xmu * invstd and grad_bias = sum_dy where not NULL.
+NSB_API int nsb_backward_reduce(const void* dy, const void* x, int dtype, int layout, i64 N, i64 C, i64 L,
+                                const float* mean, const float* invstd, float* sum_dy, float* sum_dy_xmu,
+                                float* grad_weight, float* grad_bias, int nt) {
+  if (!ok_args(dtype, layout, N, C, L)) return -1;
+  base::Buf<double> a(C), b(C);
+  if (!a.p || !b.p) return -2;
+  const int rc = NSB_DISPATCH(run_backward_reduce, dy, x, dtype, layout, N, C, L, mean, a.p, b.p, nt);
+  if (rc != 0) return rc;
+  for (i64 c = 0; c < C; ++c) {
+    sum_dy[c] = (float)a.p[c];
+    sum_dy_xmu[c] = (float)b.p[c];
+    if (grad_weight) grad_weight[c] = sum_dy_xmu[c] * invstd[c];
+    if (grad_bias) grad_bias[c] = sum_dy[c];
+  }
+  return 0;
+}
+
+// dx = a*dy + b*(x - mean) + shift with a = invstd*w, b = -a*invstd^2*sum_dy_xmu/count,
+// shift = -a*sum_dy/count (coefficients in double, rounded to float32); weight may be NULL.
+NSB_API int nsb_backward_elemt(const void* dy, const void* x, void* dx, int dtype, int layout, i64 N, i64 C, i64 L,
+                               const float* mean, const float* invstd, const float* weight, const float* sum_dy,
+                               const float* sum_dy_xmu, double count, int nt) {
+  if (!ok_args(dtype, layout, N, C, L)) return -1;
+  base::Buf<float> a(C), b(C), sh(C);
+  if (!a.p || !b.p || !sh.p) return -2;
+  for (i64 c = 0; c < C; ++c) {
+    const double s = invstd[c];
+    const double ac = weight ? s * (double)weight[c] : s;
+    a.p[c] = (float)ac;
+    b.p[c] = (float)(-ac * s * s * (double)sum_dy_xmu[c] / count);
+    sh.p[c] = (float)(-ac * (double)sum_dy[c] / count);
+  }
+  return NSB_DISPATCH(run_elementwise, true, dy, x, dx, dtype, layout, N, C, L, a.p, mean, b.p, sh.p, nt);
+}
+
+// 1 when the AVX2 build runs on this CPU, 0 for the baseline build.
+NSB_API int nsb_isa(void) { return isa_level(); }

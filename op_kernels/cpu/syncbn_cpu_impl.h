@@ -1,0 +1,457 @@
+// Kernel bodies of syncbn_cpu.cpp, included once per instruction-set variant
+// inside `namespace NSB_NS` (baseline x86-64, and AVX2+FMA+F16C under
+// `#pragma GCC target`). No standard-library templates here: a template
+// instantiated inside the AVX2 region could be shared with the baseline
+// variant and fault on a CPU without AVX2.
+//
+// Layouts: NCL = (N, C, L) contiguous, one "plane" is the L elements of one
+// (n, c); NLC = P rows of C contiguous channels (N holds P, L == 1).
+// Element arithmetic is float32; float32 partial sums cover at most ACC
+// elements spread over W lanes, everything beyond is double.
+
+namespace NSB_NS {
+
+typedef uint16_t u16;
+typedef int64_t i64;
+
+constexpr i64 ACC = 4096;     // elements of one float32 partial sum (W lanes)
+constexpr int W = 32;         // accumulator lanes (4 AVX2 / 8 SSE vectors)
+constexpr i64 SEG = 32768;    // NCL stats segment (elements of one channel, L2-resident)
+constexpr i64 BLK = 8192;     // NLC block (rows * C elements)
+constexpr i64 GRAIN = 32768;  // elements per thread below which we do not split
+
+static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
+static inline i64 imax(i64 a, i64 b) { return a > b ? a : b; }
+static inline float bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t f_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+// 0xffffffff where cond, else 0 (branch-free selects vectorize).
+static inline uint32_t mask(bool cond) { return 0u - (uint32_t)cond; }
+
+template <class T>
+struct Buf {  // zeroed scratch; p == nullptr when allocation failed
+  T* p;
+  explicit Buf(i64 n) : p((T*)calloc((size_t)imax(n, 1), sizeof(T))) {}
+  ~Buf() { free(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+struct F32 {
+  typedef float T;
+  static inline float ld(float v) { return v; }
+  static inline float st(float f) { return f; }
+};
+
+struct BF16 {
+  typedef u16 T;
+  static inline float ld(u16 v) { return bits_f((uint32_t)v << 16); }
+  // Round to nearest even; NaN stays a (quiet) NaN.
+  static inline u16 st(float f) {
+    const uint32_t u = f_bits(f);
+    const uint32_t nan = mask(f != f);
+    const uint32_t v = ((u + 0x7fffu + ((u >> 16) & 1u)) & ~nan) | ((u | 0x00400000u) & nan);
+    return (u16)(v >> 16);
+  }
+};
+
+struct F16 {
+  typedef u16 T;
+  // IEEE half -> float (normals, subnormals, Inf, NaN), branch-free.
+  static inline float ld(u16 h) {
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
+    const uint32_t e = o & 0x0f800000u;
+    o += 112u << 23;                                   // rebias 15 -> 127
+    o += mask(e == 0x0f800000u) & (112u << 23);        // Inf/NaN: exponent 255
+    const uint32_t den = f_bits(bits_f(o + (1u << 23)) - bits_f(113u << 23));  // subnormal: exact
+    const uint32_t dm = mask(e == 0);
+    o = (den & dm) | (o & ~dm);
+    return bits_f(o | ((uint32_t)(h & 0x8000u) << 16));
+  }
+  // float -> half, round to nearest even; overflow gives Inf, NaN stays NaN.
+  static inline u16 st(float f) {
+    uint32_t u = f_bits(f);
+    const uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    const int32_t s = (int32_t)u;
+    const uint32_t big = 0x7c00u | (mask(s > 0x7f800000) & 0x0200u);
+    const uint32_t den = f_bits(bits_f(u) + 0.5f) - (126u << 23);  // 0.5 aligns a subnormal half to the float ulp
+    const uint32_t nor = (u - (112u << 23) + 0xfffu + ((u >> 13) & 1u)) >> 13;
+    const uint32_t mb = mask(s >= (int32_t)(143u << 23)), md = mask(s < (int32_t)(113u << 23));
+    const uint32_t o = (big & mb) | (den & md & ~mb) | (nor & ~mb & ~md);
+    return (u16)(o | (sign >> 16));
+  }
+};
+
+static inline int threads_for(int nt, i64 work_elems, i64 units) {
+  i64 t = nt < 1 ? 1 : nt;
+  t = imin(t, imax(1, work_elems / GRAIN));
+  t = imin(t, imax(1, units));
+  return (int)t;
+}
+
+static inline void split(i64 n, int parts, int k, i64* lo, i64* hi) {
+  const i64 q = n / parts, r = n % parts;
+  *lo = k * q + imin(k, r);
+  *hi = *lo + q + (k < r ? 1 : 0);
+}
+
+static inline int thread_num() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Chan et al.: merge (nb, mb, Mb) into (na, ma, Ma); M = sum of squared deviations.
+// An infinite mean (Inf in the data) stays infinite (or NaN for +Inf and -Inf)
+// with a NaN variance, as local BatchNorm gives.
+static inline void chan_merge(double& na, double& ma, double& Ma, double nb, double mb, double Mb) {
+  if (nb == 0) return;
+  if (na == 0) { na = nb; ma = mb; Ma = Mb; return; }
+  if (!(__builtin_isfinite(ma) && __builtin_isfinite(mb))) { ma += mb; Ma = NAN; na += nb; return; }
+  const double n = na + nb, d = mb - ma;
+  ma += d * (nb / n);
+  Ma += Mb + d * d * (na * nb / n);
+  na = n;
+}
+
+// ------------------------------------------------------------------ NCL pieces
+// Float32 lane accumulators acc[W] (and acc2) collect whole runs (planes or
+// plane chunks); the caller flushes them into double after about ACC
+// elements, so per-plane overhead stays small for short planes (7x7, 14x14).
+template <class D>
+static inline void add_sum(const typename D::T* __restrict p, i64 n, float* __restrict acc) {
+  i64 i = 0;
+  for (; i + W <= n; i += W)
+    for (int j = 0; j < W; ++j) acc[j] += D::ld(p[i + j]);
+  for (int j = 0; i + j < n; ++j) acc[j] += D::ld(p[i + j]);
+}
+
+template <class D>
+static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, float* __restrict a1, float* __restrict a2) {
+  i64 i = 0;
+  for (; i + W <= n; i += W)
+    for (int j = 0; j < W; ++j) {
+      const float d = D::ld(p[i + j]) - m;
+      a1[j] += d;
+      a2[j] += d * d;
+    }
+  for (int j = 0; i + j < n; ++j) {
+    const float d = D::ld(p[i + j]) - m;
+    a1[j] += d;
+    a2[j] += d * d;
+  }
+}
+
+template <class D>
+static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px, i64 n, float m,
+                           float* __restrict a1, float* __restrict a2) {
+  i64 i = 0;
+  for (; i + W <= n; i += W)
+    for (int j = 0; j < W; ++j) {
+      const float g = D::ld(pd[i + j]);
+      a1[j] += g;
+      a2[j] += g * (D::ld(px[i + j]) - m);
+    }
+  for (int j = 0; i + j < n; ++j) {
+    const float g = D::ld(pd[i + j]);
+    a1[j] += g;
+    a2[j] += g * (D::ld(px[i + j]) - m);
+  }
+}
+
+static inline void flush(float* __restrict acc, double& s) {
+  double t = 0.0;
+  for (int j = 0; j < W; ++j) { t += acc[j]; acc[j] = 0.f; }
+  s += t;
+}
+
+// Calls f(offset, length) for the runs of a segment: np planes (`stride`
+// elements apart) of len elements, each split into pieces of at most ACC;
+// after at least ACC elements, and at the end, calls done().
+template <class F, class G>
+static inline void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done) {
+  i64 since = 0;
+  for (i64 j = 0; j < np; ++j)
+    for (i64 l0 = 0; l0 < len; l0 += ACC) {
+      const i64 k = imin(len - l0, ACC);
+      f(j * stride + l0, k);
+      since += k;
+      if (since >= ACC) { done(); since = 0; }
+    }
+  if (since) done();
+}
+
+// Segment of np planes of len elements: shifted two-pass (the second pass
+// reads the segment from cache), merged into (na, ma, Ma).
+template <class D>
+static inline void seg_stats(const typename D::T* p, i64 np, i64 stride, i64 len, double& na, double& ma, double& Ma) {
+  float a1[W] = {}, a2[W] = {};
+  double s = 0.0;
+  for_runs(np, stride, len, [&](i64 o, i64 k) { add_sum<D>(p + o, k, a1); }, [&] { flush(a1, s); });
+  const double k = (double)np * (double)len;
+  const float m = (float)(s / k);
+  double s1 = 0.0, s2 = 0.0;
+  for_runs(np, stride, len, [&](i64 o, i64 n) { add_dev<D>(p + o, n, m, a1, a2); }, [&] { flush(a1, s1); flush(a2, s2); });
+  double M = s2 - s1 * s1 / k;  // exact-mean correction: sum((x - m)^2) - k*(mean - m)^2
+  if (M < 0) M = 0;             // (false for NaN: NaN stays)
+  if (__builtin_isfinite(m))
+    chan_merge(na, ma, Ma, k, (double)m + s1 / k, M);
+  else  // Inf/NaN in the segment: mean Inf or NaN, variance NaN
+    chan_merge(na, ma, Ma, k, s / k, NAN);
+}
+
+// Statistics of channel c over n in [n0, n1).
+template <class D>
+static void ncl_stats_range(const typename D::T* x, i64 C, i64 L, i64 c, i64 n0, i64 n1, double& na, double& ma, double& Ma) {
+  na = 0; ma = 0; Ma = 0;
+  if (L <= SEG) {
+    const i64 per = imax(1, SEG / L);
+    for (i64 s0 = n0; s0 < n1; s0 += per) {
+      const i64 s1 = imin(n1, s0 + per);
+      seg_stats<D>(x + (s0 * C + c) * L, s1 - s0, C * L, L, na, ma, Ma);
+    }
+  } else {
+    for (i64 n = n0; n < n1; ++n)
+      for (i64 l0 = 0; l0 < L; l0 += SEG)
+        seg_stats<D>(x + (n * C + c) * L + l0, 1, 0, imin(L, l0 + SEG) - l0, na, ma, Ma);
+  }
+}
+
+template <class D>
+static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, i64 C, i64 L, i64 c, i64 n0, i64 n1,
+                             float m, double& sdy, double& sdx) {
+  sdy = 0; sdx = 0;
+  float a1[W] = {}, a2[W] = {};
+  const i64 off = (n0 * C + c) * L;
+  for_runs(n1 - n0, C * L, L, [&](i64 o, i64 k) { add_dot<D>(dy + off + o, x + off + o, k, m, a1, a2); },
+           [&] { flush(a1, sdy); flush(a2, sdx); });
+}
+
+// ------------------------------------------------------------------ NLC pieces
+// At most 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the NCL sums.
+static inline i64 nlc_rows_per_block(i64 C) { return imin(128, imax(16, BLK / C)); }
+
+// Rows [r0, r1): block-wise shifted two-pass, merged into (na, ma[], Ma[]).
+// fs, f1, f2: scratch of C floats.
+template <class D>
+static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float* __restrict fs, float* __restrict f1,
+                            float* __restrict f2, double& na, double* __restrict ma, double* __restrict Ma) {
+  const i64 R = nlc_rows_per_block(C);
+  na = 0;
+  for (i64 b0 = r0; b0 < r1; b0 += R) {
+    const i64 b1 = imin(r1, b0 + R);
+    const float k = (float)(b1 - b0);
+    for (i64 c = 0; c < C; ++c) fs[c] = 0.f;
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict p = x + r * C;
+      for (i64 c = 0; c < C; ++c) fs[c] += D::ld(p[c]);
+    }
+    for (i64 c = 0; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict p = x + r * C;
+      for (i64 c = 0; c < C; ++c) {
+        const float d = D::ld(p[c]) - fs[c];
+        f1[c] += d;
+        f2[c] += d * d;
+      }
+    }
+    const double nb = (double)(b1 - b0);
+    const double n = na + nb, wb = nb / n, wab = na * nb / n;
+    for (i64 c = 0; c < C; ++c) {
+      const double s1 = f1[c], r = fs[c];
+      double M = (double)f2[c] - s1 * s1 / nb;
+      M = M < 0 ? 0 : M;
+      const double mb = r + s1 / nb;
+      const double d = mb - ma[c];  // ma, Ma start zeroed: the first block gives ma = mb, Ma = M
+      const bool fin = __builtin_isfinite(r) && __builtin_isfinite(ma[c]);
+      // Inf/NaN in the data: mean Inf or NaN (the block mean r adds in), variance NaN.
+      ma[c] = fin ? ma[c] + d * wb : ma[c] + r;
+      Ma[c] = fin ? Ma[c] + (M + d * d * wab) : (double)NAN;
+    }
+    na = n;
+  }
+}
+
+template <class D>
+static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i64 C, i64 r0, i64 r1,
+                             const float* __restrict m, float* __restrict f1, float* __restrict f2,
+                             double* __restrict sdy, double* __restrict sdx) {
+  const i64 R = nlc_rows_per_block(C);
+  for (i64 c = 0; c < C; ++c) { sdy[c] = 0; sdx[c] = 0; }
+  for (i64 b0 = r0; b0 < r1; b0 += R) {
+    const i64 b1 = imin(r1, b0 + R);
+    for (i64 c = 0; c < C; ++c) { f1[c] = 0.f; f2[c] = 0.f; }
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict pd = dy + r * C;
+      const typename D::T* __restrict px = x + r * C;
+      for (i64 c = 0; c < C; ++c) {
+        const float g = D::ld(pd[c]);
+        f1[c] += g;
+        f2[c] += g * (D::ld(px[c]) - m[c]);
+      }
+    }
+    for (i64 c = 0; c < C; ++c) { sdy[c] += f1[c]; sdx[c] += f2[c]; }
+  }
+}
+
+// ------------------------------------------------------------------ kernels
+// out = (x - m[c]) * s[c] + b[c]                      (elemt)
+// out = a[c] * dy + (x - m[c]) * s[c] + b[c]          (backward_elemt)
+template <class D, bool BWD>
+static void elementwise(const typename D::T* dy, const typename D::T* x, typename D::T* out, int layout, i64 N, i64 C,
+                        i64 L, const float* a, const float* m, const float* s, const float* b, int nt) {
+  typedef typename D::T T;
+  const i64 total = N * C * L;
+  if (layout == 0) {
+    const i64 Q = N * C;
+    const int t = threads_for(nt, total, Q);
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+    for (i64 q = 0; q < Q; ++q) {
+      const i64 c = q % C;
+      const float mc = m[c], sc = s[c], bc = b[c];
+      const T* __restrict px = x + q * L;
+      T* __restrict po = out + q * L;
+      if (BWD) {
+        const float ac = a[c];
+        const T* __restrict pd = dy + q * L;
+        for (i64 i = 0; i < L; ++i) po[i] = D::st(ac * D::ld(pd[i]) + ((D::ld(px[i]) - mc) * sc + bc));
+      } else {
+        for (i64 i = 0; i < L; ++i) po[i] = D::st((D::ld(px[i]) - mc) * sc + bc);
+      }
+    }
+  } else {
+    const int t = threads_for(nt, total, N);
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+    for (i64 r = 0; r < N; ++r) {
+      const T* __restrict px = x + r * C;
+      T* __restrict po = out + r * C;
+      if (BWD) {
+        const T* __restrict pd = dy + r * C;
+        for (i64 c = 0; c < C; ++c) po[c] = D::st(a[c] * D::ld(pd[c]) + ((D::ld(px[c]) - m[c]) * s[c] + b[c]));
+      } else {
+        for (i64 c = 0; c < C; ++c) po[c] = D::st((D::ld(px[c]) - m[c]) * s[c] + b[c]);
+      }
+    }
+  }
+}
+
+// A reduction is split by channel (each thread owns whole channels: NCL only)
+// or by the batch dim / rows (per-thread partials merged afterwards, in order).
+static inline bool split_by_channel(int layout, i64 N, i64 C, int t) {
+  return layout == 0 && (t == 1 || N < t || C >= 4 * t);
+}
+
+template <class D>
+static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double eps, float* mean, float* invstd, int nt) {
+  int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
+  if (split_by_channel(layout, N, C, t)) {
+    Buf<double> cnt(C), mu(C), M2(C);
+    if (!cnt.p || !mu.p || !M2.p) return -2;
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+    for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, 0, N, cnt.p[c], mu.p[c], M2.p[c]);
+    for (i64 c = 0; c < C; ++c) {
+      mean[c] = (float)mu.p[c];
+      invstd[c] = (float)(1.0 / sqrt(M2.p[c] / cnt.p[c] + eps));
+    }
+    return 0;
+  }
+  t = (int)imin(t, N);
+  Buf<double> cnt(t * C), mu(t * C), M2(t * C);
+  Buf<float> scratch(layout == 0 ? 1 : t * 3 * C);
+  if (!cnt.p || !mu.p || !M2.p || !scratch.p) return -2;
+#pragma omp parallel num_threads(t) if (t > 1)
+  {
+    const int k = thread_num();
+    i64 lo, hi;
+    split(N, t, k, &lo, &hi);
+    double* cn = cnt.p + k * C;
+    double* m = mu.p + k * C;
+    double* M = M2.p + k * C;
+    if (layout == 0) {
+      for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, lo, hi, cn[c], m[c], M[c]);
+    } else {
+      float* f = scratch.p + k * 3 * C;
+      double na = 0;
+      nlc_stats_range<D>(x, C, lo, hi, f, f + C, f + 2 * C, na, m, M);
+      for (i64 c = 0; c < C; ++c) cn[c] = na;
+    }
+  }
+  for (i64 c = 0; c < C; ++c) {
+    double na = cnt.p[c], ma = mu.p[c], Ma = M2.p[c];
+    for (int k = 1; k < t; ++k) chan_merge(na, ma, Ma, cnt.p[k * C + c], mu.p[k * C + c], M2.p[k * C + c]);
+    mean[c] = (float)ma;
+    invstd[c] = (float)(1.0 / sqrt(Ma / na + eps));
+  }
+  return 0;
+}
+
+template <class D>
+static int backward_reduce(const typename D::T* dy, const typename D::T* x, int layout, i64 N, i64 C, i64 L,
+                           const float* mean, double* sdy, double* sdx, int nt) {
+  int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
+  if (split_by_channel(layout, N, C, t)) {
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+    for (i64 c = 0; c < C; ++c) ncl_reduce_range<D>(dy, x, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
+    return 0;
+  }
+  t = (int)imin(t, N);
+  Buf<double> part(t * 2 * C);
+  Buf<float> scratch(layout == 0 ? 1 : t * 2 * C);
+  if (!part.p || !scratch.p) return -2;
+#pragma omp parallel num_threads(t) if (t > 1)
+  {
+    const int k = thread_num();
+    i64 lo, hi;
+    split(N, t, k, &lo, &hi);
+    double* p1 = part.p + k * 2 * C;
+    double* p2 = p1 + C;
+    if (layout == 0) {
+      for (i64 c = 0; c < C; ++c) ncl_reduce_range<D>(dy, x, C, L, c, lo, hi, mean[c], p1[c], p2[c]);
+    } else {
+      float* f = scratch.p + k * 2 * C;
+      nlc_reduce_range<D>(dy, x, C, lo, hi, mean, f, f + C, p1, p2);
+    }
+  }
+  for (i64 c = 0; c < C; ++c) {
+    double a = 0, b = 0;
+    for (int k = 0; k < t; ++k) { a += part.p[k * 2 * C + c]; b += part.p[k * 2 * C + C + c]; }
+    sdy[c] = a;
+    sdx[c] = b;
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------ typed entry points
+static int run_stats(const void* x, int dtype, int layout, i64 N, i64 C, i64 L, double eps, float* mean, float* invstd, int nt) {
+  switch (dtype) {
+    case 0: return stats<F32>((const float*)x, layout, N, C, L, eps, mean, invstd, nt);
+    case 1: return stats<F16>((const u16*)x, layout, N, C, L, eps, mean, invstd, nt);
+    default: return stats<BF16>((const u16*)x, layout, N, C, L, eps, mean, invstd, nt);
+  }
+}
+
+static int run_elementwise(bool bwd, const void* dy, const void* x, void* out, int dtype, int layout, i64 N, i64 C, i64 L,
+                           const float* a, const float* m, const float* s, const float* b, int nt) {
+  switch (dtype * 2 + (bwd ? 1 : 0)) {
+    case 0: elementwise<F32, false>(nullptr, (const float*)x, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 1: elementwise<F32, true>((const float*)dy, (const float*)x, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 2: elementwise<F16, false>(nullptr, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 3: elementwise<F16, true>((const u16*)dy, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 4: elementwise<BF16, false>(nullptr, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    default: elementwise<BF16, true>((const u16*)dy, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+  }
+  return 0;
+}
+
+static int run_backward_reduce(const void* dy, const void* x, int dtype, int layout, i64 N, i64 C, i64 L,
+                               const float* mean, double* sdy, double* sdx, int nt) {
+  switch (dtype) {
+    case 0: return backward_reduce<F32>((const float*)dy, (const float*)x, layout, N, C, L, mean, sdy, sdx, nt);
+    case 1: return backward_reduce<F16>((const u16*)dy, (const u16*)x, layout, N, C, L, mean, sdy, sdx, nt);
+    default: return backward_reduce<BF16>((const u16*)dy, (const u16*)x, layout, N, C, L, mean, sdy, sdx, nt);
+  }
+}
+
+}  // namespace NSB_NS
