@@ -87,12 +87,8 @@ def library() -> ctypes.CDLL:
     global _lib
     with _lock:
         if _lib is None:
-            path = os.environ.get("NPU_SYNCBN_TWIN_LIB") or twin_build.build(quiet=True)
-            lib = ctypes.CDLL(path)
-            for name, argtypes in _SIGNATURES.items():
-                fn = getattr(lib, name)
-                fn.argtypes = argtypes
-                fn.restype = ctypes.c_int
+            path = os.environ.get("NPU_SYNCBN_TWIN_LIB") or twin_build.build_twin(quiet=True)
+            lib = twin_build.load(path, _SIGNATURES)
             lib.twin_last_error.restype = ctypes.c_char_p
             lib.twin_last_block_dim.restype = ctypes.c_uint32
             lib.twin_traffic_count.restype = ctypes.c_int

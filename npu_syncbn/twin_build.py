@@ -18,12 +18,13 @@ returns the twin's path), ``build_cpu(out_dir=None, quiet=False) -> path`` or
 """
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import shutil
 import subprocess
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 LIB_NAME = "libnpu_syncbn_twin.so"
 CXXFLAGS = ["-O2", "-std=c++17", "-fPIC", "-shared", "-pthread"]
@@ -73,12 +74,27 @@ def default_out_dir() -> str:
     return os.path.join(_HERE, "_lib")
 
 
-def up_to_date(lib: str, root: Optional[str] = None) -> bool:
-    """True when ``lib`` exists and is newer than every twin source and header."""
+def _newer_than_all(lib: str, inputs: List[str]) -> bool:
+    """True when ``lib`` exists and is newer than every file of ``inputs``."""
     if not os.path.exists(lib):
         return False
-    newest = max(os.path.getmtime(f) for f in _inputs(root or kernels_root()))
-    return os.path.getmtime(lib) >= newest
+    return not inputs or os.path.getmtime(lib) >= max(os.path.getmtime(f) for f in inputs)
+
+
+def up_to_date(lib: str, root: Optional[str] = None) -> bool:
+    """True when ``lib`` exists and is newer than every twin source and header."""
+    return _newer_than_all(lib, _inputs(root or kernels_root()))
+
+
+def load(path: str, signatures: Dict[str, list]) -> ctypes.CDLL:
+    """Load a built library and declare its C functions (argument types from
+    ``signatures``, int return codes)."""
+    lib = ctypes.CDLL(path)
+    for name, argtypes in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = ctypes.c_int
+    return lib
 
 
 def build(out_dir: Optional[str] = None, quiet: bool = False) -> str:
@@ -108,11 +124,8 @@ def cpu_sources(root: Optional[str] = None) -> List[str]:
 
 def cpu_up_to_date(lib: str, root: Optional[str] = None) -> bool:
     """True when ``lib`` exists and is newer than every CPU kernel source and header."""
-    if not os.path.exists(lib):
-        return False
     root = root or kernels_root()
-    inputs = [f for p in ("*.cpp", "*.h") for f in glob.glob(os.path.join(root, "cpu", p))]
-    return not inputs or os.path.getmtime(lib) >= max(os.path.getmtime(f) for f in inputs)
+    return _newer_than_all(lib, [f for p in ("*.cpp", "*.h") for f in glob.glob(os.path.join(root, "cpu", p))])
 
 
 def build_cpu(out_dir: Optional[str] = None, quiet: bool = False) -> str:
@@ -156,9 +169,7 @@ def build_twin(out_dir: Optional[str] = None, quiet: bool = False) -> str:
     lib = os.path.join(out_dir, LIB_NAME)
     if up_to_date(lib, root):
         return lib
-    cxx = os.environ.get("CXX") or shutil.which("g++")
-    if not cxx or not shutil.which(cxx):
-        raise TwinBuildError("g++ not found: install a C++17 compiler (e.g. apt-get install g++) to build the kernel twin")
+    cxx = _compiler()
     os.makedirs(out_dir, exist_ok=True)
     includes = [f"-I{os.path.join(root, d)}" for d in ("include", os.path.join("twin", "include"), "host", "kernels")]
     tmp = f"{lib}.tmp{os.getpid()}"

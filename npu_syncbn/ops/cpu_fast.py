@@ -61,11 +61,7 @@ def _load() -> Optional[ctypes.CDLL]:
                 from .. import twin_build
 
                 path = os.environ.get("NPU_SYNCBN_CPU_LIB") or twin_build.build_cpu(quiet=True)
-                lib = ctypes.CDLL(path)
-                for name, argtypes in _SIGNATURES.items():
-                    fn = getattr(lib, name)
-                    fn.argtypes = argtypes
-                    fn.restype = ctypes.c_int
+                lib = twin_build.load(path, _SIGNATURES)
                 _openmp = bool(lib.nsb_openmp())
                 _lib = lib
             except Exception:  # no compiler, read-only tree, bad library: the aten path serves
