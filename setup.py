@@ -15,6 +15,7 @@ import sys
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,6 +41,13 @@ class BuildPyWithTwin(build_py):
                 mod["build"](out_dir=out, quiet=True)
         except Exception as exc:  # the twin is optional at install time
             print(f"npu_syncbn: twin kernel build skipped ({exc}); it will be built on first use", file=sys.stderr)
+
+
+class BinaryDistribution(Distribution):
+    """The wheel carries the g++-built libraries: tag it for this platform."""
+
+    def has_ext_modules(self):
+        return True
 
 
 def _version():
@@ -73,4 +81,5 @@ setup(
         ]
     },
     cmdclass={"build_py": BuildPyWithTwin},
+    distclass=BinaryDistribution,
 )

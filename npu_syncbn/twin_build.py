@@ -47,6 +47,17 @@ def kernels_root() -> str:
     return root
 
 
+def _source_root_unless_prebuilt(lib: str) -> Optional[str]:
+    """The kernel source root; None when the sources are not installed (a
+    wheel) but ``lib`` was built at install time, which then serves as is."""
+    try:
+        return kernels_root()
+    except TwinBuildError:
+        if os.path.exists(lib):
+            return None
+        raise
+
+
 def sources(root: Optional[str] = None) -> List[str]:
     """Translation units of the twin library: runtime, C ABI, host tiling, the
     five kernels and the test-only broken kernels."""
@@ -134,13 +145,8 @@ def build_cpu(out_dir: Optional[str] = None, quiet: bool = False) -> str:
     returns its path. Raises TwinBuildError."""
     out_dir = out_dir or default_out_dir()
     lib = os.path.join(out_dir, CPU_LIB_NAME)
-    try:
-        root = kernels_root()
-    except TwinBuildError:
-        if os.path.exists(lib):
-            return lib
-        raise
-    if cpu_up_to_date(lib, root):
+    root = _source_root_unless_prebuilt(lib)
+    if root is None or cpu_up_to_date(lib, root):
         return lib
     srcs = cpu_sources(root)
     if not srcs:
@@ -164,10 +170,10 @@ def build_cpu(out_dir: Optional[str] = None, quiet: bool = False) -> str:
 def build_twin(out_dir: Optional[str] = None, quiet: bool = False) -> str:
     """Compiles the twin library into ``out_dir`` (default ``npu_syncbn/_lib``)
     unless it is up to date; returns its path. Raises TwinBuildError."""
-    root = kernels_root()
     out_dir = out_dir or default_out_dir()
     lib = os.path.join(out_dir, LIB_NAME)
-    if up_to_date(lib, root):
+    root = _source_root_unless_prebuilt(lib)
+    if root is None or up_to_date(lib, root):
         return lib
     cxx = _compiler()
     os.makedirs(out_dir, exist_ok=True)
