@@ -155,12 +155,10 @@ class SyncBatchNorm(_BatchNorm):
             )
 
     def _momentum_for_step(self):
-        """Count this step and return its momentum: a float, or a 0-dim tensor
-        1/num_batches_tracked for the cumulative average (never read on the host)."""
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                return 1.0 / self.num_batches_tracked.to(torch.float64)
+        """Momentum of the step about to run: a float, or for the cumulative
+        average a 0-dim tensor 1/(num_batches_tracked + 1), never read on the host."""
+        if self.momentum is None and self.num_batches_tracked is not None:
+            return 1.0 / (self.num_batches_tracked + 1).to(torch.float64)
         return 0.0 if self.momentum is None else self.momentum
 
     def forward(self, input: Tensor) -> Tensor:
@@ -178,9 +176,16 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         if not use_batch_stats:
             return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        momentum = self._momentum_for_step() if self.running_mean is not None else 0.0
-        running_mean, running_var = self.running_mean, self.running_var
+        update = self.running_mean is not None
+        output = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
+        if update and self.num_batches_tracked is not None:
+            # Counted only once the step went through, so a step that raised
+            # (e.g. ranks out of step) leaves the cumulative average intact.
+            self.num_batches_tracked.add_(1)
+        return output
 
+    def _batch_stats_step(self, input: Tensor, momentum, sync: bool) -> Tensor:
+        running_mean, running_var = self.running_mean, self.running_var
         group = comm.resolve_group(self.process_group) if sync else None
         world_size = 1 if group is None else torch.distributed.get_world_size(group)
         if world_size == 1:

@@ -94,7 +94,8 @@ def _layers_out_of_order(rank: int, mode: str, c_second: int) -> Dict:
         msg, kind = str(exc), type(exc).__name__
     elapsed = time.monotonic() - start
     untouched = all(
-        bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in model.modules() if isinstance(m, SyncBatchNorm)
+        bool((m.running_mean == 0).all() and (m.running_var == 1).all() and int(m.num_batches_tracked) == 0)
+        for m in model.modules() if isinstance(m, SyncBatchNorm)
     )
     # Same order on every rank now: the group must still work.
     healthy = _in_step(model.stem_bn, 4, rank)
