@@ -180,3 +180,17 @@ def test_fake_tensor_mode_traces_every_op():
             assert all(o.device.type == "cpu" for o in outs)
         y = OPS.batch_norm_elemt(mode.from_tensor(torch.randn(2, 4, 3, dtype=torch.float16)), None, None, mode.from_tensor(torch.zeros(4)), mode.from_tensor(torch.ones(4)), 1e-5)
         assert y.dtype == torch.float16 and y.shape == (2, 4, 3)
+
+
+def test_fake_kernels_validate_like_the_real_ones():
+    """Tracing (fake tensors) and mixed devices fail with the same errors as eager calls."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        x = mode.from_tensor(torch.randn(2, 4, 3))
+        with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
+            OPS.batch_norm_elemt(x, mode.from_tensor(torch.ones(3)), None, mode.from_tensor(torch.zeros(4)), mode.from_tensor(torch.ones(4)), 1e-5)
+        with pytest.raises(ValueError, match="eps"):
+            OPS.batch_norm_stats(x, -1.0)
+    with pytest.raises(ValueError, match="mean must be on the input's device"):
+        OPS.batch_norm_elemt(torch.randn(2, 4, 3), None, None, torch.zeros(4, device="meta"), torch.ones(4, device="meta"), 1e-5)

@@ -84,3 +84,52 @@ def check_counts(counts: Tensor, world_size: Optional[int], device: torch.device
         raise ValueError(f"counts must have one entry per row of mean ({world_size}), got {counts.shape[0]}")
     if counts.device != device:
         raise ValueError(f"counts must be on the input's device {device}, got {counts.device}")
+
+
+# One validator per op: the CPU kernels, the NPU kernels and the fake kernels
+# all call these, so a bad call fails alike in eager, on the NPU and when traced.
+
+
+def validate_stats(input: Tensor, eps: float) -> int:
+    c = check_input(input)
+    check_eps(eps)
+    return c
+
+
+def validate_gather(input, mean, invstd, running_mean, running_var, momentum, eps, counts) -> int:
+    c = check_input(input)
+    check_rank_stats(mean, invstd, counts, input.device)
+    if mean.shape[1] != c:
+        raise ValueError(f"mean must have shape (world_size, {c}) to match input's C, got {tuple(mean.shape)}")
+    check_channel_vector(running_mean, c, "running_mean", input.device, optional=True)
+    check_channel_vector(running_var, c, "running_var", input.device, optional=True)
+    check_momentum(momentum)
+    check_eps(eps)
+    return c
+
+
+def validate_elemt(input, weight, bias, mean, invstd) -> int:
+    c = check_input(input)
+    for name, t, optional in (("weight", weight, True), ("bias", bias, True), ("mean", mean, False), ("invstd", invstd, False)):
+        check_channel_vector(t, c, name, input.device, optional)
+    return c
+
+
+def validate_backward_reduce(grad_out, input, mean, invstd, weight) -> int:
+    c = check_input(input)
+    check_like_input(grad_out, input, "grad_out")
+    for name, t, optional in (("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True)):
+        check_channel_vector(t, c, name, input.device, optional)
+    return c
+
+
+def validate_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count) -> int:
+    c = check_input(input)
+    check_like_input(grad_out, input, "grad_out")
+    for name, t, optional in (
+        ("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True),
+        ("sum_dy", sum_dy, False), ("sum_dy_xmu", sum_dy_xmu, False),
+    ):
+        check_channel_vector(t, c, name, input.device, optional)
+    check_counts(count, None, input.device)
+    return c

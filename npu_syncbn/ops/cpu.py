@@ -45,8 +45,7 @@ def _unit_stats(c: int, dtype: torch.dtype):
 
 
 def batch_norm_stats(input: Tensor, eps: float):
-    c = checks.check_input(input)
-    checks.check_eps(eps)
+    c = checks.validate_stats(input, eps)
     sd = stats_dtype(input)
     if input.numel() == 0:
         return torch.zeros(c, dtype=sd), torch.full((c,), eps, dtype=sd).rsqrt()
@@ -60,14 +59,7 @@ def batch_norm_stats(input: Tensor, eps: float):
 
 
 def batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
-    c = checks.check_input(input)
-    checks.check_rank_stats(mean, invstd, counts, input.device)
-    if mean.shape[1] != c:
-        raise ValueError(f"mean must have shape (world_size, {c}) to match input's C, got {tuple(mean.shape)}")
-    checks.check_channel_vector(running_mean, c, "running_mean", input.device, optional=True)
-    checks.check_channel_vector(running_var, c, "running_var", input.device, optional=True)
-    checks.check_momentum(momentum)
-    checks.check_eps(eps)
+    checks.validate_gather(input, mean, invstd, running_mean, running_var, momentum, eps, counts)
     if bool((counts <= 0).all()):  # host tensor: reading it costs nothing here
         raise ValueError("counts must have at least one positive entry: every rank's batch is empty")
     return gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts)
@@ -82,9 +74,7 @@ def gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts)
 
 
 def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
-    c = checks.check_input(input)
-    for name, t, optional in (("weight", weight, True), ("bias", bias, True), ("mean", mean, False), ("invstd", invstd, False)):
-        checks.check_channel_vector(t, c, name, input.device, optional)
+    c = checks.validate_elemt(input, weight, bias, mean, invstd)
     sd = stats_dtype(input)
     if input.numel() == 0:
         return torch.empty_like(input)
@@ -105,10 +95,7 @@ def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
 
 
 def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_g):
-    c = checks.check_input(input)
-    checks.check_like_input(grad_out, input, "grad_out")
-    for name, t, optional in (("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True)):
-        checks.check_channel_vector(t, c, name, input.device, optional)
+    c = checks.validate_backward_reduce(grad_out, input, mean, invstd, weight)
     sd = stats_dtype(input)
     wd = weight.dtype if weight is not None else sd
     if input.numel() != 0 and sd is torch.float32:
@@ -131,14 +118,7 @@ def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, w
 
 
 def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
-    c = checks.check_input(input)
-    checks.check_like_input(grad_out, input, "grad_out")
-    for name, t, optional in (
-        ("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True),
-        ("sum_dy", sum_dy, False), ("sum_dy_xmu", sum_dy_xmu, False),
-    ):
-        checks.check_channel_vector(t, c, name, input.device, optional)
-    checks.check_counts(count, None, input.device)
+    c = checks.validate_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count)
     if input.numel() == 0:
         return torch.empty_like(input)
     sd = stats_dtype(input)

@@ -46,35 +46,29 @@ def _load_custom_kernels(path: str) -> None:
 
 
 def batch_norm_stats(input, eps):
-    checks.check_input(input)
-    checks.check_eps(eps)
+    checks.validate_stats(input, eps)
     return torch.batch_norm_stats(input, eps)
 
 
 def batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
-    checks.check_input(input)
-    checks.check_rank_stats(mean, invstd, counts, input.device)
-    checks.check_momentum(momentum)
-    checks.check_eps(eps)
+    checks.validate_gather(input, mean, invstd, running_mean, running_var, momentum, eps, counts)
     sd = stats_dtype(input)
     return gather_stats(mean.to(sd), invstd.to(sd), running_mean, running_var, momentum, eps, counts)
 
 
 def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
-    checks.check_input(input)
+    checks.validate_elemt(input, weight, bias, mean, invstd)
     return torch.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
 
 
 def batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_g):
-    checks.check_input(input)
-    checks.check_like_input(grad_out, input, "grad_out")
+    checks.validate_backward_reduce(grad_out, input, mean, invstd, weight)
     # Ask aten for everything: our schema promises four defined outputs.
     return tuple(torch.batch_norm_backward_reduce(grad_out, input, mean, invstd, weight, True, True, True))
 
 
 def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
-    checks.check_input(input)
-    checks.check_like_input(grad_out, input, "grad_out")
+    checks.validate_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count)
     return torch.batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count.to(torch.int32))
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import checks
+
 NAMESPACE = "npu_syncbn"
 
 # Kept alive for the whole process: dropping the Library object unregisters the ops.
@@ -52,30 +54,27 @@ def stats_dtype(input: Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
-def _channels(input: Tensor) -> int:
-    return input.shape[1]
-
-
 @torch.library.register_fake(qualified("batch_norm_stats"), lib=LIBRARY)
 def _stats_fake(input: Tensor, eps: float):
-    c = _channels(input)
+    c = checks.validate_stats(input, eps)
     return input.new_empty(c, dtype=stats_dtype(input)), input.new_empty(c, dtype=stats_dtype(input))
 
 
 @torch.library.register_fake(qualified("batch_norm_gather_stats_with_counts"), lib=LIBRARY)
 def _gather_fake(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
-    c = mean.shape[-1]
+    c = checks.validate_gather(input, mean, invstd, running_mean, running_var, momentum, eps, counts)
     return mean.new_empty(c), mean.new_empty(c)
 
 
 @torch.library.register_fake(qualified("batch_norm_elemt"), lib=LIBRARY)
 def _elemt_fake(input, weight, bias, mean, invstd, eps):
+    checks.validate_elemt(input, weight, bias, mean, invstd)
     return torch.empty_like(input)
 
 
 @torch.library.register_fake(qualified("batch_norm_backward_reduce"), lib=LIBRARY)
 def _reduce_fake(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_g):
-    c = _channels(input)
+    c = checks.validate_backward_reduce(grad_out, input, mean, invstd, weight)
     sd = stats_dtype(input)
     wd = weight.dtype if weight is not None else sd
     return (
@@ -88,4 +87,5 @@ def _reduce_fake(grad_out, input, mean, invstd, weight, input_g, weight_g, bias_
 
 @torch.library.register_fake(qualified("batch_norm_backward_elemt"), lib=LIBRARY)
 def _backward_elemt_fake(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
+    checks.validate_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count)
     return torch.empty_like(input)
