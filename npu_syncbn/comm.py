@@ -28,6 +28,8 @@ DEFAULT_TIMEOUT_S = 300.0
 # name -> ProcessGroup (None when this rank is not a member), with its ranks.
 _NAMED_GROUPS: Dict[str, Optional[dist.ProcessGroup]] = {}
 _NAMED_RANKS: Dict[str, List[int]] = {}
+# name -> how many times create_group made it in this process (see _new_member_group).
+_CREATIONS: Dict[str, int] = {}
 
 
 def npu_available() -> bool:
@@ -197,12 +199,17 @@ def _new_member_group(name: str, ranks: List[int]) -> dist.ProcessGroup:
     groups the calling rank already has; ranks that made different numbers of
     other groups before (normal when only members call create_group) would
     then rendezvous under different names and hang. The name is made from our
-    group name and ranks instead, identical on every member."""
+    group name, the ranks and how often this name was created before (all
+    identical on every member) instead. The count matters: the store keeps a
+    destroyed group's keys, so a re-created group under the same name could
+    read its predecessor's addresses and get "Connection refused"."""
     c10d = dist.distributed_c10d
     original = getattr(c10d, "_process_group_name", None)
     if original is None:  # a torch without this hook: its own naming applies
         return dist.new_group(ranks, use_local_synchronization=True, timeout=default_timeout())
-    digest = hashlib.sha1(f"npu_syncbn/{name}/{ranks}".encode()).hexdigest()
+    generation = _CREATIONS.get(name, 0)
+    _CREATIONS[name] = generation + 1
+    digest = hashlib.sha1(f"npu_syncbn/{name}/{ranks}/{generation}".encode()).hexdigest()
     c10d._process_group_name = lambda _ranks, use_hashed_name: digest
     try:
         return dist.new_group(ranks, use_local_synchronization=True, timeout=default_timeout())

@@ -81,3 +81,22 @@ def test_named_groups_in_a_world_of_four(ranks):
     assert [o["world"] for o in out] == [(r, 4) for r in range(4)]
     assert (out[0]["size"], out[0]["rank"]) == (2, 0)
     assert (out[2]["size"], out[2]["rank"]) == (2, 1)
+
+
+def _recreate_same_name(rank, world_size, times):
+    sums = []
+    for _ in range(times):
+        npu_syncbn.create_group("again", list(range(world_size)))
+        try:
+            t = torch.ones(1) * (rank + 1)
+            torch.distributed.all_reduce(t, group=npu_syncbn.comm.resolve_group("again"))
+            sums.append(float(t))
+        finally:
+            npu_syncbn.destroy_group("again")
+    return sums
+
+
+def test_a_group_name_can_be_made_again_after_destroy(ranks):
+    """The store keeps a destroyed group's keys: a re-created group must not read them."""
+    for rank, sums in enumerate(ranks(2).run(_recreate_same_name, 15)):
+        assert sums == [3.0] * 15, f"rank {rank}: {sums}"
