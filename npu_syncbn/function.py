@@ -76,11 +76,6 @@ def check_level(device: torch.device) -> str:
     return setting
 
 
-def should_check(device: torch.device) -> bool:
-    """Whether the in-buffer fingerprints are compared."""
-    return check_level(device) != "never"
-
-
 def _collective_error(exc: Exception, plan: SyncPlan, what: str) -> RuntimeError:
     return RuntimeError(
         f"SyncBatchNorm {plan.layer_label}: the {what} collective on {plan.group_label} failed on rank "
@@ -120,8 +115,8 @@ def check_agreement(plan: SyncPlan, device: torch.device) -> Tensor:
         raise _collective_error(exc, plan, "fingerprint check") from exc
 
 
-def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan):
-    """allgather mode: returns (mean, invstd, counts (W,))."""
+def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan, verify: bool):
+    """allgather mode: returns (mean, invstd, counts (W,)). ``verify``: compare the fingerprints."""
     c = input.shape[1]
     fp = plan.fingerprint.tensor(mean.dtype, mean.device)
     k = fp.numel()
@@ -129,7 +124,7 @@ def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, 
         rows = comm.all_gather_rows(torch.cat([fp, mean, invstd, count]), plan.group, plan.world_size)
     except RuntimeError as exc:
         raise _collective_error(exc, plan, "forward statistics") from exc
-    if should_check(rows.device):
+    if verify:
         rows = torch.ops.npu_syncbn.verified_rows(rows, fp, plan.layer_label, plan.group_label, plan.rank)
     mean_all, invstd_all, counts = rows[:, k : k + c], rows[:, k + c : k + 2 * c], rows[:, k + 2 * c]
     if isinstance(momentum, Tensor):  # cumulative average: the op takes a float momentum
@@ -142,8 +137,8 @@ def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, 
     return g_mean, g_invstd, counts
 
 
-def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan):
-    """allreduce mode: returns (mean, invstd, total count as a (1,) tensor)."""
+def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan: SyncPlan, verify: bool):
+    """allreduce mode: returns (mean, invstd, total count as a (1,) tensor). ``verify``: compare the fingerprints."""
     sd = mean.dtype
     # float64 payload on CPU makes even a poor shift harmless; accelerators keep
     # the stats dtype and rely on the running-mean shift.
@@ -159,7 +154,7 @@ def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, 
         summed = comm.all_reduce_sum(payload, plan.group)
     except RuntimeError as exc:
         raise _collective_error(exc, plan, "forward statistics") from exc
-    if should_check(summed.device):
+    if verify:
         try:
             summed = torch.ops.npu_syncbn.verified_sums(summed, check * plan.world_size, plan.layer_label, plan.group_label)
         except fingerprint.FingerprintMismatch:
@@ -197,7 +192,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
         c = input.shape[1]
         mean, invstd = ops.batch_norm_stats(input, eps)
         count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
-        if check_level(input.device) == "strict":
+        level = check_level(input.device)  # read once per step
+        if level == "strict":
             settled = check_agreement(plan, input.device)
             if torch.compiler.is_compiling():
                 # A graph orders collectives by data dependencies only: make the
@@ -206,7 +202,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
                 # statistics collective, which would abort gloo when C differs.
                 mean = mean + settled.to(mean.dtype)
         merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
-        mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan)
+        mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan, level != "never")
         ctx.save_for_backward(input, weight, mean, invstd, counts)
         ctx.plan = plan
         return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
