@@ -91,7 +91,7 @@ def collective_plan(
     traced collectives, saying so) when they disagree. Currently:
 
     * forward, when fingerprints are checked (default on CPU): all_reduce of
-      [f | f²] = 2 int64 values (function.check_agreement);
+      [f | f²] = 2 int64 values (function.start_agreement_check);
     * forward, allgather: all_gather of [fingerprint (4) | mean (C) | invstd (C) | count (1)]
       = 2C + 5 values in the stats dtype;
     * forward, allreduce: all_reduce of [check (2) | n (1) | n·(m−s) (C) | M2 + n·(m−s)² (C)]

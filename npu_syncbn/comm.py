@@ -276,6 +276,25 @@ def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: in
     return out
 
 
+def all_reduce_sum_start(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Optional[dist.Work]:
+    """Start summing ``buf`` over ``pg`` in place; pass the result to :func:`wait`
+    before reading ``buf``. Lets a small collective travel while the caller
+    computes (under torch.compile it runs at once: graphs order collectives
+    by data dependencies)."""
+    if pg is None:  # a world of one
+        return None
+    if torch.compiler.is_compiling():
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg)
+        return None
+    return dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg, async_op=True)
+
+
+def wait(work: Optional[dist.Work]) -> None:
+    """Wait for a collective started by :func:`all_reduce_sum_start` (None: nothing to wait for)."""
+    if work is not None:
+        work.wait()
+
+
 def all_reduce_sum(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Tensor:
     """Sum ``buf`` over ``pg`` in place and return it."""
     if pg is None:  # a world of one

@@ -84,8 +84,17 @@ def _collective_error(exc: Exception, plan: SyncPlan, what: str) -> RuntimeError
     )
 
 
-def check_agreement(plan: SyncPlan, device: torch.device) -> Tensor:
-    """Fixed-size fingerprint check before the statistics collective.
+@dataclass
+class AgreementCheck:
+    """A fixed-size fingerprint all_reduce in flight (see :func:`start_agreement_check`)."""
+
+    summed: Tensor  # [f, f²], summed in place over the group once ``work`` is done
+    expected: Tensor  # [W·f, W·f²]
+    work: Optional[dist.Work]
+
+
+def start_agreement_check(plan: SyncPlan, device: torch.device) -> AgreementCheck:
+    """Start the fixed-size fingerprint check that precedes the statistics collective.
 
     The statistics buffer's length depends on C and its byte size on the stats
     dtype. Ranks that disagree on those (layers called in different orders
@@ -97,17 +106,30 @@ def check_agreement(plan: SyncPlan, device: torch.device) -> Tensor:
     disagreement every rank learns it, gathers the fingerprints (also fixed
     size) and raises, so the ranks stay in step.
 
-    Returns a 0-dim int64 tensor that is 0 once the check passed (see forward)."""
+    It depends on nothing but the fingerprint, so forward starts it before
+    computing the local statistics and the two overlap; :func:`finish_agreement_check`
+    waits for it."""
     f = plan.fingerprint.scalar(1 << 20)
     check = torch.tensor([f, f * f], dtype=torch.int64, device=device)
+    expected = check * plan.world_size
     try:
-        summed = comm.all_reduce_sum(check.clone(), plan.group)
-        expected = check * plan.world_size
-        verified = torch.ops.npu_syncbn.verified_sums(summed, expected, plan.layer_label, plan.group_label)
-        return verified[0] - expected[0]
+        work = comm.all_reduce_sum_start(check, plan.group)
+    except RuntimeError as exc:
+        raise _collective_error(exc, plan, "fingerprint check") from exc
+    return AgreementCheck(check, expected, work)
+
+
+def finish_agreement_check(plan: SyncPlan, check: AgreementCheck) -> Tensor:
+    """Wait for the check and raise on disagreement (naming every rank's
+    fingerprint). Returns a 0-dim int64 tensor that is 0 once the check passed
+    (see forward)."""
+    try:
+        comm.wait(check.work)
+        verified = torch.ops.npu_syncbn.verified_sums(check.summed, check.expected, plan.layer_label, plan.group_label)
+        return verified[0] - check.expected[0]
     except fingerprint.FingerprintMismatch:
         try:
-            rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.int64, device), plan.group, plan.world_size)
+            rows = comm.all_gather_rows(plan.fingerprint.tensor(torch.int64, check.summed.device), plan.group, plan.world_size)
         except RuntimeError as exc:
             raise _collective_error(exc, plan, "fingerprint gather") from exc
         raise fingerprint.mismatch_error(plan.layer_label, plan.group_label, rows.cpu(), plan.rank) from None
@@ -190,11 +212,12 @@ class SyncBatchNormFunction(torch.autograd.Function):
         plan: SyncPlan,
     ) -> Tensor:
         c = input.shape[1]
-        mean, invstd = ops.batch_norm_stats(input, eps)
-        count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
         level = check_level(input.device)  # read once per step
-        if level == "strict":
-            settled = check_agreement(plan, input.device)
+        check = start_agreement_check(plan, input.device) if level == "strict" else None
+        mean, invstd = ops.batch_norm_stats(input, eps)  # overlaps the check in flight
+        count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
+        if check is not None:
+            settled = finish_agreement_check(plan, check)
             if torch.compiler.is_compiling():
                 # A graph orders collectives by data dependencies only: make the
                 # statistics depend on the check (adding an exact 0) so that it
