@@ -205,3 +205,48 @@ def test_baseline_isa_build_matches_aten():
     env = dict(os.environ, NPU_SYNCBN_CPU_ISA="base")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def _float64_merge(mean, invstd, counts, eps):
+    """Global mean/var by definition: a weighted mean of per-rank means, and
+    the weighted mean of per-rank E[x²] minus the global mean² (float64)."""
+    m, s, n = mean.double(), invstd.double(), counts.double()
+    var = (s.pow(-2) - eps).clamp_min(0)
+    keep = n > 0
+    m, var, n = m[keep], var[keep], n[keep]
+    g_mean = (n[:, None] * m).sum(0) / n.sum()
+    g_var = (n[:, None] * (var + m * m)).sum(0) / n.sum() - g_mean**2
+    return g_mean, g_var, n.sum()
+
+
+@pytest.mark.parametrize("w, c", [(1, 3), (2, 64), (4, 1024)])
+def test_gather_merge_matches_float64_and_updates_running_stats(w, c):
+    g = torch.Generator().manual_seed(w * 100 + c)
+    eps = 1e-5
+    # Gathered rows as the Function slices them: [fingerprint | mean | invstd | count].
+    rows = torch.empty(w, 4 + 2 * c + 1)
+    rows[:, 4 : 4 + c] = torch.randn(w, c, generator=g) * 3 + 2
+    rows[:, 4 + c : 4 + 2 * c] = torch.rand(w, c, generator=g) + 0.5
+    rows[:, -1] = torch.randint(1, 50, (w,), generator=g).float()
+    if w > 2:
+        rows[1, 4:-1] = float("nan")  # an empty rank's row may hold anything
+        rows[1, -1] = 0
+    mean_rows, invstd_rows, counts = rows[:, 4 : 4 + c], rows[:, 4 + c : 4 + 2 * c], rows[:, -1]
+    rm, rv = torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.1
+    rm0, rv0 = rm.clone(), rv.clone()
+
+    out = cpu_fast.gather_merge(mean_rows, invstd_rows, counts, rm, rv, 0.25, eps)
+    assert isinstance(out, tuple)  # the C path took these strided rows
+
+    g_mean, g_var, n = _float64_merge(mean_rows, invstd_rows, counts, eps)
+    torch.testing.assert_close(out[0].double(), g_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[1].double(), (g_var + eps).rsqrt(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rm.double(), 0.75 * rm0.double() + 0.25 * g_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(rv.double(), 0.75 * rv0.double() + 0.25 * g_var * n / (n - 1), rtol=1e-5, atol=1e-6)
+
+
+def test_gather_merge_reports_when_no_rank_has_samples():
+    mean, invstd, counts = torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2)
+    assert cpu_fast.gather_merge(mean, invstd, counts, None, None, 0.1, 1e-5) == cpu_fast.NO_POSITIVE_COUNT
+    with pytest.raises(ValueError, match="counts must have at least one positive entry"):
+        OPS.batch_norm_gather_stats_with_counts(torch.zeros(0, 3), mean, invstd, None, None, 0.1, 1e-5, counts)

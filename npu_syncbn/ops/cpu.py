@@ -60,8 +60,12 @@ def batch_norm_stats(input: Tensor, eps: float):
 
 def batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
     checks.validate_gather(input, mean, invstd, running_mean, running_var, momentum, eps, counts)
-    if bool((counts <= 0).all()):  # host tensor: reading it costs nothing here
+    fast = cpu_fast.gather_merge(mean, invstd, counts, running_mean, running_var, momentum, eps)
+    if fast == cpu_fast.NO_POSITIVE_COUNT or (fast is None and bool((counts <= 0).all())):
+        # host tensor: reading it costs nothing here
         raise ValueError("counts must have at least one positive entry: every rank's batch is empty")
+    if fast is not None:
+        return fast
     return gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts)
 
 
@@ -78,13 +82,15 @@ def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
     sd = stats_dtype(input)
     if input.numel() == 0:
         return torch.empty_like(input)
-    fold = can_fold_mean(mean, invstd, input.dtype)
-    # For half input aten's one-pass x*scale + shift is as fast as the C kernel;
-    # the C kernel wins where aten needs (x - mean) in more passes.
-    if sd is torch.float32 and (input.dtype is torch.float32 or not fold):
+    # For half input with a foldable mean aten's one-pass x*scale + shift is as
+    # fast as the C kernel; the C kernel wins where aten needs (x - mean) in
+    # more passes. (float32 never needs the fold test to pick the C kernel.)
+    half = input.dtype in (torch.float16, torch.bfloat16)
+    if sd is torch.float32 and not (half and can_fold_mean(mean, invstd, input.dtype)):
         fast = cpu_fast.elemt(input, weight, bias, mean, invstd)
         if fast is not None:
             return fast
+    fold = can_fold_mean(mean, invstd, input.dtype)
     scale = invstd.to(sd) if weight is None else invstd.to(sd) * weight.to(sd)
     offset = bias.to(sd) if bias is not None else torch.zeros(c, dtype=sd)
     if fold:

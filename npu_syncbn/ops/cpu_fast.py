@@ -44,7 +44,9 @@ _SIGNATURES = {
     "nsb_elemt": [_P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _I],
     "nsb_backward_reduce": [_P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I],
     "nsb_backward_elemt": [_P, _P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _P, _D, _I],
+    "nsb_gather_merge": [_P, _P, _I64, _P, _I64, _I64, _I64, _D, _P, _P, _D, _P, _P],
 }
+NO_POSITIVE_COUNT = -3  # nsb_gather_merge: every rank's batch is empty
 
 _lib = None
 _tried = False
@@ -174,6 +176,39 @@ def backward_reduce(grad_out: Tensor, x: Tensor, mean: Tensor, invstd: Tensor):
     rc = lib.nsb_backward_reduce(grad_out.data_ptr(), x.data_ptr(), _DTYPES[x.dtype], kind, n, c, l, mean.data_ptr(),
                                  invstd.data_ptr(), *(t.data_ptr() for t in out), torch.get_num_threads())
     return tuple(out) if rc == 0 else None
+
+
+def _rows_of(t: Tensor, w: int, c: int) -> bool:
+    """(W, C) float32 with contiguous columns (a slice of the gathered rows is fine)."""
+    return t.dtype == torch.float32 and t.shape == (w, c) and (c == 1 or t.stride(1) == 1)
+
+
+def gather_merge(mean: Tensor, invstd: Tensor, counts: Tensor, running_mean: Optional[Tensor],
+                 running_var: Optional[Tensor], momentum: float, eps: float):
+    """The gather op's merge of (W, C) per-rank rows in one C call: (mean,
+    invstd) float32, the running stats updated in place; the int
+    NO_POSITIVE_COUNT when no rank has a sample; None when the C path does
+    not apply (dtypes other than float32, rows of mean and invstd with
+    different strides, non-contiguous running stats)."""
+    lib = library()
+    if lib is None or mean.dim() != 2:
+        return None
+    w, c = mean.shape
+    if not (_rows_of(mean, w, c) and _rows_of(invstd, w, c) and mean.stride(0) == invstd.stride(0)):
+        return None
+    if counts.dtype != torch.float32 or counts.shape != (w,):
+        return None
+    for t in (running_mean, running_var):
+        if t is not None and (t.dtype != torch.float32 or not t.is_contiguous()):
+            return None
+    out_mean = torch.empty(c, dtype=torch.float32)
+    out_invstd = torch.empty(c, dtype=torch.float32)
+    rc = lib.nsb_gather_merge(mean.data_ptr(), invstd.data_ptr(), mean.stride(0), counts.data_ptr(), counts.stride(0),
+                              w, c, float(eps), _ptr(running_mean), _ptr(running_var), float(momentum),
+                              out_mean.data_ptr(), out_invstd.data_ptr())
+    if rc == NO_POSITIVE_COUNT:
+        return rc
+    return (out_mean, out_invstd) if rc == 0 else None
 
 
 def backward_elemt(grad_out: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Optional[Tensor],

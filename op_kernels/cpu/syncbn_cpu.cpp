@@ -153,5 +153,46 @@ NSB_API int nsb_backward_elemt(const void* dy, const void* x, void* dx, int dtyp
   return NSB_DISPATCH(run_elementwise, true, dy, x, dx, dtype, layout, N, C, L, a.p, mean, b.p, sh.p, nt);
 }
 
+// Merge W ranks' (mean, invstd, count) rows into the global mean and invstd
+// (float32 out), in double: var_r = max(invstd_r^-2 - eps, 0), then
+// g_mean = sum_r w_r mean_r and g_var = sum_r w_r (var_r + (mean_r - g_mean)^2)
+// with w_r = n_r / sum(n) over the ranks with n_r > 0 (an empty rank's row is
+// never read, so whatever it holds cannot leak). Row r of mean/invstd starts
+// at r * row_stride (columns contiguous); counts[r * count_stride].
+// running_mean/running_var (NULL to skip) move toward the batch by momentum:
+// r += momentum * (batch - r), running_var toward the unbiased g_var * n / (n - 1).
+// Returns -3 when no rank has a positive count.
+NSB_API int nsb_gather_merge(const float* mean, const float* invstd, i64 row_stride, const float* counts,
+                             i64 count_stride, i64 W, i64 C, double eps, float* running_mean, float* running_var,
+                             double momentum, float* out_mean, float* out_invstd) {
+  if (W < 1 || C < 1) return -1;
+  double total = 0;
+  for (i64 r = 0; r < W; ++r)
+    if (counts[r * count_stride] > 0) total += counts[r * count_stride];
+  if (!(total > 0)) return -3;
+  for (i64 c = 0; c < C; ++c) {
+    double m = 0;
+    for (i64 r = 0; r < W; ++r) {
+      const double n = counts[r * count_stride];
+      if (n > 0) m += (n / total) * (double)mean[r * row_stride + c];
+    }
+    double v = 0;
+    for (i64 r = 0; r < W; ++r) {
+      const double n = counts[r * count_stride];
+      if (!(n > 0)) continue;
+      const double s = invstd[r * row_stride + c];
+      double var = 1.0 / (s * s) - eps;
+      var = var < 0 ? 0 : var;  // (false for NaN: NaN stays)
+      const double d = (double)mean[r * row_stride + c] - m;
+      v += (n / total) * (var + d * d);
+    }
+    out_mean[c] = (float)m;
+    out_invstd[c] = (float)(1.0 / sqrt(v + eps));
+    if (running_mean) running_mean[c] = (float)(running_mean[c] + momentum * (m - running_mean[c]));
+    if (running_var) running_var[c] = (float)(running_var[c] + momentum * (v * total / (total - 1) - running_var[c]));
+  }
+  return 0;
+}
+
 // 1 when the AVX2 build runs on this CPU, 0 for the baseline build.
 NSB_API int nsb_isa(void) { return isa_level(); }
