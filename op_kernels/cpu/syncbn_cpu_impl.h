@@ -17,7 +17,7 @@ typedef int64_t i64;
 constexpr i64 ACC = 4096;     // elements of one float32 partial sum (W lanes)
 constexpr int W = 32;         // accumulator lanes (4 AVX2 / 8 SSE vectors)
 constexpr i64 SEG = 32768;    // NCL stats segment (elements of one channel, L2-resident)
-constexpr i64 BLK = 8192;     // NLC block (rows * C elements)
+constexpr i64 BLK = 32768;    // NLC block (rows * C elements, 128 KiB of float32: L2-resident)
 constexpr i64 GRAIN = 32768;  // elements per thread below which we do not split
 
 static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
@@ -258,14 +258,15 @@ static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float
       }
     }
     const double nb = (double)(b1 - b0);
+    const double inb = 1.0 / nb;
     const double n = na + nb, wb = nb / n, wab = na * nb / n;
     for (i64 c = 0; c < C; ++c) {
       const double s1 = f1[c], r = fs[c];
-      double M = (double)f2[c] - s1 * s1 / nb;
+      double M = (double)f2[c] - s1 * s1 * inb;
       M = M < 0 ? 0 : M;
-      const double mb = r + s1 / nb;
+      const double mb = r + s1 * inb;
       const double d = mb - ma[c];  // ma, Ma start zeroed: the first block gives ma = mb, Ma = M
-      const bool fin = __builtin_isfinite(r) && __builtin_isfinite(ma[c]);
+      const bool fin = (r - r == 0) & (ma[c] - ma[c] == 0);  // both finite (x - x is NaN for Inf/NaN)
       // Inf/NaN in the data: mean Inf or NaN (the block mean r adds in), variance NaN.
       ma[c] = fin ? ma[c] + d * wb : ma[c] + r;
       Ma[c] = fin ? Ma[c] + (M + d * d * wab) : (double)NAN;
