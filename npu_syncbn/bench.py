@@ -25,6 +25,14 @@ sync/local and (sync - coll)/local, i.e. what SyncBatchNorm costs beyond
 communication, against a local BatchNorm baseline measured in the same run.
 Timings are never asserted anywhere: they depend on the machine and its load.
 
+The ranks run with glibc malloc's mmap and trim thresholds raised
+(:data:`MALLOC_TUNING`, unless the variables are already set, or with
+``--no-malloc-tuning``): with the defaults, freeing an activation-sized
+buffer can hand its pages back to the kernel, and the next step page-faults
+them in again. On a 2-core VM that doubled both local BatchNorm and
+SyncBatchNorm step times at random and drowned the ratios in noise. The
+same variables speed up real CPU training (see the README).
+
 Bytes sent per rank per step come from a ring model, not a measurement
 (see :func:`ring_bytes_per_rank`). Memory kept for backward is measured with
 ``torch.autograd.graph.saved_tensors_hooks`` (unique storages, in bytes and in
@@ -33,6 +41,7 @@ units of the input activation's size).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -50,6 +59,9 @@ DEFAULT_SHAPES: Tuple[Tuple[int, ...], ...] = ((16, 64, 56, 56), (32, 256, 14, 1
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 SYNC_MODES = ("allgather", "allreduce", "auto")
 PLOT_WORLD_SIZES = (1, 2, 4, 8)
+# glibc malloc: buffers below 32 MiB come from the heap, and up to 1 GiB of
+# freed heap stays mapped, so per-step activations reuse resident pages.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 PLOT_INSTALL_HINT = "pip install .[plot]  (or: pip install matplotlib)"
 
 BYTES_MODEL = (
@@ -194,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"step time and bytes/rank against world size (needs matplotlib: {PLOT_INSTALL_HINT})")
     p.add_argument("--plot-reps", type=_int_at_least(1), default=5,
                    help="repetitions per world size for --plot (default 5: world 8 is slow on few cores)")
+    p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
+                   help="run the ranks with glibc malloc's defaults (see MALLOC_TUNING; by default the bench "
+                        "sets those variables for its ranks unless they are set already)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run of W ranks is abandoned (default 1800)")
     return p
 
@@ -441,6 +456,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def rank_environment(malloc_tuning: bool) -> Dict[str, str]:
+    """Variables the ranks start with beyond the parent's: :data:`MALLOC_TUNING`
+    minus any the user set already (empty without tuning)."""
+    if not malloc_tuning:
+        return {}
+    return {k: v for k, v in MALLOC_TUNING.items() if k not in os.environ}
+
+
+@contextlib.contextmanager
+def _rank_environment(extra: Dict[str, str]):
+    # Spawned children copy os.environ at start, and glibc reads these at exec.
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k in extra:
+            os.environ.pop(k, None)
+
+
 def run_world(cfg: Dict[str, Any], world_size: int) -> List[Dict[str, Any]]:
     """Spawn ``world_size`` ranks that benchmark every shape in ``cfg``; rank 0's results."""
     ctx = mp.get_context("spawn")
@@ -448,8 +482,9 @@ def run_world(cfg: Dict[str, Any], world_size: int) -> List[Dict[str, Any]]:
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(r, world_size, port, cfg, results), daemon=True)
              for r in range(world_size)]
-    for p in procs:
-        p.start()
+    with _rank_environment(rank_environment(cfg.get("malloc_tuning", True))):
+        for p in procs:
+            p.start()
     answers: Dict[int, Tuple[bool, Any]] = {}
     deadline = time.monotonic() + cfg["timeout"]
     try:
@@ -569,12 +604,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = {
         "shapes": [list(s) for s in shapes], "dtype": args.dtype, "channels_last": args.channels_last,
         "threads": args.threads, "sync_mode": sync_mode, "reps": args.reps, "warmup": args.warmup,
-        "timeout": args.timeout,
+        "timeout": args.timeout, "malloc_tuning": args.malloc_tuning,
     }
     import torch
 
     print(f"npu_syncbn bench: torch {torch.__version__}, {args.world_size} gloo rank(s) on loopback, "
           f"{args.threads} thread(s)/rank, {os.cpu_count()} CPU(s), reps {args.reps} (interleaved), warmup {args.warmup}")
+    tuned = rank_environment(args.malloc_tuning)
+    malloc = {k: os.environ.get(k, tuned.get(k)) for k in MALLOC_TUNING}
+    print("rank malloc settings: " + (", ".join(f"{k}={v}" for k, v in malloc.items() if v is not None)
+                                       or "glibc defaults (--no-malloc-tuning)"))
     print("times: forward+backward per step in ms, median±IQR/2 over repetitions of the slowest rank; "
           "coll = the bare collectives of the same sizes")
     t0 = time.monotonic()

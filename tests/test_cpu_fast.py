@@ -182,8 +182,10 @@ def test_threads_split_gives_the_same_results():
         assert _err(a, b) <= 1e-5 * max(1.0, float(a.double().abs().max()))
 
 
-def test_baseline_isa_build_matches_aten():
-    """The baseline x86-64 variant (chosen on CPUs without AVX2) in a fresh process."""
+@pytest.mark.parametrize("isa, cap", [("base", 0), ("avx2", 1)])
+def test_lower_isa_builds_match_aten(isa, cap):
+    """The baseline x86-64 and AVX2 variants (chosen on CPUs without AVX2 /
+    AVX-512; the other tests run the best one this CPU has) in a fresh process."""
     import os
     import subprocess
     import sys
@@ -200,9 +202,11 @@ def test_baseline_isa_build_matches_aten():
         "for a, b in zip(outs[:3], outs[3:]):\n"
         "    for u, v in zip(a, b):\n"
         "        assert float((u - v).abs().max()) < 3e-2, float((u - v).abs().max())\n"
+        "os.environ['NPU_SYNCBN_CPU_KERNELS'] = 'fast'\n"
+        f"assert npu_syncbn.ops.cpu_fast.library().nsb_isa() <= {cap}\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, NPU_SYNCBN_CPU_ISA="base")
+    env = dict(os.environ, NPU_SYNCBN_CPU_ISA=isa)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 

@@ -31,9 +31,9 @@
 
 #define NSB_API extern "C" __attribute__((visibility("default")))
 
-// Two builds of the same kernels: the baseline x86-64 one (any machine), and
-// one for AVX2 + FMA + F16C chosen at run time (no -march=native: the library
-// may be built on one machine and run on another).
+// Three builds of the same kernels: the baseline x86-64 one (any machine), one
+// for AVX2 + FMA + F16C and one for AVX-512, chosen at run time (no
+// -march=native: the library may be built on one machine and run on another).
 #define NSB_NS base
 #include "syncbn_cpu_impl.h"
 #undef NSB_NS
@@ -43,6 +43,19 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #define NSB_NS avx2
+#include "syncbn_cpu_impl.h"
+#undef NSB_NS
+#pragma GCC pop_options
+#endif
+
+// AVX-512 (F/BW/VL/DQ): 16 floats a vector where torch's own kernels also use
+// them; the data of one BatchNorm often sits in L3, so width still counts.
+// (GCC 9+: older ones lack the vector-width attribute; clang takes AVX2.)
+#if defined(NSB_HAVE_AVX2) && !defined(__clang__) && __GNUC__ >= 9
+#define NSB_HAVE_AVX512 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c", "prefer-vector-width=512")
+#define NSB_NS avx512
 #include "syncbn_cpu_impl.h"
 #undef NSB_NS
 #pragma GCC pop_options
@@ -58,16 +71,25 @@ int isa_level() {
 #ifdef NSB_HAVE_AVX2
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
+#ifdef NSB_HAVE_AVX512
+    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      l = 2;
 #endif
-    if (const char* env = getenv("NPU_SYNCBN_CPU_ISA")) {  // "base" forces the baseline build (tests)
+#endif
+    if (const char* env = getenv("NPU_SYNCBN_CPU_ISA")) {  // "base" / "avx2" cap the variant (tests)
       if (strcmp(env, "base") == 0) l = 0;
+      if (strcmp(env, "avx2") == 0 && l > 1) l = 1;
     }
     level = l;
   }
   return level;
 }
 
-#ifdef NSB_HAVE_AVX2
+#if defined(NSB_HAVE_AVX512)
+#define NSB_DISPATCH(fn, ...) \
+  (isa_level() == 2 ? avx512::fn(__VA_ARGS__) : isa_level() == 1 ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
+#elif defined(NSB_HAVE_AVX2)
 #define NSB_DISPATCH(fn, ...) (isa_level() == 1 ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
 #else
 #define NSB_DISPATCH(fn, ...) base::fn(__VA_ARGS__)
@@ -194,5 +216,5 @@ NSB_API int nsb_gather_merge(const float* mean, const float* invstd, i64 row_str
   return 0;
 }
 
-// 1 when the AVX2 build runs on this CPU, 0 for the baseline build.
+// 2 when the AVX-512 build runs on this CPU, 1 for AVX2, 0 for the baseline build.
 NSB_API int nsb_isa(void) { return isa_level(); }

@@ -302,7 +302,8 @@ static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i6
 // out = a[c] * dy + (x - m[c]) * s[c] + b[c]          (backward_elemt)
 template <class D, bool BWD>
 static void elementwise(const typename D::T* dy, const typename D::T* x, typename D::T* out, int layout, i64 N, i64 C,
-                        i64 L, const float* a, const float* m, const float* s, const float* b, int nt) {
+                        i64 L, const float* __restrict a, const float* __restrict m, const float* __restrict s,
+                        const float* __restrict b, int nt) {
   typedef typename D::T T;
   const i64 total = N * C * L;
   if (layout == 0) {
