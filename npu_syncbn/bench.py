@@ -25,6 +25,13 @@ sync/local and (sync - coll)/local, i.e. what SyncBatchNorm costs beyond
 communication, against a local BatchNorm baseline measured in the same run.
 Timings are never asserted anywhere: they depend on the machine and its load.
 
+With ``--bind-cores`` rank i is pinned to its share of the cores, as
+``npu-syncbn-run --bind_core=True`` does. Not the default: on the 2-core VM
+this was written on, pinning made SyncBatchNorm's step faster (fewer
+migrations: 32x256x14x14 channels_last 8.4 -> 5.3 ms) but the bare
+collectives right after a barrier slower (1.0 -> 2.7 ms; a halted vCPU must
+be woken for every message), which would flatter (sync - coll)/local.
+
 The ranks run with glibc malloc's mmap and trim thresholds raised
 (:data:`MALLOC_TUNING`, unless the variables are already set, or with
 ``--no-malloc-tuning``): with the defaults, freeing an activation-sized
@@ -206,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"step time and bytes/rank against world size (needs matplotlib: {PLOT_INSTALL_HINT})")
     p.add_argument("--plot-reps", type=_int_at_least(1), default=5,
                    help="repetitions per world size for --plot (default 5: world 8 is slow on few cores)")
+    p.add_argument("--bind-cores", action="store_true",
+                   help="pin rank i to its share of the cores, as npu-syncbn-run --bind_core=True does "
+                        "(only when every rank can have --threads cores of its own)")
     p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
                    help="run the ranks with glibc malloc's defaults (see MALLOC_TUNING; by default the bench "
                         "sets those variables for its ranks unless they are set already)")
@@ -430,6 +440,9 @@ def _bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict
 
 def _rank_main(rank: int, world_size: int, port: int, cfg: Dict[str, Any], results) -> None:
     try:
+        groups = cfg.get("core_groups")
+        if groups:
+            os.sched_setaffinity(0, groups[rank])
         import torch
 
         torch.set_num_threads(cfg["threads"])
@@ -456,6 +469,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def core_groups(bind: bool, world_size: int, threads: int) -> Optional[List[List[int]]]:
+    """The cores each rank is pinned to (launch.split_cores of this process's
+    affinity set), or None: not asked, no affinity API, or fewer cores than
+    world_size * threads (pinning would then stack ranks on shared cores)."""
+    if not bind or not hasattr(os, "sched_getaffinity"):
+        return None
+    from .launch import split_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < world_size * threads:
+        return None
+    return split_cores(cores, world_size)
+
+
 def rank_environment(malloc_tuning: bool) -> Dict[str, str]:
     """Variables the ranks start with beyond the parent's: :data:`MALLOC_TUNING`
     minus any the user set already (empty without tuning)."""
@@ -477,6 +504,7 @@ def _rank_environment(extra: Dict[str, str]):
 
 def run_world(cfg: Dict[str, Any], world_size: int) -> List[Dict[str, Any]]:
     """Spawn ``world_size`` ranks that benchmark every shape in ``cfg``; rank 0's results."""
+    cfg = dict(cfg, core_groups=core_groups(cfg.get("bind_cores", False), world_size, cfg["threads"]))
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = _free_port()
@@ -604,7 +632,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = {
         "shapes": [list(s) for s in shapes], "dtype": args.dtype, "channels_last": args.channels_last,
         "threads": args.threads, "sync_mode": sync_mode, "reps": args.reps, "warmup": args.warmup,
-        "timeout": args.timeout, "malloc_tuning": args.malloc_tuning,
+        "timeout": args.timeout, "malloc_tuning": args.malloc_tuning, "bind_cores": args.bind_cores,
     }
     import torch
 
@@ -612,6 +640,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{args.threads} thread(s)/rank, {os.cpu_count()} CPU(s), reps {args.reps} (interleaved), warmup {args.warmup}")
     tuned = rank_environment(args.malloc_tuning)
     malloc = {k: os.environ.get(k, tuned.get(k)) for k in MALLOC_TUNING}
+    groups = core_groups(args.bind_cores, args.world_size, args.threads)
+    print("rank cores: " + (", ".join(f"rank {r}: {g}" for r, g in enumerate(groups)) if groups else
+                            "not pinned" + (" (--bind-cores to pin)" if not args.bind_cores else
+                                            f" (fewer than {args.world_size * args.threads} cores available)")))
     print("rank malloc settings: " + (", ".join(f"{k}={v}" for k, v in malloc.items() if v is not None)
                                        or "glibc defaults (--no-malloc-tuning)"))
     print("times: forward+backward per step in ms, median±IQR/2 over repetitions of the slowest rank; "

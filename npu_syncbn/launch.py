@@ -183,7 +183,7 @@ class _Plan:
         self.cpu_groups = cpu_groups
 
 
-def _split_cores(cores, nworkers):
+def split_cores(cores, nworkers):
     """Split sorted ``cores`` into ``nworkers`` contiguous, disjoint, near-equal groups.
 
     With fewer cores than workers every worker still gets one core (shared).
@@ -253,7 +253,7 @@ def _validate(parser, args):
             cores = os.sched_getaffinity(0)
         except (AttributeError, OSError) as exc:
             parser.error(f"--bind_core=True needs os.sched_getaffinity, which is unavailable here ({exc})")
-        cpu_groups = _split_cores(cores, args.local_worker_num)
+        cpu_groups = split_cores(cores, args.local_worker_num)
     return _Plan(args, nnodes, node_rank, command, log_dir, cpu_groups)
 
 

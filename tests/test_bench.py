@@ -33,7 +33,7 @@ def positive_finite(value, where):
     assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{where} = {value!r}"
 
 
-@pytest.mark.parametrize("extra", [[], ["--sync-mode", "allreduce", "--dtype", "bfloat16", "--channels-last"]],
+@pytest.mark.parametrize("extra", [[], ["--sync-mode", "allreduce", "--dtype", "bfloat16", "--channels-last", "--bind-cores"]],
                          ids=["default", "allreduce-bf16-cl"])
 def test_bench_end_to_end(tmp_path, extra):
     out = tmp_path / "out.json"
@@ -45,6 +45,8 @@ def test_bench_end_to_end(tmp_path, extra):
         assert column in header.split(), f"column {column!r} missing from {header!r}"
     assert any(line.startswith("4x8x5x5") for line in proc.stdout.splitlines())
     assert "ring model" in proc.stdout and "memory kept for backward" in proc.stdout
+    # How the ranks ran is part of the result.
+    assert "rank cores: " in proc.stdout and "rank malloc settings: " in proc.stdout
 
     report = json.loads(out.read_text())
     assert report["config"]["world_size"] == 2
@@ -120,3 +122,26 @@ def test_bad_argument_subprocess_message():
     proc = run_bench("--shape", "4")
     assert proc.returncode == 2
     assert "argument --shape" in proc.stderr and "2 to 5 dims" in proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no os.sched_getaffinity on this platform")
+def test_core_groups_pin_disjoint_shares_or_nothing():
+    cores = sorted(os.sched_getaffinity(0))
+    assert bench.core_groups(False, 1, 1) is None
+    groups = bench.core_groups(True, 1, 1)
+    assert groups == [cores]
+    if len(cores) >= 2:
+        two = bench.core_groups(True, 2, 1)
+        assert len(two) == 2 and not set(two[0]) & set(two[1]) and sorted(two[0] + two[1]) == cores
+    # More ranks x threads than cores: pinning would stack ranks, so none.
+    assert bench.core_groups(True, len(cores) + 1, 1) is None
+    assert bench.core_groups(True, 1, len(cores) + 1) is None
+
+
+def test_rank_environment_keeps_what_the_user_set(monkeypatch):
+    for key in bench.MALLOC_TUNING:
+        monkeypatch.delenv(key, raising=False)
+    assert bench.rank_environment(True) == bench.MALLOC_TUNING
+    assert bench.rank_environment(False) == {}
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
+    assert "MALLOC_TRIM_THRESHOLD_" not in bench.rank_environment(True)

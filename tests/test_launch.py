@@ -181,9 +181,9 @@ def test_bind_core_gives_disjoint_core_sets(tmp_path):
 
 
 def test_split_cores():
-    assert launch._split_cores({0, 1}, 2) == [[0], [1]]
-    assert launch._split_cores(range(8), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
-    assert launch._split_cores({5}, 2) == [[5], [5]]
+    assert launch.split_cores({0, 1}, 2) == [[0], [1]]
+    assert launch.split_cores(range(8), 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert launch.split_cores({5}, 2) == [[5], [5]]
 
 
 def test_join_false_returns_at_once_and_job_runs_in_background(tmp_path):
