@@ -95,20 +95,47 @@ _LIB.define("verified_rows(Tensor rows, Tensor expected, str layer, str group, i
 _LIB.define("verified_sums(Tensor sums, Tensor expected, str layer, str group) -> Tensor")
 
 
-def _verified_rows(rows: Tensor, expected: Tensor, layer: str, group: str, rank: int) -> Tensor:
+def check_rows(rows: Tensor, expected: Tensor, layer: str, group: str, rank: int) -> None:
+    """Raise FingerprintMismatch unless every row of ``rows`` starts with ``expected``."""
     k = expected.numel()
     if not torch.equal(rows[:, :k], expected.expand(rows.shape[0], k)):
         raise mismatch_error(layer, group, rows[:, :k].cpu(), rank)
-    return rows.clone()
 
 
-def _verified_sums(sums: Tensor, expected: Tensor, layer: str, group: str) -> Tensor:
+def check_sums(sums: Tensor, expected: Tensor, layer: str, group: str) -> None:
+    """Raise FingerprintMismatch unless ``sums`` starts with ``expected``."""
     k = expected.numel()
     if not torch.equal(sums[:k], expected):
         raise FingerprintMismatch(
             f"SyncBatchNorm {layer}: ranks of {group} disagree on what they are synchronizing: layers called "
             "in different orders, a skipped layer, or a different channel count or dtype. Statistics were not mixed."
         )
+
+
+def verified_rows(rows: Tensor, expected: Tensor, layer: str, group: str, rank: int) -> Tensor:
+    """``rows`` once :func:`check_rows` passed: checked in place in eager mode,
+    through the custom op under torch.compile (one graph, no Python branch on values)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.npu_syncbn.verified_rows(rows, expected, layer, group, rank)
+    check_rows(rows, expected, layer, group, rank)
+    return rows
+
+
+def verified_sums(sums: Tensor, expected: Tensor, layer: str, group: str) -> Tensor:
+    """``sums`` once :func:`check_sums` passed (as :func:`verified_rows`)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.npu_syncbn.verified_sums(sums, expected, layer, group)
+    check_sums(sums, expected, layer, group)
+    return sums
+
+
+def _verified_rows(rows: Tensor, expected: Tensor, layer: str, group: str, rank: int) -> Tensor:
+    check_rows(rows, expected, layer, group, rank)
+    return rows.clone()  # an op's output must not alias its input
+
+
+def _verified_sums(sums: Tensor, expected: Tensor, layer: str, group: str) -> Tensor:
+    check_sums(sums, expected, layer, group)
     return sums.clone()
 
 

@@ -125,7 +125,7 @@ def finish_agreement_check(plan: SyncPlan, check: AgreementCheck) -> Tensor:
     (see forward)."""
     try:
         comm.wait(check.work)
-        verified = torch.ops.npu_syncbn.verified_sums(check.summed, check.expected, plan.layer_label, plan.group_label)
+        verified = fingerprint.verified_sums(check.summed, check.expected, plan.layer_label, plan.group_label)
         return verified[0] - check.expected[0]
     except fingerprint.FingerprintMismatch:
         try:
@@ -147,7 +147,7 @@ def _gather_global_stats(input, mean, invstd, count, running_mean, running_var, 
     except RuntimeError as exc:
         raise _collective_error(exc, plan, "forward statistics") from exc
     if verify:
-        rows = torch.ops.npu_syncbn.verified_rows(rows, fp, plan.layer_label, plan.group_label, plan.rank)
+        rows = fingerprint.verified_rows(rows, fp, plan.layer_label, plan.group_label, plan.rank)
     mean_all, invstd_all, counts = rows[:, k : k + c], rows[:, k + c : k + 2 * c], rows[:, k + 2 * c]
     if isinstance(momentum, Tensor):  # cumulative average: the op takes a float momentum
         g_mean, g_invstd = ops.batch_norm_gather_stats_with_counts(input, mean_all, invstd_all, None, None, 0.0, eps, counts)
@@ -178,7 +178,7 @@ def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, 
         raise _collective_error(exc, plan, "forward statistics") from exc
     if verify:
         try:
-            summed = torch.ops.npu_syncbn.verified_sums(summed, check * plan.world_size, plan.layer_label, plan.group_label)
+            summed = fingerprint.verified_sums(summed, check * plan.world_size, plan.layer_label, plan.group_label)
         except fingerprint.FingerprintMismatch:
             # Every rank sees the same sums, so all get here: gather the
             # fingerprints to name the ranks (this error path only, eager only).
