@@ -90,12 +90,13 @@ def resolve_mode(sync_mode: str, world_size: int, device_type: str = "cpu") -> s
 
 def fingerprint_check_enabled(device_type: str = "cpu") -> bool:
     """Whether SyncBatchNorm runs its fixed-size fingerprint all_reduce before
-    the statistics collective (check level "strict", see function.check_level)."""
+    the statistics collective in the steps the bench times (check level
+    "strict" after a layer's first call, see function.check_level)."""
     import torch
 
     from . import function
 
-    return function.check_level(torch.device(device_type)) == "strict"
+    return function.check_level(torch.device(device_type), first_call=False) == "strict"
 
 
 def collective_plan(
@@ -109,7 +110,8 @@ def collective_plan(
     sends; the benchmark checks it against one traced step (and replays the
     traced collectives, saying so) when they disagree. Currently:
 
-    * forward, when fingerprints are checked (default on CPU): all_reduce of
+    * forward, when fingerprints are checked (on CPU a layer's first call by
+      default, every call with NPU_SYNCBN_CHECK=strict): all_reduce of
       [f | f²] = 2 int64 values (function.start_agreement_check);
     * forward, allgather: all_gather of [fingerprint (4) | mean (C) | invstd (C) | count (1)]
       = 2C + 5 values in the stats dtype;

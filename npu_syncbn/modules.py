@@ -197,9 +197,13 @@ class SyncBatchNorm(_BatchNorm):
                     )
                 momentum = float(momentum)
             return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
-        return SyncBatchNormFunction.apply(
+        output = SyncBatchNormFunction.apply(
             input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
         )
+        if not torch.compiler.is_compiling():
+            # Later calls on this group skip the first-call check (function.check_level).
+            self._synchronized_group = id(group)
+        return output
 
     def _plan(self, group, world_size: int, input: Tensor) -> SyncPlan:
         fp = Fingerprint(
@@ -216,6 +220,9 @@ class SyncBatchNorm(_BatchNorm):
             layer_label=repr(self.layer_name) if self.layer_name else f"(unnamed, C={self.num_features})",
             group_spec=self.process_group,
             fingerprint=fp,
+            # Under torch.compile always a first call: a flag read here would
+            # be guarded and recompile the graph once it flips.
+            first_call=torch.compiler.is_compiling() or getattr(self, "_synchronized_group", None) != id(group),
         )
 
     @classmethod

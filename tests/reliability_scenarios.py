@@ -74,16 +74,25 @@ def check_level(level: str):
         os.environ.pop("NPU_SYNCBN_CHECK", None)
 
 
-def layers_out_of_order(rank: int, world_size: int, mode: str, c_second: int, check: str = "auto") -> Dict:
+def layers_out_of_order(rank: int, world_size: int, mode: str, c_second: int, check: str = "auto",
+                        warm: bool = False) -> Dict:
     """Rank 0 calls stem_bn first, rank 1 head_bn first: every rank must raise
-    naming its layer and the other rank, without mixing statistics."""
+    naming its layer and the other rank, without mixing statistics. ``warm``:
+    one step in the same order on every rank first, so that the out-of-order
+    call is no layer's first call."""
     with check_level(check):
-        return _layers_out_of_order(rank, mode, c_second)
+        return _layers_out_of_order(rank, mode, c_second, warm)
 
 
-def _layers_out_of_order(rank: int, mode: str, c_second: int) -> Dict:
+def _layers_out_of_order(rank: int, mode: str, c_second: int, warm: bool = False) -> Dict:
     group = short_group(5.0)  # a regression to a hang costs 5 s, not the pool's 60
     model = _two_layer_model(4, c_second, mode, group)
+    if warm:
+        model.stem_bn(torch.randn(3, 4, 2))
+        model.head_bn(torch.randn(3, c_second, 2))
+        for m in model.modules():  # back to a fresh state for the checks below
+            if isinstance(m, SyncBatchNorm):
+                m.reset_running_stats()
     order = ["stem_bn", "head_bn"] if rank == 0 else ["head_bn", "stem_bn"]
     layer = getattr(model, order[0])
     start = time.monotonic()
@@ -100,6 +109,32 @@ def _layers_out_of_order(rank: int, mode: str, c_second: int) -> Dict:
     # Same order on every rank now: the group must still work.
     healthy = _in_step(model.stem_bn, 4, rank)
     return {"msg": msg, "kind": kind, "elapsed": elapsed, "untouched": untouched, "healthy": healthy, "layer": order[0]}
+
+
+def check_collectives_per_call(rank: int, world_size: int, check: str, calls: int = 3) -> List[int]:
+    """How many fixed-size fingerprint checks each of ``calls`` forward calls of
+    one layer starts (counted at comm.all_reduce_sum_start)."""
+    from npu_syncbn import comm
+
+    started = []
+    real = comm.all_reduce_sum_start
+
+    def counting(buf, pg):
+        started.append(buf.dtype)
+        return real(buf, pg)
+
+    bn = SyncBatchNorm(4, layer_name="counted.bn")
+    comm.all_reduce_sum_start = counting
+    try:
+        with check_level(check):
+            counts = []
+            for _ in range(calls):
+                before = len(started)
+                bn(torch.randn(3, 4, 2))
+                counts.append(len(started) - before)
+    finally:
+        comm.all_reduce_sum_start = real
+    return counts
 
 
 def dtype_differs(rank: int, world_size: int, mode: str, check: str = "auto") -> Dict:

@@ -9,12 +9,17 @@ from npu_syncbn.fingerprint import Fingerprint, describe, mismatch_error
 MODES = ["allgather", "allreduce"]
 
 
-# "strict" (the CPU default) checks before the statistics; "buffer" relies on
-# the fingerprints inside the statistics buffer alone (equal sizes only).
+# "strict" checks before the statistics; "buffer" relies on the fingerprints
+# inside the statistics buffer alone (equal sizes only); "auto" (the default)
+# is strict on a layer's first call on CPU and buffer later ("warm").
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("c_second, check", [(4, "strict"), (4, "buffer"), (6, "strict")], ids=["same-shape", "same-shape-buffer", "other-C"])
-def test_layers_called_in_different_orders(ranks, mode, c_second, check):
-    out = ranks(2).run(sc.layers_out_of_order, mode, c_second, check)
+@pytest.mark.parametrize(
+    "c_second, check, warm",
+    [(4, "strict", False), (4, "buffer", False), (6, "strict", False), (6, "auto", False), (4, "auto", True)],
+    ids=["same-shape", "same-shape-buffer", "other-C", "other-C-first-call-auto", "same-shape-later-call-auto"],
+)
+def test_layers_called_in_different_orders(ranks, mode, c_second, check, warm):
+    out = ranks(2).run(sc.layers_out_of_order, mode, c_second, check, warm)
     for rank, res in enumerate(out):
         msg = res["msg"]
         assert msg is not None, f"rank {rank} mixed statistics of two layers silently"
@@ -52,6 +57,14 @@ def test_channel_count_differs(ranks, mode):
         assert "C=4" in msg and "C=6" in msg and f"ranks [{1 - rank}]" in msg, msg
         assert res["elapsed"] < 5.0, f"rank {rank} took {res['elapsed']:.1f}s"
         assert res["running_mean_untouched"]
+
+
+@pytest.mark.parametrize("check, expected", [("auto", [1, 0, 0]), ("strict", [1, 1, 1]), ("buffer", [0, 0, 0])])
+def test_fixed_size_check_runs_on_first_calls_by_default(ranks, check, expected):
+    """auto on CPU: the extra fingerprint collective guards a layer's first
+    synchronized call only (it cost up to a third of a step); strict: every call."""
+    for rank, counts in enumerate(ranks(2).run(sc.check_collectives_per_call, check)):
+        assert counts == expected, f"rank {rank}: checks started per call {counts}, expected {expected}"
 
 
 def test_mismatch_message_lists_every_rank():
