@@ -252,37 +252,36 @@ def _local_cls(dim: int):
 
 
 class _CollectiveTrace:
-    """Records (phase, collective, numel) of the torch.distributed collectives
-    issued inside the block; set ``phase`` as the step goes on."""
+    """Records (phase, collective, numel, dtype) of the npu_syncbn.comm
+    collectives issued inside the block (whatever carries them: gloo or the
+    shared-memory channel); set ``phase`` as the step goes on."""
 
-    NAMES = {"all_gather": "all_gather", "all_gather_into_tensor": "all_gather", "all_reduce": "all_reduce"}
+    NAMES = {"all_gather_rows": "all_gather", "all_reduce_sum": "all_reduce", "all_reduce_sum_start": "all_reduce"}
 
     def __init__(self) -> None:
         self.calls: List[Tuple[str, str, int, str]] = []
         self.phase = "forward"
 
-    def _wrap(self, original, kind, tensor_arg):
-        def wrapper(*args, **kwargs):
-            t = args[tensor_arg]
-            self.calls.append((self.phase, kind, t.numel(), str(t.dtype).replace("torch.", "")))
-            return original(*args, **kwargs)
+    def _wrap(self, original, kind):
+        def wrapper(buf, *args, **kwargs):
+            self.calls.append((self.phase, kind, buf.numel(), str(buf.dtype).replace("torch.", "")))
+            return original(buf, *args, **kwargs)
 
         return wrapper
 
     def __enter__(self):
-        import torch.distributed as dist
+        from . import comm
 
-        self._saved = {name: getattr(dist, name) for name in self.NAMES}
+        self._saved = {name: getattr(comm, name) for name in self.NAMES}
         for name, kind in self.NAMES.items():
-            # all_gather(tensor_list, tensor) / all_gather_into_tensor(out, tensor) / all_reduce(tensor)
-            setattr(dist, name, self._wrap(self._saved[name], kind, 0 if name == "all_reduce" else 1))
+            setattr(comm, name, self._wrap(self._saved[name], kind))
         return self
 
     def __exit__(self, *exc):
-        import torch.distributed as dist
+        from . import comm
 
         for name, original in self._saved.items():
-            setattr(dist, name, original)
+            setattr(comm, name, original)
         return False
 
 

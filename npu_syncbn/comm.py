@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from . import shm
 from .fingerprint import forget_group
 
 GroupLike = Union[None, str, dist.ProcessGroup]
@@ -255,6 +256,7 @@ def destroy_group(name: str) -> None:
     _NAMED_RANKS.pop(name)
     if pg is not None:
         forget_group(pg)
+        shm.forget(pg)
         dist.destroy_process_group(pg)
 
 
@@ -263,10 +265,22 @@ def _uses_list_all_gather(pg: dist.ProcessGroup) -> bool:
     return dist.get_backend(pg) == "gloo"
 
 
+def _shm_channel(buf: Tensor, pg: dist.ProcessGroup) -> Optional[shm.ShmChannel]:
+    """The group's shared-memory channel for this eager CPU collective, if any (see shm.py)."""
+    if buf.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return shm.channel_for(pg, dist.get_world_size(pg))
+
+
 def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: int) -> Tensor:
     """Gather a 1-D ``buf`` from every rank of ``pg``: returns (world_size, len(buf))."""
     if pg is None:  # a world of one: nothing to exchange
         return buf.unsqueeze(0)
+    channel = _shm_channel(buf, pg)
+    if channel is not None:
+        rows = channel.all_gather_rows(buf)
+        if rows is not None:
+            return rows
     if _uses_list_all_gather(pg):
         rows = [torch.empty_like(buf) for _ in range(world_size)]
         dist.all_gather(rows, buf, group=pg)
@@ -278,10 +292,14 @@ def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: in
 
 def all_reduce_sum_start(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Optional[dist.Work]:
     """Start summing ``buf`` over ``pg`` in place; pass the result to :func:`wait`
-    before reading ``buf``. Lets a small collective travel while the caller
-    computes (under torch.compile it runs at once: graphs order collectives
-    by data dependencies)."""
+    before reading ``buf``. Lets a small gloo collective travel while the
+    caller computes (under torch.compile, and over shared memory, it runs at
+    once: graphs order collectives by data dependencies, and shared memory
+    takes microseconds)."""
     if pg is None:  # a world of one
+        return None
+    channel = _shm_channel(buf, pg)
+    if channel is not None and channel.all_reduce_sum(buf) is not None:
         return None
     if torch.compiler.is_compiling():
         dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg)
@@ -298,6 +316,9 @@ def wait(work: Optional[dist.Work]) -> None:
 def all_reduce_sum(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Tensor:
     """Sum ``buf`` over ``pg`` in place and return it."""
     if pg is None:  # a world of one
+        return buf
+    channel = _shm_channel(buf, pg)
+    if channel is not None and channel.all_reduce_sum(buf) is not None:
         return buf
     dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg)
     return buf

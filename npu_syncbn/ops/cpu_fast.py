@@ -45,6 +45,8 @@ _SIGNATURES = {
     "nsb_backward_reduce": [_P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I],
     "nsb_backward_elemt": [_P, _P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _P, _D, _I],
     "nsb_gather_merge": [_P, _P, _I64, _P, _I64, _I64, _I64, _D, _P, _P, _D, _P, _P],
+    "nsb_seq_publish": [_P, _I64],  # shm_sync.cpp, for npu_syncbn/shm.py
+    "nsb_seq_wait": [_P, _I64, _I, _I64, _D],
 }
 NO_POSITIVE_COUNT = -3  # nsb_gather_merge: every rank's batch is empty
 
@@ -79,6 +81,12 @@ def library() -> Optional[ctypes.CDLL]:
     if lib is not None and not _openmp and torch.get_num_threads() > 1:
         return None  # built without OpenMP: single-threaded kernels would lose aten's parallelism
     return lib
+
+
+def library_any() -> Optional[ctypes.CDLL]:
+    """The loaded library whatever $NPU_SYNCBN_CPU_KERNELS says (its
+    shared-memory counters serve npu_syncbn/shm.py), or None."""
+    return _lib if _tried else _load()
 
 
 def available() -> bool:
