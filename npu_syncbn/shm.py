@@ -10,9 +10,9 @@ payload into its own slot of one shared mapping, publishes a sequence number
 thread hand-offs, a few microseconds per collective.
 
 Used by :mod:`npu_syncbn.comm` for CPU tensors in eager mode when
-$NPU_SYNCBN_CPU_TRANSPORT is ``auto`` (default: when the group has no more
-ranks than this host has cores, since waiting ranks spin) or ``shm``, and the
-group's ranks share /dev/shm; ``gloo`` turns it off. Everything else (torch.compile graphs,
+$NPU_SYNCBN_CPU_TRANSPORT is ``auto`` (default: when this host has a core
+for each of the job's processes on it, since waiting ranks spin) or ``shm``,
+and the group's ranks share /dev/shm; ``gloo`` turns it off. Everything else (torch.compile graphs,
 payloads beyond :data:`SLOT_BYTES`, other backends) goes through gloo.
 
 Protocol of collective k (k = 1, 2, ...) on a channel of W ranks: rank r
@@ -58,12 +58,26 @@ def mode() -> str:
     return setting
 
 
+def local_processes(world_size: int) -> int:
+    """Processes of this job on this host: $LOCAL_WORLD_SIZE (torchrun,
+    npu-syncbn-run), else every rank of the default group, else ``world_size``."""
+    env = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return world_size
+
+
 def wanted(world_size: int) -> bool:
-    """Whether this process asks for a channel on a group of ``world_size`` ranks."""
+    """Whether this process asks for a channel on a group of ``world_size``
+    ranks: ``auto`` when this host has a core for each of the job's processes
+    on it (waiting ranks spin; with more processes than cores they would
+    take the cores of ranks still computing)."""
     setting = mode()
     if setting == "gloo" or world_size < 2:
         return False
-    return setting == "shm" or world_size <= (os.cpu_count() or 1)
+    return setting == "shm" or max(world_size, local_processes(world_size)) <= (os.cpu_count() or 1)
 
 
 def _library():

@@ -47,10 +47,14 @@ def test_transport_setting(ranks, name, expected):
 
 def test_auto_uses_shared_memory_only_without_oversubscription(monkeypatch):
     monkeypatch.delenv(shm.ENV, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     cores = os.cpu_count() or 1
     assert shm.wanted(max(2, cores)) == (cores >= 2)
     assert not shm.wanted(cores + 1)  # waiting ranks spin: more ranks than cores would starve the others
     assert not shm.wanted(1)
+    # A group of 2 in a job with more processes on this host than cores: gloo.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))
+    assert not shm.wanted(2)
     monkeypatch.setenv(shm.ENV, "shm")
     assert shm.wanted(cores + 1)
     monkeypatch.setenv(shm.ENV, "gloo")
