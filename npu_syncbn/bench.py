@@ -16,7 +16,9 @@ three alike:
   with an input that requires grad;
 * ``local``: ``torch.nn.BatchNorm1d/2d/3d`` (by input rank) on the same per-rank shard;
 * ``coll``: the bare collectives of the sizes SyncBatchNorm issues per step
-  (see :func:`collective_plan`), through the same ``npu_syncbn.comm`` calls.
+  (see :func:`collective_plan`), through the same ``npu_syncbn.comm`` calls,
+  hence over the same transport (the shared-memory channel or gloo, see
+  npu_syncbn/shm.py).
 
 A barrier (not timed) precedes every timed step. A repetition's time is the
 largest over ranks (the step time of the slowest rank); the tables give the
@@ -316,7 +318,7 @@ def _bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict
     import torch
     import torch.distributed as dist
 
-    from . import comm
+    from . import comm, shm
     from .modules import SyncBatchNorm
     from .ops.schema import stats_dtype
 
@@ -425,6 +427,7 @@ def _bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict
         "sync_minus_collectives_over_local": (s - cl) / l,
         "collective_plan": bytes_per,
         "collective_plan_source": plan_source,
+        "transport": "shm" if shm.channel_for(pg, world_size) is not None else "gloo",
         "bytes_per_rank": sum(b["bytes"] for b in bytes_per),
         "memory": {
             "activation_bytes": act_bytes,
@@ -639,6 +642,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     print(f"npu_syncbn bench: torch {torch.__version__}, {args.world_size} gloo rank(s) on loopback, "
           f"{args.threads} thread(s)/rank, {os.cpu_count()} CPU(s), reps {args.reps} (interleaved), warmup {args.warmup}")
+    from . import shm
+
+    print(f"CPU collectives: ${shm.ENV}={shm.mode()} "
+          f"({'shared memory' if shm.wanted(args.world_size) else 'gloo'} for {args.world_size} rank(s) here)")
     tuned = rank_environment(args.malloc_tuning)
     malloc = {k: os.environ.get(k, tuned.get(k)) for k in MALLOC_TUNING}
     groups = core_groups(args.bind_cores, args.world_size, args.threads)
@@ -659,7 +666,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(BYTES_MODEL)
     for r in rows:
         plan = ", ".join(f"{p['phase']} {p['collective']} of {p['numel']} {p['dtype']}" for p in r["collective_plan"])
-        print(f"  {'x'.join(map(str, r['shape']))}: {plan} ({r['collective_plan_source']})")
+        print(f"  {'x'.join(map(str, r['shape']))}: {plan} ({r['collective_plan_source']}; over {r['transport']})")
     print("memory kept for backward (unique storages saved by autograd; act = one input activation):")
     print(format_memory(rows))
     report: Dict[str, Any] = {

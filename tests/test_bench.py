@@ -76,6 +76,7 @@ def test_bench_end_to_end(tmp_path, extra):
     # Numbers stay right either way (the bench replays the traced collectives),
     # but the model in bench.collective_plan must follow function.py.
     assert row["collective_plan_source"] == "collective_plan", "update bench.collective_plan to match function.py"
+    assert row["transport"] in ("shm", "gloo")
     assert sum(p["bytes"] for p in plan) == pytest.approx(row["bytes_per_rank"])
     for p in plan:
         assert p["bytes"] == pytest.approx(bench.ring_bytes_per_rank(p["collective"], p["numel"], p["itemsize"], 2))
