@@ -8,6 +8,7 @@ running statistics. Returns the worst relative errors seen.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict
 
 import torch
@@ -28,6 +29,19 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare_with_local_bn(rank: int, world_size: int, cfg: Dict) -> Dict[str, float]:
+    """``cfg["transport"]``: $NPU_SYNCBN_CPU_TRANSPORT while the run's groups
+    are made (it applies to groups from ``cfg["groups"]``; the default group
+    keeps what it got at its first use)."""
+    transport = cfg.get("transport")
+    if transport:
+        os.environ["NPU_SYNCBN_CPU_TRANSPORT"] = transport
+    try:
+        return _compare_with_local_bn(rank, world_size, cfg)
+    finally:
+        os.environ.pop("NPU_SYNCBN_CPU_TRANSPORT", None)
+
+
+def _compare_with_local_bn(rank: int, world_size: int, cfg: Dict) -> Dict[str, float]:
     C, inner, counts = cfg["C"], tuple(cfg.get("inner", ())), cfg["counts"]
     dtype = DTYPES[cfg.get("dtype", "float32")]
     eps, momentum, affine = cfg.get("eps", 1e-5), cfg.get("momentum", 0.1), cfg.get("affine", True)

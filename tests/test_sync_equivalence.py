@@ -52,9 +52,19 @@ def test_four_ranks_uneven_with_empty(ranks, sync_mode):
     _check(ranks(4).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
-def test_two_subgroups_of_two_in_world_of_four(ranks):
-    """Groups [0,1] and [2,3] made with create_group each normalize over their own batch only."""
-    cfg = dict(C=3, inner=(4,), counts=[3, 2], groups=[[0, 1], [2, 3]])
+@pytest.mark.parametrize("transport", ["auto", "shm"])
+def test_two_subgroups_of_two_in_world_of_four(ranks, transport):
+    """Groups [0,1] and [2,3] made with create_group each normalize over their
+    own batch only ("auto": gloo here, 4 processes on fewer cores; "shm":
+    two shared-memory channels side by side)."""
+    cfg = dict(C=3, inner=(4,), counts=[3, 2], groups=[[0, 1], [2, 3]], transport=transport)
+    _check(ranks(4).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
+
+
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
+def test_four_ranks_over_shared_memory(ranks, sync_mode):
+    """Four ranks (one empty) through one shared-memory channel: rank-order reduction with W > 2."""
+    cfg = dict(C=3, inner=(5,), counts=[4, 0, 1, 6], groups=[[0, 1, 2, 3]], transport="shm", sync_mode=sync_mode)
     _check(ranks(4).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
