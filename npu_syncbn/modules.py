@@ -200,7 +200,7 @@ class SyncBatchNorm(_BatchNorm):
         output = SyncBatchNormFunction.apply(
             input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
         )
-        if not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and self.__dict__.get("_synchronized_group") != id(group):
             # Later calls on this group skip the first-call check (function.check_level).
             self._synchronized_group = id(group)
         return output
@@ -222,7 +222,7 @@ class SyncBatchNorm(_BatchNorm):
             fingerprint=fp,
             # Under torch.compile always a first call: a flag read here would
             # be guarded and recompile the graph once it flips.
-            first_call=torch.compiler.is_compiling() or getattr(self, "_synchronized_group", None) != id(group),
+            first_call=torch.compiler.is_compiling() or self.__dict__.get("_synchronized_group") != id(group),
         )
 
     @classmethod

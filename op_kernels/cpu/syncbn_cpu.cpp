@@ -192,26 +192,36 @@ NSB_API int nsb_gather_merge(const float* mean, const float* invstd, i64 row_str
   for (i64 r = 0; r < W; ++r)
     if (counts[r * count_stride] > 0) total += counts[r * count_stride];
   if (!(total > 0)) return -3;
-  for (i64 c = 0; c < C; ++c) {
-    double m = 0;
-    for (i64 r = 0; r < W; ++r) {
-      const double n = counts[r * count_stride];
-      if (n > 0) m += (n / total) * (double)mean[r * row_stride + c];
-    }
-    double v = 0;
-    for (i64 r = 0; r < W; ++r) {
-      const double n = counts[r * count_stride];
-      if (!(n > 0)) continue;
-      const double s = invstd[r * row_stride + c];
+  base::Buf<double> m(C), v(C);  // zeroed
+  if (!m.p || !v.p) return -2;
+  // Rank-outer loops over contiguous channels: no division per element, vectorizable.
+  for (i64 r = 0; r < W; ++r) {
+    const double n = counts[r * count_stride];
+    if (!(n > 0)) continue;
+    const double w = n / total;
+    const float* mr = mean + r * row_stride;
+    for (i64 c = 0; c < C; ++c) m.p[c] += w * (double)mr[c];
+  }
+  for (i64 r = 0; r < W; ++r) {
+    const double n = counts[r * count_stride];
+    if (!(n > 0)) continue;
+    const double w = n / total;
+    const float* mr = mean + r * row_stride;
+    const float* sr = invstd + r * row_stride;
+    for (i64 c = 0; c < C; ++c) {
+      const double s = sr[c];
       double var = 1.0 / (s * s) - eps;
       var = var < 0 ? 0 : var;  // (false for NaN: NaN stays)
-      const double d = (double)mean[r * row_stride + c] - m;
-      v += (n / total) * (var + d * d);
+      const double d = (double)mr[c] - m.p[c];
+      v.p[c] += w * (var + d * d);
     }
-    out_mean[c] = (float)m;
-    out_invstd[c] = (float)(1.0 / sqrt(v + eps));
-    if (running_mean) running_mean[c] = (float)(running_mean[c] + momentum * (m - running_mean[c]));
-    if (running_var) running_var[c] = (float)(running_var[c] + momentum * (v * total / (total - 1) - running_var[c]));
+  }
+  const double unbias = total / (total - 1);
+  for (i64 c = 0; c < C; ++c) {
+    out_mean[c] = (float)m.p[c];
+    out_invstd[c] = (float)(1.0 / sqrt(v.p[c] + eps));
+    if (running_mean) running_mean[c] = (float)(running_mean[c] + momentum * (m.p[c] - running_mean[c]));
+    if (running_var) running_var[c] = (float)(running_var[c] + momentum * (v.p[c] * unbias - running_var[c]));
   }
   return 0;
 }
