@@ -61,9 +61,10 @@ def check_level(device: torch.device, first_call: bool = True) -> str:
     * ``buffer``: compare the fingerprints that ride in the statistics buffer
       (no extra collective). Catches layers called out of order, skipped
       layers and dtype mismatches while buffer sizes agree; where sizes differ
-      (another channel count at the same call) gloo aborts the rank that
-      receives the longer buffer ("Received data size doesn't match expected
-      size") and the others raise naming the layer.
+      (another channel count at the same call) every rank raises over the
+      shared-memory channel (shm.py), while gloo aborts the rank that receives
+      the longer buffer ("Received data size doesn't match expected size")
+      and the others raise naming the layer.
     * ``strict``: ``buffer`` plus a fixed-size fingerprint all_reduce before
       the statistics, so that ranks whose buffers would differ in size
       (different channel counts) raise cleanly instead of gloo aborting.
