@@ -67,6 +67,19 @@ def test_fixed_size_check_runs_on_first_calls_by_default(ranks, check, expected)
         assert counts == expected, f"rank {rank}: checks started per call {counts}, expected {expected}"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_channel_count_differs_without_the_fixed_size_check(ranks, mode):
+    """The same mismatch on a later call (check level buffer): over the
+    shared-memory channel (2 ranks here) every rank raises naming the layer
+    and the sizes; no rank aborts and none reads a short buffer."""
+    for rank, res in enumerate(ranks(2).run(sc.channels_differ, mode, "buffer")):
+        msg = res["msg"]
+        assert not res["returned"], f"rank {rank} returned statistics from buffers of different sizes"
+        assert msg is not None and "'backbone.bn'" in msg and "different buffer sizes" in msg, msg
+        assert res["elapsed"] < 5.0, f"rank {rank} took {res['elapsed']:.1f}s"
+        assert res["running_mean_untouched"]
+
+
 def test_mismatch_message_lists_every_rank():
     import torch
 
