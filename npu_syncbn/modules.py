@@ -200,10 +200,14 @@ class SyncBatchNorm(_BatchNorm):
         output = SyncBatchNormFunction.apply(
             input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
         )
-        if not torch.compiler.is_compiling() and self.__dict__.get("_synchronized_group") != id(group):
-            # Later calls on this group skip the first-call check (function.check_level).
-            self._synchronized_group = id(group)
+        if not torch.compiler.is_compiling() and self._first_call_on(group):
+            self._synchronized_group = id(group)  # later calls skip the first-call check (function.check_level)
         return output
+
+    def _first_call_on(self, group) -> bool:
+        """No synchronized step of this layer went through on ``group`` yet
+        (read from __dict__: nn.Module's attribute fallback is slow)."""
+        return self.__dict__.get("_synchronized_group") != id(group)
 
     def _plan(self, group, world_size: int, input: Tensor) -> SyncPlan:
         fp = Fingerprint(
@@ -222,7 +226,7 @@ class SyncBatchNorm(_BatchNorm):
             fingerprint=fp,
             # Under torch.compile always a first call: a flag read here would
             # be guarded and recompile the graph once it flips.
-            first_call=torch.compiler.is_compiling() or self.__dict__.get("_synchronized_group") != id(group),
+            first_call=torch.compiler.is_compiling() or self._first_call_on(group),
         )
 
     @classmethod

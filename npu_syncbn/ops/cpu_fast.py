@@ -77,7 +77,7 @@ def library() -> Optional[ctypes.CDLL]:
     """The loaded library, or None when it is unavailable or disabled by ``NPU_SYNCBN_CPU_KERNELS=aten``."""
     if _mode() == "aten":
         return None
-    lib = _lib if _tried else _load()
+    lib = library_any()
     if lib is not None and not _openmp and torch.get_num_threads() > 1:
         return None  # built without OpenMP: single-threaded kernels would lose aten's parallelism
     return lib
