@@ -254,11 +254,13 @@ def _local_cls(dim: int):
 
 
 class _CollectiveTrace:
-    """Records (phase, collective, numel, dtype) of the npu_syncbn.comm
-    collectives issued inside the block (whatever carries them: gloo or the
-    shared-memory channel); set ``phase`` as the step goes on."""
+    """Records (phase, collective, numel, dtype) of the collectives issued
+    inside the block: those of npu_syncbn.comm (whatever carries them: gloo or
+    the shared-memory channel) and those of the fused CPU step (cpu_step.py,
+    which exchanges over the channel from C); set ``phase`` as the step goes on."""
 
     NAMES = {"all_gather_rows": "all_gather", "all_reduce_sum": "all_reduce", "all_reduce_sum_start": "all_reduce"}
+    FUSED = {"forward": "all_gather", "backward": "all_reduce"}
 
     def __init__(self) -> None:
         self.calls: List[Tuple[str, str, int, str]] = []
@@ -271,19 +273,31 @@ class _CollectiveTrace:
 
         return wrapper
 
-    def __enter__(self):
-        from . import comm
+    def _wrap_fused(self, original, kind, payload):
+        def wrapper(*args, **kwargs):
+            result = original(*args, **kwargs)
+            if result is not None:  # the step ran fused: it sent one payload of float32
+                input = args[0] if kind == "all_gather" else args[1]
+                self.calls.append((self.phase, kind, payload(input.shape[1]), "float32"))
+            return result
 
-        self._saved = {name: getattr(comm, name) for name in self.NAMES}
+        return wrapper
+
+    def __enter__(self):
+        from . import comm, cpu_step
+
+        self._saved = [(comm, name, getattr(comm, name)) for name in self.NAMES]
+        self._saved += [(cpu_step, name, getattr(cpu_step, name)) for name in self.FUSED]
         for name, kind in self.NAMES.items():
-            setattr(comm, name, self._wrap(self._saved[name], kind))
+            setattr(comm, name, self._wrap(getattr(comm, name), kind))
+        payloads = {"forward": cpu_step.forward_payload, "backward": cpu_step.backward_payload}
+        for name, kind in self.FUSED.items():
+            setattr(cpu_step, name, self._wrap_fused(getattr(cpu_step, name), kind, payloads[name]))
         return self
 
     def __exit__(self, *exc):
-        from . import comm
-
-        for name, original in self._saved.items():
-            setattr(comm, name, original)
+        for owner, name, original in self._saved:
+            setattr(owner, name, original)
         return False
 
 

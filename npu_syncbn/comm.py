@@ -265,7 +265,7 @@ def _uses_list_all_gather(pg: dist.ProcessGroup) -> bool:
     return dist.get_backend(pg) == "gloo"
 
 
-def _shm_channel(buf: Tensor, pg: dist.ProcessGroup) -> Optional[shm.ShmChannel]:
+def shm_channel(buf: Tensor, pg: dist.ProcessGroup) -> Optional[shm.ShmChannel]:
     """The group's shared-memory channel for this eager CPU collective, if any (see shm.py)."""
     if buf.device.type != "cpu" or torch.compiler.is_compiling():
         return None
@@ -276,7 +276,7 @@ def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: in
     """Gather a 1-D ``buf`` from every rank of ``pg``: returns (world_size, len(buf))."""
     if pg is None:  # a world of one: nothing to exchange
         return buf.unsqueeze(0)
-    channel = _shm_channel(buf, pg)
+    channel = shm_channel(buf, pg)
     if channel is not None:
         rows = channel.all_gather_rows(buf)
         if rows is not None:
@@ -298,7 +298,7 @@ def all_reduce_sum_start(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Option
     takes microseconds)."""
     if pg is None:  # a world of one
         return None
-    channel = _shm_channel(buf, pg)
+    channel = shm_channel(buf, pg)
     if channel is not None and channel.all_reduce_sum(buf) is not None:
         return None
     if torch.compiler.is_compiling():
@@ -317,7 +317,7 @@ def all_reduce_sum(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Tensor:
     """Sum ``buf`` over ``pg`` in place and return it."""
     if pg is None:  # a world of one
         return buf
-    channel = _shm_channel(buf, pg)
+    channel = shm_channel(buf, pg)
     if channel is not None and channel.all_reduce_sum(buf) is not None:
         return buf
     dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=pg)

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import comm, fingerprint, ops
+from . import comm, cpu_step, fingerprint, ops, shm
 from .ops.merge import invstd_to_var, merge_shifted_sums, shifted_sums, update_running_stats
 from .ops.schema import stats_dtype
 
@@ -223,6 +223,16 @@ class SyncBatchNormFunction(torch.autograd.Function):
     ) -> Tensor:
         c = input.shape[1]
         level = check_level(input.device, plan.first_call)  # read once per step
+        ctx.plan = plan
+        if level != "strict":
+            try:
+                fused = cpu_step.forward(input, weight, bias, running_mean, running_var, eps, momentum, plan, level != "never")
+            except shm.ChannelError as exc:
+                raise _collective_error(exc, plan, "forward statistics") from exc
+            if fused is not None:
+                output, mean, invstd, counts = fused
+                ctx.save_for_backward(input, weight, mean, invstd, counts)
+                return output
         check = start_agreement_check(plan, input.device) if level == "strict" else None
         mean, invstd = ops.batch_norm_stats(input, eps)  # overlaps the check in flight
         count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
@@ -237,7 +247,6 @@ class SyncBatchNormFunction(torch.autograd.Function):
         merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
         mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan, level != "never")
         ctx.save_for_backward(input, weight, mean, invstd, counts)
-        ctx.plan = plan
         return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
 
     @staticmethod
@@ -245,6 +254,19 @@ class SyncBatchNormFunction(torch.autograd.Function):
         input, weight, mean, invstd, counts = ctx.saved_tensors
         plan: SyncPlan = ctx.plan
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        if need_input:
+            try:
+                fused = cpu_step.backward(grad_output, input, mean, invstd, weight, counts, plan)
+            except shm.ChannelError as exc:
+                raise _collective_error(exc, plan, "backward gradient") from exc
+            if fused is not None:
+                grad_input, grad_weight, grad_bias = fused
+                return (
+                    grad_input,
+                    grad_weight if need_weight else None,
+                    grad_bias if need_bias else None,
+                    None, None, None, None, None,
+                )
         sum_dy, sum_dy_xmu, grad_weight, grad_bias = ops.batch_norm_backward_reduce(
             grad_output, input, mean, invstd, weight, need_input, need_weight, need_bias
         )

@@ -39,15 +39,21 @@ from torch import Tensor
 ENV = "NPU_SYNCBN_CPU_TRANSPORT"  # auto | shm | gloo
 MODES = ("auto", "shm", "gloo")
 SLOT_BYTES = 128 << 10  # payload per rank and slot; larger payloads go through gloo
+RANK_STRIDE = 2 * SLOT_BYTES  # bytes from one rank's slot to the next rank's same slot
+ARRIVED, MISMATCH = -1, -2  # nsb_exchange outcomes besides a missing rank (op_kernels/cpu/nsb_api.h)
 SHM_DIR = "/dev/shm"
 _HEADER = 64  # per rank: seq, then (nbytes, dtype code) of slots 0 and 1; one cache line
-_DTYPES = {torch.float32: 1, torch.float64: 2, torch.int64: 3, torch.float16: 4, torch.bfloat16: 5, torch.int32: 6}
+DTYPE_CODES = {torch.float32: 1, torch.float64: 2, torch.int64: 3, torch.float16: 4, torch.bfloat16: 5, torch.int32: 6}
 
 # id(pg) -> (pg, channel or None); holding pg keeps its id from being reused.
 _CHANNELS: Dict[int, Tuple[dist.ProcessGroup, Optional["ShmChannel"]]] = {}
 
 
-class ShmTimeout(RuntimeError):
+class ChannelError(RuntimeError):
+    """A collective over the channel failed; every rank of it raises."""
+
+
+class ShmTimeout(ChannelError):
     """A rank did not reach the collective within the group's timeout."""
 
 
@@ -106,6 +112,8 @@ class ShmChannel:
         # there, several us as torch ops (this is the per-collective overhead).
         self._heads = np.frombuffer(mapping, dtype=np.int64, count=world_size * _HEADER // 8).reshape(world_size, -1)
         self._slots = raw[_HEADER * world_size :].view(world_size, 2, SLOT_BYTES)
+        self._slots_address = self._slots.data_ptr()
+        self._floats = np.frombuffer(mapping, dtype=np.float32, offset=_HEADER * world_size).reshape(world_size, 2, -1)
         self._seq_ptr = self._heads.ctypes.data
         self._k = 0
         self.broken: Optional[str] = None
@@ -114,39 +122,72 @@ class ShmChannel:
     def size(world_size: int) -> int:
         return world_size * (_HEADER + 2 * SLOT_BYTES)
 
-    def _exchange(self, buf: Tensor) -> Optional[int]:
-        """Publish ``buf``, wait for every rank; returns the slot to read, or
-        None when every rank's payload is too large for a slot (use gloo)."""
+    def next_collective(self) -> int:
+        """Sequence number k of the next collective; this rank writes its
+        payload into slot k % 2 (:meth:`slot_address`), which is safe from the
+        moment the previous collective returned, then calls :meth:`publish_and_wait`
+        (or hands k to C and reports the outcome with :meth:`settle`)."""
         if self.broken:
-            raise RuntimeError(f"shared-memory channel unusable after an earlier failure: {self.broken}")
-        code = _DTYPES.get(buf.dtype)
-        if code is None:
-            return None  # decided on dtype alone: the same on every rank of a well-formed call
-        nbytes = buf.numel() * buf.element_size()
-        self._k += 1
-        k, slot = self._k, self._k % 2
-        if nbytes <= SLOT_BYTES:
-            self._slots[self.rank, slot, :nbytes].view(buf.dtype).copy_(buf.reshape(-1))
-        self._heads[self.rank, 1 + 2 * slot] = nbytes
-        self._heads[self.rank, 2 + 2 * slot] = code
-        self._lib.nsb_seq_publish(self._seq_ptr + self.rank * _HEADER, k)
-        missing = self._lib.nsb_seq_wait(self._seq_ptr, _HEADER // 8, self.world_size, k, self.timeout_s)
-        if missing >= 0:
-            self.broken = f"rank {missing} of the group did not arrive within {self.timeout_s:.0f} s"
+            raise ChannelError(f"shared-memory channel unusable after an earlier failure: {self.broken}")
+        return self._k + 1
+
+    def slot_address(self, rank: int, slot: int) -> int:
+        """Address of ``rank``'s payload in ``slot``; rank r + 1's follows at
+        + :data:`RANK_STRIDE` bytes."""
+        return self._slots_address + rank * RANK_STRIDE + slot * SLOT_BYTES
+
+    def geometry(self):
+        """(heads address, header stride in int64, slots address, slot bytes, rank,
+        world size, timeout s): what the C rendezvous (nsb_exchange) needs."""
+        return self._seq_ptr, _HEADER // 8, self._slots_address, SLOT_BYTES, self.rank, self.world_size, self.timeout_s
+
+    def publish_and_wait(self, nbytes: int, code: int) -> int:
+        """Publish this rank's payload (``nbytes`` of dtype ``code``, already in
+        slot :meth:`next_collective` % 2) and wait for every rank's; returns
+        the slot to read. Raises as :meth:`settle`."""
+        k = self.next_collective()
+        self.settle(k, self._lib.nsb_exchange(*self.geometry()[:2], self.rank, self.world_size, k, nbytes, code,
+                                              self.timeout_s))
+        return k % 2
+
+    def settle(self, k: int, outcome: int) -> None:
+        """Record collective ``k`` as done with nsb_exchange's ``outcome``: ARRIVED,
+        MISMATCH (raises ChannelError on every rank; the channel stays in
+        step), or the rank that did not arrive within the timeout (raises
+        ShmTimeout; the channel is unusable from then on)."""
+        self._k = k
+        if outcome == ARRIVED:
+            return
+        if outcome >= 0:
+            self.broken = f"rank {outcome} of the group did not arrive within {self.timeout_s:.0f} s"
             raise ShmTimeout(
                 f"shared-memory collective: {self.broken} (a rank died, hangs, or skipped a collective; "
                 "the wait is bounded by the process group timeout, $NPU_SYNCBN_TIMEOUT)"
             )
-        sizes = self._heads[:, 1 + 2 * slot]
-        codes = self._heads[:, 2 + 2 * slot]
-        if (sizes != nbytes).any() or (codes != code).any():
-            sizes, codes = sizes.tolist(), codes.tolist()
-            names = {v: str(d).replace("torch.", "") for d, v in _DTYPES.items()}
-            parts = ", ".join(f"rank {r}: {n} bytes {names.get(c, c)}" for r, (n, c) in enumerate(zip(sizes, codes)))
-            raise RuntimeError(
-                f"ranks sent different buffer sizes or dtypes to one collective ({parts}): a different channel "
-                "count or dtype at the same call, or collectives called in different orders"
-            )
+        slot = k % 2
+        sizes, codes = self._heads[:, 1 + 2 * slot].tolist(), self._heads[:, 2 + 2 * slot].tolist()
+        names = {v: str(d).replace("torch.", "") for d, v in DTYPE_CODES.items()}
+        parts = ", ".join(f"rank {r}: {n} bytes {names.get(c, c)}" for r, (n, c) in enumerate(zip(sizes, codes)))
+        raise ChannelError(
+            f"ranks sent different buffer sizes or dtypes to one collective ({parts}): a different channel "
+            "count or dtype at the same call, or collectives called in different orders"
+        )
+
+    def floats(self, slot: int) -> np.ndarray:
+        """(W, SLOT_BYTES / 4) float32 numpy view of every rank's ``slot``."""
+        return self._floats[:, slot]
+
+    def _exchange(self, buf: Tensor) -> Optional[int]:
+        """Publish ``buf``, wait for every rank; returns the slot to read, or
+        None when every rank's payload is too large for a slot (use gloo)."""
+        code = DTYPE_CODES.get(buf.dtype)
+        if code is None:
+            return None  # decided on dtype alone: the same on every rank of a well-formed call
+        nbytes = buf.numel() * buf.element_size()
+        if nbytes <= SLOT_BYTES:
+            slot = self.next_collective() % 2
+            self._slots[self.rank, slot, :nbytes].view(buf.dtype).copy_(buf.reshape(-1))
+        slot = self.publish_and_wait(nbytes, code)
         return slot if nbytes <= SLOT_BYTES else None
 
     def _peer(self, r: int, slot: int, like: Tensor) -> Tensor:

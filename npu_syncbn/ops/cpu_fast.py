@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 ENV = "NPU_SYNCBN_CPU_KERNELS"  # "aten": never use the C kernels; "fast": also for float16
-_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _AUTO_DTYPES = (torch.float32, torch.bfloat16)
 NCL, NLC = 0, 1
 
@@ -47,6 +47,13 @@ _SIGNATURES = {
     "nsb_gather_merge": [_P, _P, _I64, _P, _I64, _I64, _I64, _D, _P, _P, _D, _P, _P],
     "nsb_seq_publish": [_P, _I64],  # shm_sync.cpp, for npu_syncbn/shm.py
     "nsb_seq_wait": [_P, _I64, _I, _I64, _D],
+    "nsb_sum_rows_f32": [_P, _I64, _I, _I64, _P],
+    "nsb_exchange": [_P, _I64, _I, _I, _I64, _I64, _I64, _D],
+    # sync_step.cpp, for npu_syncbn/cpu_step.py
+    "nsb_sync_forward": [_P, _P, _I, _I, _I64, _I64, _I64, _D, _P, _P, _P, _P, _D, _D, _D, _D, _D, _I,
+                         _P, _I64, _P, _I64, _I, _I, _I64, _D, _P, _P, _P, _I, _P],
+    "nsb_sync_backward": [_P, _P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _D,
+                          _P, _I64, _P, _I64, _I, _I, _I64, _D, _P, _P, _I, _P],
 }
 NO_POSITIVE_COUNT = -3  # nsb_gather_merge: every rank's batch is empty
 
@@ -99,7 +106,7 @@ def _mode() -> str:
 
 def layout(x: Tensor) -> Optional[Tuple[int, int, int, int]]:
     """(layout, N, C, L) the kernels see ``x`` as, or None when they cannot take it."""
-    if x.dtype not in _AUTO_DTYPES and not (x.dtype in _DTYPES and _mode() == "fast"):
+    if x.dtype not in _AUTO_DTYPES and not (x.dtype in DTYPE_CODES and _mode() == "fast"):
         return None
     if x.dim() < 2:
         return None
@@ -142,7 +149,7 @@ def stats(x: Tensor, eps: float) -> Optional[Tuple[Tensor, Tensor]]:
     C = x.shape[1]
     mean = torch.empty(C, dtype=torch.float32)
     invstd = torch.empty(C, dtype=torch.float32)
-    rc = lib.nsb_stats(x.data_ptr(), _DTYPES[x.dtype], kind, n, c, l, float(eps), mean.data_ptr(), invstd.data_ptr(),
+    rc = lib.nsb_stats(x.data_ptr(), DTYPE_CODES[x.dtype], kind, n, c, l, float(eps), mean.data_ptr(), invstd.data_ptr(),
                        torch.get_num_threads())
     return (mean, invstd) if rc == 0 else None
 
@@ -158,7 +165,7 @@ def elemt(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Ten
     weight = None if weight is None else _vec(weight)
     bias = None if bias is None else _vec(bias)
     y = torch.empty_like(x)
-    rc = lib.nsb_elemt(x.data_ptr(), y.data_ptr(), _DTYPES[x.dtype], kind, n, c, l, mean.data_ptr(), invstd.data_ptr(),
+    rc = lib.nsb_elemt(x.data_ptr(), y.data_ptr(), DTYPE_CODES[x.dtype], kind, n, c, l, mean.data_ptr(), invstd.data_ptr(),
                        _ptr(weight), _ptr(bias), torch.get_num_threads())
     return y if rc == 0 else None
 
@@ -181,7 +188,7 @@ def backward_reduce(grad_out: Tensor, x: Tensor, mean: Tensor, invstd: Tensor):
     C = x.shape[1]
     mean, invstd = _vec(mean), _vec(invstd)
     out = [torch.empty(C, dtype=torch.float32) for _ in range(4)]  # outputs must not alias each other
-    rc = lib.nsb_backward_reduce(grad_out.data_ptr(), x.data_ptr(), _DTYPES[x.dtype], kind, n, c, l, mean.data_ptr(),
+    rc = lib.nsb_backward_reduce(grad_out.data_ptr(), x.data_ptr(), DTYPE_CODES[x.dtype], kind, n, c, l, mean.data_ptr(),
                                  invstd.data_ptr(), *(t.data_ptr() for t in out), torch.get_num_threads())
     return tuple(out) if rc == 0 else None
 
@@ -230,7 +237,7 @@ def backward_elemt(grad_out: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, we
     mean, invstd, sum_dy, sum_dy_xmu = _vec(mean), _vec(invstd), _vec(sum_dy), _vec(sum_dy_xmu)
     weight = None if weight is None else _vec(weight)
     dx = torch.empty_like(x)
-    rc = lib.nsb_backward_elemt(grad_out.data_ptr(), x.data_ptr(), dx.data_ptr(), _DTYPES[x.dtype], kind, n, c, l,
+    rc = lib.nsb_backward_elemt(grad_out.data_ptr(), x.data_ptr(), dx.data_ptr(), DTYPE_CODES[x.dtype], kind, n, c, l,
                                 mean.data_ptr(), invstd.data_ptr(), _ptr(weight), sum_dy.data_ptr(),
                                 sum_dy_xmu.data_ptr(), float(count), torch.get_num_threads())
     return dx if rc == 0 else None

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define NSB_API extern "C" __attribute__((visibility("default")))
+#include "nsb_api.h"
 
 namespace {
 inline void cpu_relax() {
@@ -61,4 +61,38 @@ NSB_API int nsb_seq_wait(const int64_t* seqs, int64_t stride, int n, int64_t tar
     else
       sched_yield();
   }
+}
+
+// out[i] = ((rows[0][i] + rows[1][i]) + rows[2][i]) + ... for W rows of n
+// float32 values, row r at rows + r * row_stride: the rank order every rank
+// uses, so all ranks get the same bits (the channel's float32 all_reduce).
+NSB_API void nsb_sum_rows_f32(const float* rows, int64_t row_stride, int W, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = rows[i];
+  for (int r = 1; r < W; ++r) {
+    const float* row = rows + r * row_stride;
+    for (int64_t i = 0; i < n; ++i) out[i] += row[i];
+  }
+}
+
+// One collective's rendezvous (the protocol is described in npu_syncbn/shm.py).
+// heads: W per-rank headers of head_stride int64 each, [seq, nbytes0, code0,
+// nbytes1, code1, ...]. This rank's payload for collective k is already in
+// slot k % 2; this writes (nbytes, code) into its header, publishes seq = k
+// and waits for every rank. Returns NSB_ARRIVED when all ranks arrived with
+// the same (nbytes, code), NSB_MISMATCH when they arrived with different
+// ones, else (after timeout_s) the first rank missing (>= 0).
+NSB_API int nsb_exchange(int64_t* heads, int64_t head_stride, int rank, int W, int64_t k, int64_t nbytes,
+                         int64_t code, double timeout_s) {
+  const int slot = (int)(k % 2);
+  int64_t* mine = heads + rank * head_stride;
+  mine[1 + 2 * slot] = nbytes;
+  mine[2 + 2 * slot] = code;
+  nsb_seq_publish(mine, k);
+  const int missing = nsb_seq_wait(heads, head_stride, W, k, timeout_s);
+  if (missing >= 0) return missing;
+  for (int r = 0; r < W; ++r) {
+    const int64_t* head = heads + r * head_stride;
+    if (head[1 + 2 * slot] != nbytes || head[2 + 2 * slot] != code) return NSB_MISMATCH;
+  }
+  return NSB_ARRIVED;
 }

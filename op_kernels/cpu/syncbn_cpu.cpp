@@ -29,7 +29,7 @@
 #include <omp.h>
 #endif
 
-#define NSB_API extern "C" __attribute__((visibility("default")))
+#include "nsb_api.h"
 
 // Three builds of the same kernels: the baseline x86-64 one (any machine), one
 // for AVX2 + FMA + F16C and one for AVX-512, chosen at run time (no
