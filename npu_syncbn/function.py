@@ -16,6 +16,12 @@ The forward collective has two modes (see :class:`SyncPlan`):
 
 Every rank takes part in both collectives, including a rank whose batch is
 empty (count 0: it contributes nothing and gets empty outputs).
+
+Each step runs op by op (the five ops of npu_syncbn.ops, what NPUs and
+torch.compile graphs run) unless :mod:`npu_syncbn.cpu_step` takes it: in
+eager mode on CPU over the shared-memory channel, it does the same
+allgather-mode forward, or backward, in one C call with bitwise the same
+results.
 """
 from __future__ import annotations
 
