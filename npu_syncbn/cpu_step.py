@@ -119,7 +119,7 @@ def forward(input: Tensor, weight, bias, running_mean, running_var, eps: float, 
     k = channel.next_collective()
     rc = lib.nsb_sync_forward(input.data_ptr(), output.data_ptr(), cpu_fast.DTYPE_CODES[input.dtype], kind, n, cc, l,
                               float(eps), _ptr(weight), _ptr(bias), _ptr(running_mean), _ptr(running_var),
-                              float(momentum), *plan.fingerprint.values(), int(verify), *channel.geometry()[:4],
+                              float(momentum), *plan.fingerprint.values(), int(verify), *channel.geometry(),
                               plan.rank, plan.world_size, k, channel.timeout_s, mean.data_ptr(), invstd.data_ptr(),
                               counts.data_ptr(), torch.get_num_threads(), _DETAIL)
     _settle(channel, k, rc, "forward")
@@ -146,7 +146,7 @@ def backward(grad_output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor, w
     k = channel.next_collective()
     rc = lib.nsb_sync_backward(grad_output.data_ptr(), input.data_ptr(), grad_input.data_ptr(),
                                cpu_fast.DTYPE_CODES[input.dtype], kind, n, cc, l, mean.data_ptr(), invstd.data_ptr(),
-                               _ptr(weight), float(counts.sum()), *channel.geometry()[:4], plan.rank, plan.world_size,
+                               _ptr(weight), float(counts.sum()), *channel.geometry(), plan.rank, plan.world_size,
                                k, channel.timeout_s, grad_weight.data_ptr(), grad_bias.data_ptr(),
                                torch.get_num_threads(), _DETAIL)
     _settle(channel, k, rc, "backward")

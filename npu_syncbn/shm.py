@@ -15,7 +15,8 @@ for each of the job's processes on it, since waiting ranks spin) or ``shm``,
 and the group's ranks share /dev/shm; ``gloo`` turns it off. Everything else (torch.compile graphs,
 payloads beyond :data:`SLOT_BYTES`, other backends) goes through gloo.
 
-Protocol of collective k (k = 1, 2, ...) on a channel of W ranks: rank r
+Protocol of collective k (k = 1, 2, ...) on a channel of W ranks (the
+rendezvous is nsb_exchange in op_kernels/cpu/shm_sync.cpp): rank r
 writes its payload into slot k % 2 of its area, then (nbytes, dtype) into
 that slot's header, then publishes seq[r] = k; it reads the peers' slots once
 every seq >= k. A rank can reuse a slot (collective k + 2) only after every
@@ -108,8 +109,8 @@ class ShmChannel:
         self._map = mapping  # kept open: the tensors below view it
         self.rank, self.world_size, self.timeout_s, self._lib = rank, world_size, timeout_s, lib
         raw = torch.frombuffer(mapping, dtype=torch.uint8)
-        # Headers through numpy: a scalar store or a row compare costs ~0.1 us
-        # there, several us as torch ops (this is the per-collective overhead).
+        # The rendezvous reads and writes the headers in C (nsb_exchange); these
+        # numpy views serve the error messages and the fused step's fingerprint rows.
         self._heads = np.frombuffer(mapping, dtype=np.int64, count=world_size * _HEADER // 8).reshape(world_size, -1)
         self._slots = raw[_HEADER * world_size :].view(world_size, 2, SLOT_BYTES)
         self._slots_address = self._slots.data_ptr()
@@ -136,17 +137,17 @@ class ShmChannel:
         + :data:`RANK_STRIDE` bytes."""
         return self._slots_address + rank * RANK_STRIDE + slot * SLOT_BYTES
 
-    def geometry(self):
-        """(heads address, header stride in int64, slots address, slot bytes, rank,
-        world size, timeout s): what the C rendezvous (nsb_exchange) needs."""
-        return self._seq_ptr, _HEADER // 8, self._slots_address, SLOT_BYTES, self.rank, self.world_size, self.timeout_s
+    def geometry(self) -> Tuple[int, int, int, int]:
+        """(headers address, header stride in int64, slots address, slot bytes):
+        where C finds the channel (with rank, world_size and timeout_s)."""
+        return self._seq_ptr, _HEADER // 8, self._slots_address, SLOT_BYTES
 
     def publish_and_wait(self, nbytes: int, code: int) -> int:
         """Publish this rank's payload (``nbytes`` of dtype ``code``, already in
         slot :meth:`next_collective` % 2) and wait for every rank's; returns
         the slot to read. Raises as :meth:`settle`."""
         k = self.next_collective()
-        self.settle(k, self._lib.nsb_exchange(*self.geometry()[:2], self.rank, self.world_size, k, nbytes, code,
+        self.settle(k, self._lib.nsb_exchange(self._seq_ptr, _HEADER // 8, self.rank, self.world_size, k, nbytes, code,
                                               self.timeout_s))
         return k % 2
 
