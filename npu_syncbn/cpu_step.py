@@ -20,8 +20,8 @@ of the op path, and ranks may mix the two paths (one rank's gradient in
 another layout) without the channel going out of step.
 
 Each function returns None (nothing done, nothing sent) when the step is not
-one it takes, and the op path runs instead: torch.compile, a dispatch mode
-(profilers and recorders see the ops), no channel (gloo transport), the
+one it takes, and the op path runs instead: torch.compile, torch.jit.trace,
+a dispatch mode (profilers, recorders and make_fx see the ops), no channel (gloo transport), the
 allreduce sync mode, a tensor momentum (cumulative average), the strict
 fingerprint check, dtypes or layouts the C kernels do not take (float16
 included: its elemt differs between the paths), parameters, buffers or
@@ -69,11 +69,11 @@ def _ptr(t: Optional[Tensor]):
 
 def _setup(input: Tensor, plan, payload_floats: int, vectors: Sequence[Optional[Tensor]]):
     """(library, channel, layout) when this step runs fused, else None."""
-    if torch.compiler.is_compiling() or plan.group is None:
-        return None
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or plan.group is None or input.device.type != "cpu":
+        return None  # graphs must record the ops, which a C call bypasses
     if input.dtype not in _INPUT_DTYPES or type(input) not in _PLAIN or not all(_f32_vector(t) for t in vectors):
         return None
-    if torch._C._len_torch_dispatch_stack():  # a dispatch mode (profiler, recorder) must see the ops
+    if torch._C._len_torch_dispatch_stack():  # a dispatch mode (profiler, recorder, make_fx) must see the ops
         return None
     lib = cpu_fast.library()
     if lib is None or payload_floats * 4 > shm.SLOT_BYTES:

@@ -12,13 +12,13 @@
 // Channel geometry: heads = W headers of head_stride int64; slots = rank 0's
 // slot 0; rank r's slot s at slots + r * 2 * slot_bytes + s * slot_bytes.
 // k is the collective's sequence number (its slot is k % 2).
-//
-// Results (detail receives the missing rank for NSB_STEP_TIMEOUT):
 #include <stdlib.h>
 #include <string.h>
 
 #include "nsb_api.h"
 
+// Results (mirrored in npu_syncbn/cpu_step.py); detail receives the missing
+// rank of NSB_STEP_TIMEOUT.
 #define NSB_STEP_DONE 0
 #define NSB_STEP_TIMEOUT 1         // a rank did not arrive: the channel is unusable
 #define NSB_STEP_MISMATCH 2        // ranks sent different sizes or dtypes (every rank sees it)
