@@ -264,7 +264,8 @@ class _CollectiveTrace:
     which exchanges over the channel from C); set ``phase`` as the step goes on."""
 
     NAMES = {"all_gather_rows": "all_gather", "all_reduce_sum": "all_reduce", "all_reduce_sum_start": "all_reduce"}
-    FUSED = {"forward": "all_gather", "backward": "all_reduce"}
+    # cpu_step function -> (collective, float32 values it sends for C channels, position of the input argument)
+    FUSED = {"forward": ("all_gather", "forward_payload", 0), "backward": ("all_reduce", "backward_payload", 1)}
 
     def __init__(self) -> None:
         self.calls: List[Tuple[str, str, int, str]] = []
@@ -277,12 +278,11 @@ class _CollectiveTrace:
 
         return wrapper
 
-    def _wrap_fused(self, original, kind, payload):
+    def _wrap_fused(self, original, kind, payload, input_at):
         def wrapper(*args, **kwargs):
             result = original(*args, **kwargs)
             if result is not None:  # the step ran fused: it sent one payload of float32
-                input = args[0] if kind == "all_gather" else args[1]
-                self.calls.append((self.phase, kind, payload(input.shape[1]), "float32"))
+                self.calls.append((self.phase, kind, payload(args[input_at].shape[1]), "float32"))
             return result
 
         return wrapper
@@ -294,9 +294,8 @@ class _CollectiveTrace:
         self._saved += [(cpu_step, name, getattr(cpu_step, name)) for name in self.FUSED]
         for name, kind in self.NAMES.items():
             setattr(comm, name, self._wrap(getattr(comm, name), kind))
-        payloads = {"forward": cpu_step.forward_payload, "backward": cpu_step.backward_payload}
-        for name, kind in self.FUSED.items():
-            setattr(cpu_step, name, self._wrap_fused(getattr(cpu_step, name), kind, payloads[name]))
+        for name, (kind, payload, input_at) in self.FUSED.items():
+            setattr(cpu_step, name, self._wrap_fused(getattr(cpu_step, name), kind, getattr(cpu_step, payload), input_at))
         return self
 
     def __exit__(self, *exc):

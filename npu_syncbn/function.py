@@ -227,67 +227,73 @@ class SyncBatchNormFunction(torch.autograd.Function):
         momentum: Union[float, Tensor],
         plan: SyncPlan,
     ) -> Tensor:
-        c = input.shape[1]
         level = check_level(input.device, plan.first_call)  # read once per step
-        ctx.plan = plan
+        args = (input, weight, bias, running_mean, running_var, eps, momentum, plan)
+        step = None
         if level != "strict":
             try:
-                fused = cpu_step.forward(input, weight, bias, running_mean, running_var, eps, momentum, plan, level != "never")
+                step = cpu_step.forward(*args, level != "never")
             except shm.ChannelError as exc:
                 raise _collective_error(exc, plan, "forward statistics") from exc
-            if fused is not None:
-                output, mean, invstd, counts = fused
-                ctx.save_for_backward(input, weight, mean, invstd, counts)
-                return output
-        check = start_agreement_check(plan, input.device) if level == "strict" else None
-        mean, invstd = ops.batch_norm_stats(input, eps)  # overlaps the check in flight
-        count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
-        if check is not None:
-            settled = finish_agreement_check(plan, check)
-            if torch.compiler.is_compiling():
-                # A graph orders collectives by data dependencies only: make the
-                # statistics depend on the check (adding an exact 0) so that it
-                # is neither dropped as dead code nor overtaken by the
-                # statistics collective, which would abort gloo when C differs.
-                mean = mean + settled.to(mean.dtype)
-        merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
-        mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan, level != "never")
+        output, mean, invstd, counts = step if step is not None else _op_path_forward(*args, level)
         ctx.save_for_backward(input, weight, mean, invstd, counts)
-        return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
+        ctx.plan = plan
+        return output
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         input, weight, mean, invstd, counts = ctx.saved_tensors
         plan: SyncPlan = ctx.plan
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        if need_input:
+        grads = None
+        if need_input:  # without dx there is no collective, and nothing to fuse
             try:
-                fused = cpu_step.backward(grad_output, input, mean, invstd, weight, counts, plan)
+                grads = cpu_step.backward(grad_output, input, mean, invstd, weight, counts, plan)
             except shm.ChannelError as exc:
                 raise _collective_error(exc, plan, "backward gradient") from exc
-            if fused is not None:
-                grad_input, grad_weight, grad_bias = fused
-                return (
-                    grad_input,
-                    grad_weight if need_weight else None,
-                    grad_bias if need_bias else None,
-                    None, None, None, None, None,
-                )
-        sum_dy, sum_dy_xmu, grad_weight, grad_bias = ops.batch_norm_backward_reduce(
-            grad_output, input, mean, invstd, weight, need_input, need_weight, need_bias
-        )
-        grad_input = None
-        if need_input:
-            c = input.shape[1]
-            sums = torch.cat([sum_dy, sum_dy_xmu])
-            try:
-                sums = comm.all_reduce_sum(sums, plan.group)
-            except RuntimeError as exc:
-                raise _collective_error(exc, plan, "backward gradient") from exc
-            grad_input = ops.batch_norm_backward_elemt(grad_output, input, mean, invstd, weight, sums[:c], sums[c:], counts)
+        if grads is None:
+            grads = _op_path_backward(grad_output, input, weight, mean, invstd, counts, plan, ctx.needs_input_grad[:3])
+        grad_input, grad_weight, grad_bias = grads
         return (
             grad_input,
             grad_weight if need_weight else None,
             grad_bias if need_bias else None,
             None, None, None, None, None,
         )
+
+
+def _op_path_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan, level: str):
+    """The forward op by op: (output, mean, invstd, counts)."""
+    c = input.shape[1]
+    check = start_agreement_check(plan, input.device) if level == "strict" else None
+    mean, invstd = ops.batch_norm_stats(input, eps)  # overlaps the check in flight
+    count = torch.full((1,), input.numel() // c, dtype=stats_dtype(input), device=input.device)
+    if check is not None:
+        settled = finish_agreement_check(plan, check)
+        if torch.compiler.is_compiling():
+            # A graph orders collectives by data dependencies only: make the
+            # statistics depend on the check (adding an exact 0) so that it
+            # is neither dropped as dead code nor overtaken by the
+            # statistics collective, which would abort gloo when C differs.
+            mean = mean + settled.to(mean.dtype)
+    merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
+    mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan, level != "never")
+    return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps), mean, invstd, counts
+
+
+def _op_path_backward(grad_output, input, weight, mean, invstd, counts, plan: SyncPlan, needs_grad):
+    """The backward op by op: (grad_input or None, grad_weight, grad_bias)."""
+    need_input, need_weight, need_bias = needs_grad
+    sum_dy, sum_dy_xmu, grad_weight, grad_bias = ops.batch_norm_backward_reduce(
+        grad_output, input, mean, invstd, weight, need_input, need_weight, need_bias
+    )
+    if not need_input:
+        return None, grad_weight, grad_bias
+    c = input.shape[1]
+    sums = torch.cat([sum_dy, sum_dy_xmu])
+    try:
+        sums = comm.all_reduce_sum(sums, plan.group)
+    except RuntimeError as exc:
+        raise _collective_error(exc, plan, "backward gradient") from exc
+    grad_input = ops.batch_norm_backward_elemt(grad_output, input, mean, invstd, weight, sums[:c], sums[c:], counts)
+    return grad_input, grad_weight, grad_bias
