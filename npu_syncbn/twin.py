@@ -15,9 +15,12 @@ the same name on CPU tensors (the library is built on first use):
 
 ``x`` is (N, C, *) of float32, float16 or bfloat16 (channels_last is made
 contiguous here); per-channel tensors are (C,), stats come back float32.
-Every function takes ``block_dim`` (1..48 emulated cores). ``traffic()`` gives
-the GM bytes of the last launch. A kernel that breaks a rule raises
-:class:`TwinError`. Needs neither torch_npu nor an NPU.
+Every function takes ``block_dim`` (emulated cores: 1 up to the vector cores of
+the emulated SoC, 48 on Ascend910B2, the default; ``set_soc`` or
+``NPU_SYNCBN_SOC`` selects another, e.g. Ascend910B4 with 40, and a launch
+above its cores is a :class:`TwinError`). ``traffic()`` gives the GM bytes of
+the last launch. A kernel that breaks a rule raises :class:`TwinError`. Needs
+neither torch_npu nor an NPU.
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ __all__ = [
     "batch_norm_backward_elemt",
     "traffic",
     "library",
+    "set_soc",
+    "soc",
 ]
 
 MAX_BLOCK_DIM = 48
@@ -78,6 +83,7 @@ _SIGNATURES = {
     "twin_tiling_cover": [_U32, _U64, _U64, _U64, _U32, _U32, _U32, _P],
     "twin_gather_tiling": [_U64, _U64, _U32, _U32, _P],
     "twin_run_test_kernel": [ctypes.c_char_p, _U32],
+    "twin_set_soc": [ctypes.c_char_p],
     "twin_traffic_get": [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, _P, _P],
 }
 
@@ -92,8 +98,31 @@ def library() -> ctypes.CDLL:
             lib.twin_last_error.restype = ctypes.c_char_p
             lib.twin_last_block_dim.restype = ctypes.c_uint32
             lib.twin_traffic_count.restype = ctypes.c_int
+            lib.twin_soc_name.restype = ctypes.c_char_p
+            lib.twin_soc_cores.restype = ctypes.c_uint32
+            lib.twin_soc_ub_bytes.restype = ctypes.c_uint32
             _lib = lib
     return _lib
+
+
+def set_soc(name: str = "") -> None:
+    """Emulate SoC ``name`` (e.g. ``"Ascend910B4"``; a family member such as
+    ``"Ascend910_9391"`` takes its family's entry): launches are checked against
+    its vector-core count and UB size. ``""`` goes back to ``NPU_SYNCBN_SOC``,
+    else Ascend910B2. Raises ValueError for a SoC the table does not know."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a SoC name string such as 'Ascend910B4', got {type(name).__name__}")
+    lib = library()
+    with _lock:
+        if lib.twin_set_soc(name.encode()) != 0:
+            raise ValueError(f"unknown SoC {name!r}: expected one of Ascend910B1..B4 or Ascend910_93xx")
+
+
+def soc() -> Dict[str, object]:
+    """The emulated SoC: ``name``, ``vector_cores``, ``ub_bytes``."""
+    lib = library()
+    return {"name": lib.twin_soc_name().decode(), "vector_cores": int(lib.twin_soc_cores()),
+            "ub_bytes": int(lib.twin_soc_ub_bytes())}
 
 
 def _check(rc: int) -> None:

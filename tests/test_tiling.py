@@ -1,6 +1,7 @@
 """Host tiling (op_kernels/host/tiling.cpp) through the twin library's C ABI:
 every element covered exactly once by the kernels' own item->tile map, 32-byte
-aligned UB rows, UB plan within 192 KiB, cores used only when they get work."""
+aligned UB rows, UB plan within 192 KiB, cores used only when they get work,
+and the reducing kernels' channels never split over cores (no barrier needed)."""
 import ctypes
 import itertools
 
@@ -12,7 +13,7 @@ from npu_syncbn import twin
 UB = 192 * 1024
 OPS = {"stats": 0, "elemt": 1, "backward_reduce": 2, "backward_elemt": 3}
 DTYPES = {0: 4, 1: 2, 2: 2}  # BnDtype -> bytes
-FIELDS = ("n c l tileRows tileLen tileStride tileElems lChunks tilesPerChannel totalItems itemsBase itemsRem "
+FIELDS = ("n c l tileRows tileLen tileStride tileElems lChunks tilesPerChannel totalItems unitItems itemsBase itemsRem "
           "dtype blockDim paramChunk reduceWorkElems ubBytes workspaceBytes").split()
 
 SHAPES = [(1, 1, 1), (2, 13, 1), (64, 13, 1), (4, 3, 49), (1, 1, 70000), (2, 2, 70000), (3, 5, 7), (8, 32, 256),
@@ -21,7 +22,7 @@ CORES = [1, 3, 8, 48]
 
 
 def row_tiling(op, n, c, l, dtype, cores, ub=UB):
-    out = (ctypes.c_uint64 * 18)()
+    out = (ctypes.c_uint64 * 19)()
     rc = twin.library().twin_row_tiling(op, n, c, l, dtype, cores, ub, out)
     if rc != 0:
         raise ValueError(twin.library().twin_last_error().decode())
@@ -57,12 +58,18 @@ def test_tiling_properties(op, dtype):
         assert 1 <= t["tileRows"] <= 4095, ctx
         assert t["tileRows"] == 1 or t["tileLen"] == l, ctx  # multi-row tiles hold whole rows
         assert t["lChunks"] * t["tileLen"] >= l > (t["lChunks"] - 1) * t["tileLen"], ctx
-        assert 1 <= t["blockDim"] <= min(cores, t["totalItems"]), ctx
-        assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == t["totalItems"], ctx
-        # enough work for every core whenever the shape has it
-        assert t["blockDim"] == min(cores, n * c * -(-l // max(1, t["tileLen"]))) or t["blockDim"] == cores, ctx
-        if op in (0, 2):
-            assert t["workspaceBytes"] == t["blockDim"] * 2 * 32, ctx
+        units = t["totalItems"] // t["unitItems"]
+        assert units * t["unitItems"] == t["totalItems"], ctx
+        assert 1 <= t["blockDim"] <= min(cores, units), ctx
+        assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == units, ctx
+        assert t["workspaceBytes"] == 0, ctx
+        if op in (OPS["stats"], OPS["backward_reduce"]):
+            # a channel is one unit: reduced by one core, so no cross-core merge
+            assert t["unitItems"] == t["tilesPerChannel"] and t["blockDim"] == min(cores, c), ctx
+        else:
+            # enough work for every core whenever the shape has it
+            assert t["unitItems"] == 1, ctx
+            assert t["blockDim"] == min(cores, n * c * -(-l // max(1, t["tileLen"]))) or t["blockDim"] == cores, ctx
 
 
 def test_tiles_fill_the_ub_for_large_inner():

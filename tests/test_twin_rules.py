@@ -1,9 +1,16 @@
 """The twin refuses kernels that break AscendC rules: a Python TwinError naming
 the kernel and the rule, never a crash. The broken kernels are test-only
-sources compiled into the twin library (op_kernels/twin/tests/broken_kernels.cpp)."""
-import pytest
+sources compiled into the twin library (op_kernels/twin/tests/broken_kernels.cpp);
+the compile-time rule (scalar bf16 casts) has its planted source in
+op_kernels/twin/tests/compile_fail/."""
+import os
+import shutil
+import subprocess
 
-from npu_syncbn import twin
+import pytest
+import torch
+
+from npu_syncbn import twin, twin_build
 
 CASES = [
     ("twin_broken_ub_overflow", "UB overflow", 1),
@@ -14,6 +21,12 @@ CASES = [
     ("twin_broken_skip_syncall", "SyncAll imbalance", 4),
     ("twin_broken_gm_overrun", "GM out of bounds", 1),
     ("twin_broken_ub_overflow", "UB overflow", 48),
+    ("twin_broken_syncall_not_mix", "SyncAll needs MIX", 4),
+    ("twin_broken_soft_syncall_dirty", "SyncAll workspace", 8),
+    ("twin_broken_ub_plan", "UB plan mismatch", 2),
+    ("twin_broken_too_many_buffers", "too many buffers", 1),
+    ("twin_broken_copy_params", "bad DataCopyParams", 1),
+    ("twin_broken_repeat", "repeat over 255", 1),
 ]
 
 
@@ -38,6 +51,72 @@ def test_rule_break_raises_twin_error(name, rule, cores):
 def test_correct_kernel_passes_on_many_cores():
     for cores in (1, 8, 32):
         run("twin_ok_copy", cores)
+        run("twin_ok_syncall_mix", cores)
+        run("twin_ok_soft_syncall", cores)  # the same kernel as ..._dirty, on a zeroed workspace
+
+
+def test_ub_plan_mismatch_names_both_numbers():
+    with pytest.raises(twin.TwinError, match="allocated 20480 bytes of UB, the host tiling planned 4096"):
+        run("twin_broken_ub_plan", 1)
+
+
+@pytest.fixture
+def soc_910b4():
+    twin.set_soc("Ascend910B4")
+    yield
+    twin.set_soc("")
+
+
+def test_block_dim_above_the_socs_cores_is_an_error(soc_910b4):
+    assert twin.soc() == {"name": "Ascend910B4", "vector_cores": 40, "ub_bytes": 192 * 1024}
+    run("twin_ok_syncall_mix", 40)
+    with pytest.raises(twin.TwinError, match="block_dim 48 outside 1..40, the vector cores of Ascend910B4") as info:
+        run("twin_ok_syncall_mix", 48)
+    assert info.value.rule == "block_dim over cores"
+    x = torch.randn(4, 64, 8)  # 64 channels: elemt would use all 48 cores
+    with pytest.raises(twin.TwinError, match="block_dim over cores"):
+        twin.batch_norm_elemt(x, None, None, torch.zeros(64), torch.ones(64), 1e-5, block_dim=48)
+    twin.batch_norm_elemt(x, None, None, torch.zeros(64), torch.ones(64), 1e-5, block_dim=40)
+    assert twin.traffic()["block_dim"] == 40
+
+
+def test_soc_from_the_environment_and_families(monkeypatch):
+    try:
+        monkeypatch.setenv("NPU_SYNCBN_SOC", "Ascend910B3")
+        twin.set_soc("")
+        assert twin.soc()["vector_cores"] == 40
+        twin.set_soc("Ascend910_9391")  # an A3 part takes its family's entry
+        assert twin.soc()["name"] == "Ascend910_93" and twin.soc()["vector_cores"] == 48
+        with pytest.raises(ValueError, match="unknown SoC 'Ascend310P3'"):
+            twin.set_soc("Ascend310P3")
+    finally:
+        monkeypatch.delenv("NPU_SYNCBN_SOC")
+        twin.set_soc("")
+    assert twin.soc()["name"] == "Ascend910B2"
+
+
+def _compile(source: str, tmp_path) -> subprocess.CompletedProcess:
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ not found: the compile-time twin rule cannot be checked")
+    root = twin_build.kernels_root()
+    path = tmp_path / "kernel.cpp"
+    path.write_text(source)
+    return subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-I", os.path.join(root, "twin", "include"), str(path)],
+                          capture_output=True, text=True)
+
+
+def test_scalar_bf16_cast_does_not_compile(tmp_path):
+    """bisheng for dav-2201 rejects scalar bf16 casts; so does the twin, naming the rule."""
+    planted = os.path.join(twin_build.kernels_root(), "twin", "tests", "compile_fail", "bf16_scalar_cast.cpp")
+    source = open(planted).read()
+    broken = _compile(source, tmp_path)
+    assert broken.returncode != 0 and "twin rule 'scalar bf16 cast'" in broken.stderr
+    # control: the same kernel with AscendC's scalar helper compiles
+    fixed = source.replace("static_cast<float>(t.GetValue(0))", "ToFloat(t.GetValue(0))")
+    assert fixed != source
+    ok = _compile(fixed, tmp_path)
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_twin_stays_usable_after_a_failure():

@@ -45,11 +45,23 @@ def test_minimum_passes(shape, dtype, cores):
     assert b["grad_input"] == {"read": 0, "written": nbytes(x)}
 
 
-def test_split_channel_goes_through_the_workspace():
-    """C=1 on 8 cores: the channel is split, partials meet in the workspace."""
-    x = torch.randn(64, 1, 100)
-    twin.batch_norm_stats(x, 1e-5, block_dim=8)
+@pytest.mark.parametrize("op", ["stats", "backward_reduce"])
+def test_reducing_kernels_keep_each_channel_on_one_core(op):
+    """C=3 on 8 cores: three cores reduce one whole channel each, nothing meets
+    in a workspace (no cross-core barrier that could deadlock), x read once."""
+    x = torch.randn(64, 3, 100)
+    m, s = torch.zeros(3), torch.ones(3)
+    if op == "stats":
+        twin.batch_norm_stats(x, 1e-5, block_dim=8)
+    else:
+        twin.batch_norm_backward_reduce(torch.randn_like(x), x, m, s, None, True, True, True, block_dim=8)
     t = twin.traffic()
-    assert t["block_dim"] == 8
-    assert t["buffers"]["workspace"]["written"] > 0 and t["buffers"]["workspace"]["read"] > 0
-    assert t["read"] == nbytes(x)
+    assert t["block_dim"] == 3
+    assert t["buffers"]["workspace"] == {"read": 0, "written": 0}
+    assert t["buffers"]["input"]["read"] == nbytes(x)
+
+
+def test_elementwise_kernels_still_split_a_channel_over_cores():
+    x = torch.randn(64, 1, 100)
+    twin.batch_norm_elemt(x, None, None, torch.zeros(1), torch.ones(1), 1e-5, block_dim=8)
+    assert twin.traffic()["block_dim"] == 8

@@ -13,8 +13,23 @@ constexpr uint32_t kCountChunk = 1024;
 uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
 
-// Float elements of the ReduceSum work buffer for `count` floats: one float per
-// 256-byte repeat, rounded up to a 32-byte block (the twin checks this size).
+// The reducing kernels give each channel to one core, so no kernel needs a
+// cross-core barrier. A barrier (SyncAll) was tried and dropped: the hardware
+// form needs a MIX kernel, and even then, with the kernel-launch route
+// (ascendc_library + ACLRT_LAUNCH_KERNEL) there is no batch schedule mode
+// (`__schedmode__(1)` / TilingContext::SetScheduleMode), so two barrier
+// kernels on concurrent streams whose blocks together exceed the physical
+// cores can each wait for cores the other holds: a deadlock (asc-devkit's
+// SyncAll docs describe exactly this). The price: with C < cores only C cores
+// reduce; the elementwise kernels still split channels over every core.
+bool ReducesPerChannel(BnOp op) { return op == BN_OP_STATS || op == BN_OP_BACKWARD_REDUCE; }
+
+// Float elements of the ReduceSum work buffer, and of its result buffer, for
+// `count` floats: one float per 256-byte repeat, rounded up to a 32-byte block
+// (the twin checks both sizes). The result buffer is this large on purpose: on
+// 910B the count form of ReduceSum sums in the accumulator and stores dst[0],
+// but whether its vcadd also stores a partial per repeat at dst is not
+// documented, so dst has room for one per repeat (at most 512 B per kernel).
 uint64_t ReduceWorkElems(uint64_t count) { return AlignUp(std::max<uint64_t>(CeilDiv(count, 64), 1), 8); }
 
 // Bytes per tile element: the queues of T (double-buffered) plus float work buffers.
@@ -31,11 +46,11 @@ uint64_t PerElemBytes(BnOp op, uint64_t sz) {
 // Bytes independent of the tile size: per-channel batches, reduce work, scratch.
 uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
     const uint64_t chunk = AlignUp(paramChunk * 4, kBlock);
-    const uint64_t reduce = AlignUp(reduceWork * 4, kBlock) + kBlock;  // work + result
+    const uint64_t reduce = 2 * AlignUp(reduceWork * 4, kBlock);  // work + result
     switch (op) {
-        case BN_OP_STATS: return 3 * chunk + reduce + 2 * kBlock;          // mean, var, ones; partial io
-        case BN_OP_ELEMT: return 4 * chunk;                                // weight, bias, mean, invstd
-        case BN_OP_BACKWARD_REDUCE: return 4 * chunk + reduce + 2 * kBlock;  // mean, invstd, sums x2
+        case BN_OP_STATS: return 3 * chunk + reduce;                 // mean, var, ones
+        case BN_OP_ELEMT: return 4 * chunk;                          // weight, bias, mean, invstd
+        case BN_OP_BACKWARD_REDUCE: return 4 * chunk + reduce;       // mean, invstd, sums x2
         case BN_OP_BACKWARD_ELEMT: return 5 * chunk + reduce;  // mean, invstd, weight, sum_dy, sum_dy_xmu
     }
     return 0;
@@ -81,8 +96,9 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     const uint64_t maxElems = (ubBytes - fixed) / perElem / epb * epb;
     if (maxElems < epb) return BN_TILING_UB_TOO_SMALL;
 
-    // Tiles per channel wanted so that every core gets at least one item.
-    const uint64_t wanted = CeilDiv(cores, c);
+    // Tiles per channel wanted so that every core gets at least one item (one
+    // when a channel stays on one core anyway: then the largest tile is best).
+    const uint64_t wanted = ReducesPerChannel(op) ? 1 : CeilDiv(cores, c);
     const uint64_t rowStride = AlignUp(l, epb);
     uint64_t tileRows, tileLen;
     if (rowStride <= maxElems) {  // whole rows per tile
@@ -108,10 +124,12 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     t.lChunks = CeilDiv(l, tileLen);
     t.tilesPerChannel = CeilDiv(n, tileRows) * t.lChunks;
     t.totalItems = c * t.tilesPerChannel;
+    t.unitItems = ReducesPerChannel(op) ? t.tilesPerChannel : 1;
     t.dtype = dtype;
-    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, t.totalItems));
-    t.itemsBase = t.totalItems / t.blockDim;
-    t.itemsRem = t.totalItems % t.blockDim;
+    const uint64_t units = t.totalItems / t.unitItems;
+    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, units));
+    t.itemsBase = units / t.blockDim;
+    t.itemsRem = units % t.blockDim;
     t.paramChunk = static_cast<uint32_t>(paramChunk);
     t.reduceWorkElems = static_cast<uint32_t>(ReduceWorkElems(std::max<uint64_t>(t.tileElems, paramChunk)));
     *out = t;
@@ -124,9 +142,7 @@ uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
 }
 
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t) {
-    if (op == BN_OP_STATS || op == BN_OP_BACKWARD_REDUCE) {
-        return uint64_t(t.blockDim) * 2 * BN_PARTIAL_SLOT_FLOATS * 4;
-    }
+    (void)op, (void)t;  // no kernel shares partial results between cores (see ReducesPerChannel)
     return 0;
 }
 

@@ -46,7 +46,8 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
 // UB bytes the kernel of `op` allocates for tiling `t` (its InitBuffer total).
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t);
 
-// Workspace bytes the kernel of `op` needs (partials of shared channels).
+// Workspace bytes the kernel of `op` needs: 0 for every kernel today (kept so
+// that the launch glue and the argument order stay the same if one needs it).
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t);
 
 // Tiling of batch_norm_gather_stats_with_counts over (world, c) statistics.

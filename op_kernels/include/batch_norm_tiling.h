@@ -12,9 +12,12 @@
  * Either a tile spans whole rows (len == L, rows <= tileRows) or, when one row
  * is longer than a tile, a chunk of one row (rows == 1, len <= tileLen).
  * Work items are (channel, tile) pairs numbered channel-major
- * (item = c * tilesPerChannel + t); core k takes one contiguous range of items,
- * so a core owns whole channels (C split) or parts of one channel (N*L split),
- * whichever the shape gives.
+ * (item = c * tilesPerChannel + t), grouped in units of unitItems items; core k
+ * takes one contiguous range of units. The elementwise kernels use units of one
+ * item (a core may take part of a channel); the reducing kernels (stats,
+ * backward_reduce) use units of one whole channel, so every channel is reduced
+ * by exactly one core and no kernel needs a cross-core barrier: see
+ * host/tiling.cpp, ReducesPerChannel, for why.
  */
 #ifndef NPU_SYNCBN_BATCH_NORM_TILING_H
 #define NPU_SYNCBN_BATCH_NORM_TILING_H
@@ -37,18 +40,14 @@ struct BnRowTiling {
     uint64_t lChunks;          // ceil(l / tileLen)
     uint64_t tilesPerChannel;  // ceil(n / tileRows) * lChunks
     uint64_t totalItems;       // c * tilesPerChannel
-    uint64_t itemsBase;        // every core gets itemsBase items ...
+    uint64_t unitItems;        // items per scheduling unit: 1, or tilesPerChannel (whole channels)
+    uint64_t itemsBase;        // every core gets itemsBase units ...
     uint64_t itemsRem;         // ... and the first itemsRem cores one more
     uint32_t dtype;            // BnDtype of the big tensors
     uint32_t blockDim;         // cores to launch (<= requested core count)
     uint32_t paramChunk;       // channels per batch of per-channel params / results in UB
     uint32_t reduceWorkElems;  // float elements of the ReduceSum work buffer
 };
-
-// Workspace of the reducing kernels: per core two 32-byte slots holding the
-// partial result of its first and of its last channel (the only channels it can
-// share with other cores), merged after SyncAll by the channel's first core.
-static const uint32_t BN_PARTIAL_SLOT_FLOATS = 8;
 
 struct BnStatsTiling {
     BnRowTiling rows;

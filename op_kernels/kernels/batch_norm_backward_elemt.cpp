@@ -51,7 +51,7 @@ public:
         pipe_.InitBuffer(aBuf_, chunkBytes);
         pipe_.InitBuffer(bBuf_, chunkBytes);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
-        pipe_.InitBuffer(resBuf_, bn::BLOCK_BYTES);
+        pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
     }
 
     __aicore__ inline void Process() {

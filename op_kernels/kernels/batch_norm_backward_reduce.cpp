@@ -5,9 +5,8 @@
  * each written only when asked for (outputMask). mean, invstd and every output
  * are float32 (C,); the sums run in float32 per UB lane.
  *
- * dy and x are each read from GM once. Partial sums of a channel split over
- * cores meet in the workspace and are added by the channel's first core after
- * SyncAll.
+ * dy and x are each read from GM once. Each channel is reduced by one core
+ * (the tiling's whole-channel units: no cross-core barrier, see host/tiling.cpp).
  */
 #include "bn_common.h"
 
@@ -24,14 +23,11 @@ public:
     __aicore__ inline KernelBatchNormBackwardReduce() {}
 
     __aicore__ inline void Init(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
-                                GM_ADDR gradWeight, GM_ADDR gradBias, GM_ADDR workspace,
-                                const BnBackwardReduceTiling& tiling) {
+                                GM_ADDR gradWeight, GM_ADDR gradBias, const BnBackwardReduceTiling& tiling) {
         t_ = tiling.rows;
         mask_ = tiling.outputMask;
-        core_ = GetBlockIdx();
-        items_ = bn::CoreItems(t_, core_);
+        items_ = bn::CoreItems(t_, GetBlockIdx());
         lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
-        firstOwned_ = bn::FirstOwnedChannel(t_, core_);
 
         const uint64_t total = t_.n * t_.c * t_.l;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
@@ -44,7 +40,6 @@ public:
         }
         if (mask_ & BN_OUT_GRAD_WEIGHT) gradWeightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradWeight), t_.c);
         if (mask_ & BN_OUT_GRAD_BIAS) gradBiasGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradBias), t_.c);
-        wsGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace), uint64_t(t_.blockDim) * 2 * BN_PARTIAL_SLOT_FLOATS);
 
         const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
@@ -56,43 +51,26 @@ public:
         pipe_.InitBuffer(accDyBuf_, tileFloats);
         pipe_.InitBuffer(accXmuBuf_, tileFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
-        pipe_.InitBuffer(resBuf_, bn::BLOCK_BYTES);
+        pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(meanBuf_, chunkBytes);
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
         pipe_.InitBuffer(sumDyOutBuf_, chunkBytes);
         pipe_.InitBuffer(sumXmuOutBuf_, chunkBytes);
-        pipe_.InitBuffer(partialBuf_, 2 * bn::BLOCK_BYTES);
     }
 
+    // The core's items are whole channels: reduce each, stage its sums.
     __aicore__ inline void Process() {
         windowBegin_ = windowSize_ = windowCount_ = 0;
-        bool sharedLast = false;
-        for (uint64_t item = items_.begin; item < items_.end;) {
+        for (uint64_t item = items_.begin; item < items_.end; item += t_.tilesPerChannel) {
             const uint64_t c = bn::ChannelOfItem(t_, item);
-            const uint64_t end = bn::Min(items_.end, (c + 1) * t_.tilesPerChannel);
-            const BnGradSums s = ReduceChannel(item, end, MeanOf(c));
-            if (bn::FirstCoreOf(t_, c) == core_ && bn::LastCoreOf(t_, c) == core_) {
-                Stage(c, s);
-            } else {
-                bn::WritePartial(wsGm_, partialBuf_.Get<float>(), t_, core_, c, s);
-                sharedLast = bn::FirstCoreOf(t_, c) == core_;
-            }
-            item = end;
+            Stage(c, ReduceChannel(item, item + t_.tilesPerChannel, MeanOf(c)));
         }
-        SyncAll();
-        if (sharedLast) Stage(lastChannel_, MergePartials(lastChannel_));
         Flush();
     }
 
 private:
-    // mean[c]: from the UB window for channels this core writes, else one small copy.
+    // mean[c] from the UB window of this core's channels (loaded paramChunk at a time).
     __aicore__ inline float MeanOf(uint64_t c) {
-        if (c < firstOwned_) {
-            LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
-            bn::CopyChannelsIn(io, meanGm_, c, 1);
-            PipeBarrier<PIPE_ALL>();
-            return io.GetValue(0);
-        }
         if (windowSize_ == 0 || c >= windowBegin_ + windowSize_) {
             Flush();
             windowBegin_ = c;
@@ -135,17 +113,6 @@ private:
         bn::EnQueTile(xQueue_, xGm_, t_, tile);
     }
 
-    __aicore__ inline BnGradSums MergePartials(uint64_t c) {
-        LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
-        BnGradSums acc = {0.0f, 0.0f};
-        for (uint64_t k = bn::FirstCoreOf(t_, c); k <= bn::LastCoreOf(t_, c); ++k) {
-            const BnGradSums b = bn::ReadPartial<BnGradSums>(io, wsGm_, t_, k, c);
-            acc.sumDy += b.sumDy;
-            acc.sumDyXmu += b.sumDyXmu;
-        }
-        return acc;
-    }
-
     __aicore__ inline void Stage(uint64_t c, const BnGradSums& s) {
         sumDyOutBuf_.Get<float>().SetValue(c - windowBegin_, s.sumDy);
         sumXmuOutBuf_.Get<float>().SetValue(c - windowBegin_, s.sumDyXmu);
@@ -177,12 +144,12 @@ private:
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
     TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
-    TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_, partialBuf_;
+    TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_;
     GlobalTensor<T> dyGm_, xGm_;
-    GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_, wsGm_;
+    GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;
-    uint64_t core_ = 0, lastChannel_ = 0, firstOwned_ = 0;
+    uint64_t lastChannel_ = 0;
     uint64_t windowBegin_ = 0, windowSize_ = 0, windowCount_ = 0;
     bn::ItemRange items_;
 };
@@ -190,8 +157,9 @@ private:
 extern "C" __global__ __aicore__ void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd,
                                                                  GM_ADDR sumDy, GM_ADDR sumDyXmu, GM_ADDR gradWeight,
                                                                  GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling) {
+    (void)workspace;  // unused: no cross-core partials (see host/tiling.cpp)
     BnBackwardReduceTiling t;
     bn::LoadTiling(t, tiling);
     bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight,
-                                                   gradBias, workspace, t);
+                                                   gradBias, t);
 }

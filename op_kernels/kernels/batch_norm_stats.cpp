@@ -2,17 +2,16 @@
  * batch_norm_stats: per-channel mean and invstd = 1 / sqrt(biased var + eps) of
  * x viewed as (N, C, L) contiguous. Outputs are float32 (C,).
  *
- * x is read from GM exactly once. Each core accumulates, per UB lane, sums of
- * (x - K) and (x - K)^2 with K the first value it sees of the channel (shifted
- * sums: no cancellation when |mean| >> std), giving a partial (count, mean, M2).
- * A channel split over several cores is merged with Chan's formula by its first
- * core after SyncAll, from the partials left in the workspace.
+ * x is read from GM exactly once. Each channel is reduced by one core (the
+ * tiling's whole-channel units: no cross-core barrier, see host/tiling.cpp),
+ * which accumulates, per UB lane, sums of (x - K) and (x - K)^2 with K the
+ * channel's first value (shifted sums: no cancellation when |mean| >> std).
  */
 #include "bn_common.h"
 
 using namespace AscendC;
 
-struct BnPartial {
+struct BnMoments {
     float count;
     float mean;
     float m2;
@@ -23,19 +22,14 @@ class KernelBatchNormStats {
 public:
     __aicore__ inline KernelBatchNormStats() {}
 
-    __aicore__ inline void Init(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace,
-                                const BnStatsTiling& tiling) {
+    __aicore__ inline void Init(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, const BnStatsTiling& tiling) {
         t_ = tiling.rows;
         eps_ = tiling.eps;
-        core_ = GetBlockIdx();
-        items_ = bn::CoreItems(t_, core_);
-        lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
-        firstOwned_ = bn::FirstOwnedChannel(t_, core_);
+        items_ = bn::CoreItems(t_, GetBlockIdx());
 
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t_.n * t_.c * t_.l);
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
-        wsGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace), uint64_t(t_.blockDim) * 2 * BN_PARTIAL_SLOT_FLOATS);
 
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
@@ -45,32 +39,20 @@ public:
         pipe_.InitBuffer(sumBuf_, tileFloats);
         pipe_.InitBuffer(sqBuf_, tileFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
-        pipe_.InitBuffer(resBuf_, bn::BLOCK_BYTES);
+        pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(meanOutBuf_, chunkBytes);
         pipe_.InitBuffer(varOutBuf_, chunkBytes);
         pipe_.InitBuffer(onesBuf_, chunkBytes);
-        pipe_.InitBuffer(partialBuf_, 2 * bn::BLOCK_BYTES);
     }
 
+    // The core's items are whole channels: reduce each, stage its result.
     __aicore__ inline void Process() {
         BuildPadMask();
-        windowBegin_ = firstOwned_;
+        windowBegin_ = bn::ChannelOfItem(t_, items_.begin);
         windowCount_ = 0;
-        bool sharedLast = false;
-        for (uint64_t item = items_.begin; item < items_.end;) {
-            const uint64_t c = bn::ChannelOfItem(t_, item);
-            const uint64_t end = bn::Min(items_.end, (c + 1) * t_.tilesPerChannel);
-            const BnPartial p = ReduceChannel(item, end);
-            if (bn::FirstCoreOf(t_, c) == core_ && bn::LastCoreOf(t_, c) == core_) {
-                Stage(c, p);
-            } else {
-                bn::WritePartial(wsGm_, partialBuf_.Get<float>(), t_, core_, c, p);
-                sharedLast = bn::FirstCoreOf(t_, c) == core_;
-            }
-            item = end;
+        for (uint64_t item = items_.begin; item < items_.end; item += t_.tilesPerChannel) {
+            Stage(bn::ChannelOfItem(t_, item), ReduceChannel(item, item + t_.tilesPerChannel));
         }
-        SyncAll();
-        if (sharedLast) Stage(lastChannel_, MergePartials(lastChannel_));
         Flush();
     }
 
@@ -93,7 +75,7 @@ private:
     }
 
     // Shifted per-lane sums over items [begin, end) of one channel.
-    __aicore__ inline BnPartial ReduceChannel(uint64_t begin, uint64_t end) {
+    __aicore__ inline BnMoments ReduceChannel(uint64_t begin, uint64_t end) {
         LocalTensor<float> xf = xfBuf_.Get<float>();
         LocalTensor<float> sum = sumBuf_.Get<float>();
         LocalTensor<float> sq = sqBuf_.Get<float>();
@@ -105,11 +87,15 @@ private:
         for (uint64_t item = begin; item < end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
             CopyIn(tile);
-            LocalTensor<T> x = inQueue_.DeQue<T>();
-            if (item == begin) shift = static_cast<float>(x.GetValue(0));
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
-            bn::ToFloat(xf, x, elems);
-            inQueue_.FreeTensor(x);
+            bn::DeQueToFloat<T>(xf, inQueue_, elems);
+            if (item == begin) {
+                // K is read from the widened float copy: no scalar cast of T
+                // (bisheng rejects one for bfloat16_t), and the barrier orders
+                // the vector Cast before the scalar read.
+                PipeBarrier<PIPE_ALL>();
+                shift = xf.GetValue(0);
+            }
             Adds(xf, xf, -shift, elems);
             if (tile.len != tile.stride) Mul(xf, xf, mask, elems);
             Add(sum, sum, xf, elems);
@@ -120,7 +106,7 @@ private:
         }
         const float s1 = bn::SumLanes(sum, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
         const float s2 = bn::SumLanes(sq, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
-        BnPartial p;
+        BnMoments p;
         p.count = static_cast<float>(count);
         p.mean = shift + s1 / p.count;
         p.m2 = s2 - s1 * (s1 / p.count);
@@ -130,24 +116,8 @@ private:
 
     __aicore__ inline void CopyIn(const bn::Tile& tile) { bn::EnQueTile(inQueue_, xGm_, t_, tile); }
 
-    // Chan's merge of the partials every core left for channel c.
-    __aicore__ inline BnPartial MergePartials(uint64_t c) {
-        LocalTensor<float> io = partialBuf_.Get<float>()[BN_PARTIAL_SLOT_FLOATS];
-        BnPartial acc = {0.0f, 0.0f, 0.0f};
-        for (uint64_t k = bn::FirstCoreOf(t_, c); k <= bn::LastCoreOf(t_, c); ++k) {
-            const BnPartial b = bn::ReadPartial<BnPartial>(io, wsGm_, t_, k, c);
-            const float n = acc.count + b.count;
-            const float delta = b.mean - acc.mean;
-            const float wb = b.count / n;
-            acc.mean = acc.mean + delta * wb;
-            acc.m2 = acc.m2 + b.m2 + delta * delta * acc.count * wb;
-            acc.count = n;
-        }
-        return acc;
-    }
-
     // Results go to UB batches of paramChunk channels, written with one copy each.
-    __aicore__ inline void Stage(uint64_t c, const BnPartial& p) {
+    __aicore__ inline void Stage(uint64_t c, const BnMoments& p) {
         if (c >= windowBegin_ + t_.paramChunk) {
             Flush();
             windowBegin_ = c;
@@ -174,19 +144,20 @@ private:
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
     TBuf<QuePosition::VECCALC> xfBuf_, maskBuf_, sumBuf_, sqBuf_, workBuf_, resBuf_;
-    TBuf<QuePosition::VECCALC> meanOutBuf_, varOutBuf_, onesBuf_, partialBuf_;
+    TBuf<QuePosition::VECCALC> meanOutBuf_, varOutBuf_, onesBuf_;
     GlobalTensor<T> xGm_;
-    GlobalTensor<float> meanGm_, invstdGm_, wsGm_;
+    GlobalTensor<float> meanGm_, invstdGm_;
     BnRowTiling t_;
     float eps_ = 0.0f;
-    uint64_t core_ = 0, lastChannel_ = 0, firstOwned_ = 0, padLen_ = 0;
+    uint64_t padLen_ = 0;
     uint64_t windowBegin_ = 0, windowCount_ = 0;
     bn::ItemRange items_;
 };
 
 extern "C" __global__ __aicore__ void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace,
                                                        GM_ADDR tiling) {
+    (void)workspace;  // unused: no cross-core partials (see host/tiling.cpp)
     BnStatsTiling t;
     bn::LoadTiling(t, tiling);
-    bn::RunForDtype<KernelBatchNormStats>(t.rows.dtype, x, mean, invstd, workspace, t);
+    bn::RunForDtype<KernelBatchNormStats>(t.rows.dtype, x, mean, invstd, t);
 }

@@ -2,7 +2,7 @@
  * Kernel-side helpers shared by the batch-norm kernels: reading the tiling
  * struct, the item -> core and item -> tile maps of the row tiling
  * (include/batch_norm_tiling.h), the tile / per-channel copies, the lane sums
- * and the workspace partials of split channels, and small vector formulas.
+ * and small vector formulas.
  */
 #ifndef NPU_SYNCBN_BN_COMMON_H
 #define NPU_SYNCBN_BN_COMMON_H
@@ -36,23 +36,33 @@ struct ItemRange {
     uint64_t end;
 };
 
-// Items [begin, end) of core k: itemsBase each, one more for the first itemsRem cores.
+// Items [begin, end) of core k: itemsBase units each, one more for the first
+// itemsRem cores, unitItems items a unit.
 __aicore__ inline ItemRange CoreItems(const BnRowTiling& t, uint64_t k) {
     const uint64_t begin = k * t.itemsBase + Min(k, t.itemsRem);
-    return {begin, begin + t.itemsBase + (k < t.itemsRem ? 1 : 0)};
+    const uint64_t end = begin + t.itemsBase + (k < t.itemsRem ? 1 : 0);
+    return {begin * t.unitItems, end * t.unitItems};
 }
 
 __aicore__ inline uint64_t CoreOfItem(const BnRowTiling& t, uint64_t item) {
+    const uint64_t unit = item / t.unitItems;
     const uint64_t big = t.itemsBase + 1;
     const uint64_t split = t.itemsRem * big;
-    return item < split ? item / big : t.itemsRem + (item - split) / t.itemsBase;
+    return unit < split ? unit / big : t.itemsRem + (unit - split) / t.itemsBase;
 }
 
 __aicore__ inline uint64_t ChannelOfItem(const BnRowTiling& t, uint64_t item) { return item / t.tilesPerChannel; }
 
-// First / last core working on channel c.
-__aicore__ inline uint64_t FirstCoreOf(const BnRowTiling& t, uint64_t c) { return CoreOfItem(t, c * t.tilesPerChannel); }
-__aicore__ inline uint64_t LastCoreOf(const BnRowTiling& t, uint64_t c) { return CoreOfItem(t, (c + 1) * t.tilesPerChannel - 1); }
+// A float constant as a scalar of T. bfloat16_t goes through AscendC's scalar
+// conversion helper: bisheng for dav-2201 rejects a plain scalar bf16 cast.
+template <typename T>
+__aicore__ inline T ScalarOf(float v) {
+    if constexpr (std::is_same<T, bfloat16_t>::value) {
+        return ToBfloat16(v);
+    } else {
+        return static_cast<T>(v);
+    }
+}
 
 // One tile: rows [row0, row0 + rows) x columns [col0, col0 + len) of one channel.
 struct Tile {
@@ -132,7 +142,7 @@ __aicore__ inline void CopyChannelsOut(const GlobalTensor<float>& dst, const Loc
 template <typename T, typename Q>
 __aicore__ inline void EnQueTile(Q& q, const GlobalTensor<T>& src, const BnRowTiling& t, const Tile& tile) {
     LocalTensor<T> dst = q.template AllocTensor<T>();
-    CopyTileIn(dst, src, t, tile, T(0.0f));
+    CopyTileIn(dst, src, t, tile, ScalarOf<T>(0.0f));
     q.EnQue(dst);
 }
 
@@ -182,7 +192,8 @@ __aicore__ inline void DeQueTileOut(const GlobalTensor<T>& dst, Q& q, const BnRo
     q.FreeTensor(src);
 }
 
-// Sum of the first `count` lanes, read back as a scalar (res: one block, work: ReduceSum's scratch).
+// Sum of the first `count` lanes, read back as a scalar (res and work: one
+// float per 256-byte repeat each, see ReduceWorkElems in host/tiling.cpp).
 __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count, const LocalTensor<float>& res,
                                  const LocalTensor<float>& work) {
     ReduceSum(res, lanes, work, static_cast<int32_t>(count));
@@ -220,48 +231,6 @@ __aicore__ inline void LoadNormWindow(const LocalTensor<float>& mean, const Loca
     PipeBarrier<PIPE_ALL>();
     if (!hasWeight) Duplicate(scale, 1.0f, static_cast<int32_t>(n));
     Mul(scale, scale, invstd, static_cast<int32_t>(n));
-}
-
-// A channel split over cores is written by its first core: each core leaves the
-// partial result (a struct of floats) of a split channel in one of its two
-// workspace slots of BN_PARTIAL_SLOT_FLOATS floats, slot 0 for its first channel,
-// slot 1 for its last, and the first core merges them after SyncAll.
-
-// The first channel core writes: its first channel, unless an earlier core began it.
-__aicore__ inline uint64_t FirstOwnedChannel(const BnRowTiling& t, uint64_t core) {
-    const uint64_t c = ChannelOfItem(t, CoreItems(t, core).begin);
-    return FirstCoreOf(t, c) == core ? c : c + 1;
-}
-
-__aicore__ inline uint64_t PartialOffset(const BnRowTiling& t, uint64_t core, uint64_t c) {
-    const uint64_t slot = ChannelOfItem(t, CoreItems(t, core).begin) == c ? 0 : 1;
-    return (core * 2 + slot) * BN_PARTIAL_SLOT_FLOATS;
-}
-
-template <typename P>
-__aicore__ inline void WritePartial(const GlobalTensor<float>& ws, const LocalTensor<float>& io, const BnRowTiling& t,
-                                    uint64_t core, uint64_t c, const P& p) {
-    static_assert(sizeof(P) % sizeof(float) == 0 && sizeof(P) <= BN_PARTIAL_SLOT_FLOATS * sizeof(float),
-                  "a partial is at most one slot of floats");
-    const float* v = reinterpret_cast<const float*>(&p);
-    for (uint32_t i = 0; i < sizeof(P) / sizeof(float); ++i) io.SetValue(i, v[i]);
-    PipeBarrier<PIPE_ALL>();
-    DataCopy(ws[PartialOffset(t, core, c)], io, BN_PARTIAL_SLOT_FLOATS);
-    PipeBarrier<PIPE_ALL>();
-}
-
-// The partial core `core` left for channel c, read through the UB scratch io.
-template <typename P>
-__aicore__ inline P ReadPartial(const LocalTensor<float>& io, const GlobalTensor<float>& ws, const BnRowTiling& t,
-                                uint64_t core, uint64_t c) {
-    static_assert(sizeof(P) % sizeof(float) == 0 && sizeof(P) <= BN_PARTIAL_SLOT_FLOATS * sizeof(float),
-                  "a partial is at most one slot of floats");
-    DataCopy(io, ws[PartialOffset(t, core, c)], BN_PARTIAL_SLOT_FLOATS);
-    PipeBarrier<PIPE_ALL>();
-    P p;
-    float* v = reinterpret_cast<float*>(&p);
-    for (uint32_t i = 0; i < sizeof(P) / sizeof(float); ++i) v[i] = io.GetValue(i);
-    return p;
 }
 
 // Kernel entry: runs Kernel<T> for the input dtype of the tiling (half, bfloat16, else float).

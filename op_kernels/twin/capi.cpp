@@ -33,7 +33,14 @@ void twin_broken_deque_empty(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_double_alloc(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_skip_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_gm_overrun(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_syncall_not_mix(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_ub_plan(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_too_many_buffers(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_copy_params(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_repeat(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_ok_syncall_mix(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_ok_soft_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 }
 
 namespace {
@@ -86,7 +93,8 @@ int twin_batch_norm_stats(const void* x, uint32_t dtype, uint64_t n, uint64_t c,
     return Report(twin::Launch("batch_norm_stats", t.rows.blockDim,
                                {{"input", Gm(x), xBytes}, {"mean", mean, c * 4}, {"invstd", invstd, c * 4},
                                 {"workspace", ws.data(), ws.size()}, {"tiling", &t, sizeof(t)}},
-                               [&] { batch_norm_stats(Gm(x), Gm(mean), Gm(invstd), ws.data(), Gm(&t)); }));
+                               [&] { batch_norm_stats(Gm(x), Gm(mean), Gm(invstd), ws.data(), Gm(&t)); },
+                               BnUbBytes(BN_OP_STATS, t.rows)));
 }
 
 int twin_batch_norm_gather_stats_with_counts(const float* mean, const float* invstd, const float* counts,
@@ -106,7 +114,8 @@ int twin_batch_norm_gather_stats_with_counts(const float* mean, const float* inv
         [&] {
             batch_norm_gather_stats_with_counts(Gm(mean), Gm(invstd), Gm(runningMean), Gm(runningVar), Gm(counts),
                                                 Gm(meanOut), Gm(invstdOut), nullptr, Gm(&t));
-        }));
+        },
+        BnGatherUbBytes(t)));
 }
 
 int twin_batch_norm_elemt(const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l, const float* weight,
@@ -125,7 +134,8 @@ int twin_batch_norm_elemt(const void* x, uint32_t dtype, uint64_t n, uint64_t c,
                                [&] {
                                    batch_norm_elemt(Gm(x), Gm(weight), Gm(bias), Gm(mean), Gm(invstd), Gm(y), nullptr,
                                                     Gm(&t));
-                               }));
+                               },
+                               BnUbBytes(BN_OP_ELEMT, t.rows)));
 }
 
 int twin_batch_norm_backward_reduce(const void* dy, const void* x, uint32_t dtype, uint64_t n, uint64_t c,
@@ -151,7 +161,8 @@ int twin_batch_norm_backward_reduce(const void* dy, const void* x, uint32_t dtyp
         [&] {
             batch_norm_backward_reduce(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(sumDy), Gm(sumDyXmu), Gm(gradWeight),
                                        Gm(gradBias), ws.data(), Gm(&t));
-        }));
+        },
+        BnUbBytes(BN_OP_BACKWARD_REDUCE, t.rows)));
 }
 
 int twin_batch_norm_backward_elemt(const void* dy, const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l,
@@ -174,22 +185,23 @@ int twin_batch_norm_backward_elemt(const void* dy, const void* x, uint32_t dtype
         [&] {
             batch_norm_backward_elemt(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(weight), Gm(sumDy), Gm(sumDyXmu),
                                       Gm(count), Gm(dx), nullptr, Gm(&t));
-        }));
+        },
+        BnUbBytes(BN_OP_BACKWARD_ELEMT, t.rows)));
 }
 
 // ---------------------------------------------------------------- tiling, for tests
 // Fields of BnRowTiling in declaration order, then UB bytes and workspace bytes.
 int twin_row_tiling(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
-                    uint32_t ubBytes, uint64_t* out18) {
+                    uint32_t ubBytes, uint64_t* out19) {
     BnRowTiling t{};
     const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
     if (st != BN_TILING_OK) return Refuse("tiling", st);
-    const uint64_t fields[18] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
+    const uint64_t fields[19] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
                                  t.tileStride, t.tileElems, t.lChunks, t.tilesPerChannel, t.totalItems,
-                                 t.itemsBase,  t.itemsRem,  t.dtype,   t.blockDim,        t.paramChunk,
-                                 t.reduceWorkElems, BnUbBytes(static_cast<BnOp>(op), t),
+                                 t.unitItems,  t.itemsBase, t.itemsRem, t.dtype,          t.blockDim,
+                                 t.paramChunk, t.reduceWorkElems, BnUbBytes(static_cast<BnOp>(op), t),
                                  BnWorkspaceBytes(static_cast<BnOp>(op), t)};
-    std::memcpy(out18, fields, sizeof(fields));
+    std::memcpy(out19, fields, sizeof(fields));
     return 0;
 }
 
@@ -232,26 +244,48 @@ int twin_gather_tiling(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBy
     return 0;
 }
 
-// Runs one of the test kernels on a 1 KiB zeroed buffer.
+// Selects the SoC whose core count and UB size launches are checked against
+// ("" for NPU_SYNCBN_SOC or the default). 0 ok, 2 an unknown name.
+int twin_set_soc(const char* name) {
+    if (twin::SetSoc(name ? name : "")) return 0;
+    gError = std::string("unknown SoC '") + (name ? name : "") + "'";
+    return 2;
+}
+
+const char* twin_soc_name() { return twin::CurrentSoc().name; }
+uint32_t twin_soc_cores() { return twin::CurrentSoc().vectorCores; }
+uint32_t twin_soc_ub_bytes() { return twin::CurrentSoc().ubBytes; }
+
+// Runs one of the test kernels on a 1 KiB buffer (zeroed, or filled with 1.0f
+// for the kernel that needs a dirty workspace), with the UB plan its row gives.
 int twin_run_test_kernel(const char* name, uint32_t cores) {
     using Entry = void (*)(GM_ADDR, GM_ADDR, GM_ADDR);
-    struct Named { const char* name; Entry entry; };
+    struct Named { const char* name; Entry entry; uint64_t ubPlan; float fill; };
     static const Named kernels[] = {
-        {"twin_broken_ub_overflow", twin_broken_ub_overflow},
-        {"twin_broken_misaligned_copy", twin_broken_misaligned_copy},
-        {"twin_broken_queue_leak", twin_broken_queue_leak},
-        {"twin_broken_deque_empty", twin_broken_deque_empty},
-        {"twin_broken_double_alloc", twin_broken_double_alloc},
-        {"twin_broken_skip_syncall", twin_broken_skip_syncall},
-        {"twin_broken_gm_overrun", twin_broken_gm_overrun},
-        {"twin_ok_copy", twin_ok_copy},
+        {"twin_broken_ub_overflow", twin_broken_ub_overflow, 0, 0.0f},
+        {"twin_broken_misaligned_copy", twin_broken_misaligned_copy, 0, 0.0f},
+        {"twin_broken_queue_leak", twin_broken_queue_leak, 0, 0.0f},
+        {"twin_broken_deque_empty", twin_broken_deque_empty, 0, 0.0f},
+        {"twin_broken_double_alloc", twin_broken_double_alloc, 0, 0.0f},
+        {"twin_broken_skip_syncall", twin_broken_skip_syncall, 0, 0.0f},
+        {"twin_broken_gm_overrun", twin_broken_gm_overrun, 0, 0.0f},
+        {"twin_broken_syncall_not_mix", twin_broken_syncall_not_mix, 0, 0.0f},
+        // the correct software-SyncAll kernel, on a workspace the host did not zero
+        {"twin_broken_soft_syncall_dirty", twin_ok_soft_syncall, 0, 1.0f},
+        {"twin_broken_ub_plan", twin_broken_ub_plan, 4096, 0.0f},  // the kernel allocates 16 KiB more
+        {"twin_broken_too_many_buffers", twin_broken_too_many_buffers, 0, 0.0f},
+        {"twin_broken_copy_params", twin_broken_copy_params, 0, 0.0f},
+        {"twin_broken_repeat", twin_broken_repeat, 0, 0.0f},
+        {"twin_ok_copy", twin_ok_copy, 512, 0.0f},
+        {"twin_ok_syncall_mix", twin_ok_syncall_mix, 0, 0.0f},
+        {"twin_ok_soft_syncall", twin_ok_soft_syncall, 0, 0.0f},
     };
     for (const Named& k : kernels) {
         if (std::strcmp(k.name, name) == 0) {
-            std::vector<float> buf(256, 0.0f);
+            std::vector<float> buf(256, k.fill);
             gBlockDim = cores;
             return Report(twin::Launch(name, cores, {{"buffer", buf.data(), buf.size() * 4}},
-                                       [&] { k.entry(Gm(buf.data()), nullptr, nullptr); }));
+                                       [&] { k.entry(Gm(buf.data()), nullptr, nullptr); }, k.ubPlan));
         }
     }
     gError = std::string("no test kernel named '") + name + "'";

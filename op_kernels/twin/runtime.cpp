@@ -17,7 +17,36 @@ struct Stopped {};
 
 std::vector<Traffic> gLastTraffic;
 
+constexpr uint64_t kZeroCheckBytes = 1 << 20;  // larger buffers are not scanned (activations)
+
+const BnSocInfo* gSoc = nullptr;
+
+const BnSocInfo* SocFromEnvironment() {
+    const char* env = std::getenv("NPU_SYNCBN_SOC");
+    const BnSocInfo* s = BnSocFind(env && *env ? env : BN_DEFAULT_SOC);
+    return s ? s : BnSocFind(BN_DEFAULT_SOC);
+}
+
+bool AllZero(const uint8_t* p, uint64_t bytes) {
+    for (uint64_t i = 0; i < bytes; ++i) {
+        if (p[i] != 0) return false;
+    }
+    return true;
+}
+
 }  // namespace
+
+bool SetSoc(const std::string& name) {
+    const BnSocInfo* s = name.empty() ? SocFromEnvironment() : BnSocFind(name.c_str());
+    if (s == nullptr) return false;
+    gSoc = s;
+    return true;
+}
+
+const BnSocInfo& CurrentSoc() {
+    if (gSoc == nullptr) gSoc = SocFromEnvironment();
+    return *gSoc;
+}
 
 void Fail(const std::string& rule, const std::string& detail) { throw Violation(rule, detail); }
 
@@ -90,16 +119,25 @@ void Barrier::Abort() {
 }
 
 std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vector<GmArg>& args,
-                   const std::function<void()>& body) {
-    if (blockDim < 1 || blockDim > kMaxCores) return "kernel '" + kernel + "': block_dim must be in 1..48";
+                   const std::function<void()>& body, uint64_t ubPlan) {
+    const BnSocInfo& soc = CurrentSoc();
+    if (blockDim < 1 || blockDim > soc.vectorCores) {
+        // On hardware more blocks than cores run in rounds, and a barrier kernel
+        // then waits for blocks that cannot start: a hang, so always an error.
+        return "kernel '" + kernel + "' core 0: block_dim over cores: block_dim " + std::to_string(blockDim) +
+               " outside 1.." + std::to_string(soc.vectorCores) + ", the vector cores of " + soc.name;
+    }
     LaunchState state;
     state.kernel = kernel;
     state.blockDim = blockDim;
+    state.soc = &soc;
+    state.ubPlan = ubPlan;
     for (const GmArg& a : args) {
         auto b = std::make_unique<GmBuffer>();
         b->name = a.name;
         b->base = static_cast<uint8_t*>(a.ptr);
         b->bytes = a.ptr ? a.bytes : 0;
+        b->zeroAtLaunch = b->bytes > 0 && b->bytes <= kZeroCheckBytes && AllZero(b->base, b->bytes);
         state.buffers.push_back(std::move(b));
     }
     state.barrier.Reset(blockDim);
@@ -117,6 +155,10 @@ std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vect
         tlsCore = &ctx;
         try {
             body();
+            if (state.ubPlan != 0 && ctx.ubUsed != state.ubPlan) {
+                Fail("UB plan mismatch", "the kernel allocated " + std::to_string(ctx.ubUsed) +
+                                             " bytes of UB, the host tiling planned " + std::to_string(state.ubPlan));
+            }
             if (!ctx.deferred.empty()) {
                 record(k, ctx.deferred);
                 state.barrier.Abort();

@@ -4,8 +4,19 @@
  * headers). The kernel sources compile unmodified against this header.
  *
  * What it models, and checks (a broken rule raises twin::Violation):
- *   - TPipe / TQue / TBuf carve a 192 KiB UB per core; going past it is a
- *     "UB overflow".
+ *   - TPipe / TQue / TBuf carve the UB of the configured SoC (host/soc.h;
+ *     192 KiB) per core; going past it is a "UB overflow", more than 64
+ *     buffers in one kernel "too many buffers", and a total that differs from
+ *     the host tiling's plan "UB plan mismatch".
+ *   - block_dim above the SoC's physical vector cores: "block_dim over cores".
+ *   - SyncAll(): only in a kernel that declared a MIX type with
+ *     KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0) ("SyncAll needs MIX");
+ *     the software SyncAll(gm, ub) only on a GM area zeroed before the launch
+ *     and large enough ("SyncAll workspace").
+ *   - DataCopyParams out of range (blockCount 1..4095, blockLen >= 1): "bad
+ *     DataCopyParams"; level-0 repeat counts above 255: "repeat over 255".
+ *   - bfloat16_t has no scalar conversions (twin_half.h: compile error "scalar
+ *     bf16 cast"); ToFloat / ToBfloat16 are the helpers.
  *   - AllocTensor / EnQue / DeQue / FreeTensor follow each buffer's state; any
  *     out-of-order use or a buffer not freed at kernel end is a "queue imbalance".
  *   - DataCopy needs 32-byte multiples and 32-byte aligned UB addresses
@@ -37,6 +48,19 @@
 #define GM_ADDR uint8_t*
 
 enum pipe_t { PIPE_S, PIPE_V, PIPE_M, PIPE_MTE1, PIPE_MTE2, PIPE_MTE3, PIPE_ALL };
+
+// Kernel types of KERNEL_TASK_TYPE_DEFAULT (same names as AscendC's). The real
+// macro is a compile-time marker for the launch-stub generator; the twin makes
+// it a statement that records the type, so SyncAll can check it.
+enum KernelMetaType : uint8_t {
+    KERNEL_TYPE_AIV_ONLY,
+    KERNEL_TYPE_AIC_ONLY,
+    KERNEL_TYPE_MIX_AIV_1_0,
+    KERNEL_TYPE_MIX_AIC_1_0,
+    KERNEL_TYPE_MIX_AIC_1_1,
+    KERNEL_TYPE_MIX_AIC_1_2,
+};
+#define KERNEL_TASK_TYPE_DEFAULT(value) ::twin::Core().kernelType = static_cast<int>(value)
 
 namespace twin {
 
@@ -70,9 +94,15 @@ struct Slot {
 inline uint8_t* AllocUb(uint64_t bytes, const char* what) {
     CoreContext& core = Core();
     const uint64_t aligned = (bytes + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
-    if (core.ubUsed + aligned > kUbBytes) {
+    const uint64_t ub = core.launch->soc->ubBytes;
+    if (core.ubUsed + aligned > ub) {
         Fail("UB overflow", std::string(what) + " of " + Str(aligned) + " bytes brings the UB total to " +
-                                Str(core.ubUsed + aligned) + " bytes > " + Str(kUbBytes) + " (192 KiB)");
+                                Str(core.ubUsed + aligned) + " bytes > " + Str(ub) + " (UB of " +
+                                core.launch->soc->name + ")");
+    }
+    if (++core.ubBuffers > kMaxBuffers) {
+        Fail("too many buffers", std::string(what) + ": buffer " + Str(core.ubBuffers) + " of one kernel; AscendC allows " +
+                                     Str(kMaxBuffers));
     }
     uint8_t* p = core.ub + core.ubUsed;
     core.ubUsed += aligned;
@@ -94,8 +124,17 @@ inline int64_t GetBlockNum() { return twin::Core().launch->blockDim; }
 template <pipe_t pipe>
 inline void PipeBarrier() {}  // the twin executes every pipe in program order
 
+// Hardware SyncAll: the launch-stub generator passes the cross-core sync
+// address only to MIX kernels; in an AIV-only kernel it hangs or fails.
 template <bool isAIVOnly = true>
-inline void SyncAll() { twin::Core().launch->barrier.Wait(); }
+inline void SyncAll() {
+    twin::CoreContext& core = twin::Core();
+    if (core.kernelType != KERNEL_TYPE_MIX_AIV_1_0) {
+        twin::Fail("SyncAll needs MIX", "hardware SyncAll() in a kernel without "
+                                        "KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0)");
+    }
+    core.launch->barrier.Wait();
+}
 
 // ---------------------------------------------------------------- tensors
 template <typename T>
@@ -186,6 +225,27 @@ private:
     uint64_t size_ = 0;
     twin::GmBuffer* buf_ = nullptr;
 };
+
+// Software SyncAll: every core flags its 32-byte slot of gmWorkspace and polls
+// all of them, so the area must be zero when the launch starts (zeroed by the
+// host) and hold GetBlockNum() slots; ubWorkspace one slot per core too.
+template <bool isAIVOnly = true>
+inline void SyncAll(const GlobalTensor<int32_t>& gmWorkspace, const LocalTensor<int32_t>& ubWorkspace,
+                    const int32_t usedCores = 0) {
+    twin::CoreContext& core = twin::Core();
+    const uint32_t cores = usedCores > 0 ? static_cast<uint32_t>(usedCores) : core.launch->blockDim;
+    const uint64_t need = uint64_t(cores) * twin::kBlockBytes / sizeof(int32_t);
+    twin::GmBuffer* buf = gmWorkspace.Check(0, need, "SyncAll");
+    if (!buf->zeroAtLaunch) {
+        twin::Fail("SyncAll workspace", "software SyncAll on GM buffer '" + buf->name +
+                                            "' that was not zeroed before the launch");
+    }
+    if (ubWorkspace.GetSize() < need) {
+        twin::Fail("SyncAll workspace", "ubWorkspace of " + twin::Str(ubWorkspace.GetSize()) + " int32, needs " +
+                                            twin::Str(need));
+    }
+    core.launch->barrier.Wait();
+}
 
 // ---------------------------------------------------------------- memory management
 template <TPosition pos, int32_t depth>
@@ -284,7 +344,10 @@ private:
 
 class TPipe {
 public:
-    TPipe() { twin::Core().ubUsed = 0; }
+    TPipe() {
+        twin::Core().ubUsed = 0;
+        twin::Core().ubBuffers = 0;
+    }
     template <TPosition pos, int32_t depth>
     void InitBuffer(TQue<pos, depth>& que, uint8_t num, uint32_t len) { que.TwinInit(num, len); }
     template <TPosition pos>
@@ -322,7 +385,7 @@ struct DataCopyPadExtParams {
     bool isPad = false;
     uint8_t leftPadding = 0;  // elements
     uint8_t rightPadding = 0;
-    T paddingValue = T(0);
+    T paddingValue{};
 };
 
 namespace twin_detail {
@@ -351,6 +414,15 @@ inline BlockSteps StepsOf(const DataCopyParams& p) {
             len + uint64_t(p.dstStride) * twin::kBlockBytes / sizeof(T)};
 }
 
+// blockCount 1..4095 and blockLen >= 1 (the fields are 16-bit: a larger value
+// the kernel cast down has already wrapped, which the range often catches).
+inline void CheckCopyParams(const DataCopyParams& p) {
+    if (p.blockCount < 1 || p.blockCount > 4095 || p.blockLen < 1) {
+        twin::Fail("bad DataCopyParams", "blockCount " + std::to_string(p.blockCount) + " (1..4095), blockLen " +
+                                             std::to_string(p.blockLen) + " (>= 1 block)");
+    }
+}
+
 template <typename T>
 inline void CopyBlocks(T* dst, const T* src, uint32_t blockCount, const BlockSteps& s) {
     for (uint32_t b = 0; b < blockCount; ++b) std::memcpy(dst + b * s.dstStep, src + b * s.srcStep, s.len * sizeof(T));
@@ -375,8 +447,8 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint
 template <typename T>
 inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, const DataCopyParams& p) {
     twin::CheckUbAligned("DataCopy", dst.GetPhyAddr());
+    twin_detail::CheckCopyParams(p);
     const twin_detail::BlockSteps s = twin_detail::StepsOf<T>(p);
-    if (p.blockCount == 0) return;
     twin::CheckCount("DataCopy", (p.blockCount - 1) * s.dstStep + s.len, dst.GetSize());
     twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * s.srcStep + s.len, "DataCopy");
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
@@ -386,8 +458,8 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, cons
 template <typename T>
 inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, const DataCopyParams& p) {
     twin::CheckUbAligned("DataCopy", src.GetPhyAddr());
+    twin_detail::CheckCopyParams(p);
     const twin_detail::BlockSteps s = twin_detail::StepsOf<T>(p);
-    if (p.blockCount == 0) return;
     twin::CheckCount("DataCopy", (p.blockCount - 1) * s.srcStep + s.len, src.GetSize());
     twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * s.dstStep + s.len, "DataCopy");
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
@@ -520,6 +592,32 @@ inline void Duplicate(const LocalTensor<T>& d, const T& s, const int32_t& n) {
     for (int32_t i = 0; i < n; ++i) p[i] = s;
 }
 
+// Level-0 form: repeatTime repeats of 256 bytes, `mask` elements of each
+// (contiguous, strides 1 / 8 only). repeatTime is a uint8_t in AscendC: the
+// twin takes it wider so that a count above 255, which would wrap, is an error.
+template <typename T>
+inline void Duplicate(const LocalTensor<T>& d, const T& s, uint64_t mask, int32_t repeatTime,
+                      uint16_t dstBlockStride, int32_t dstRepeatStride) {
+    if (repeatTime < 0 || repeatTime > 255) {
+        twin::Fail("repeat over 255", "Duplicate with repeatTime " + std::to_string(repeatTime) + " (uint8_t: 0..255)");
+    }
+    const uint64_t perRepeat = 256 / sizeof(T);
+    if (mask > perRepeat || dstBlockStride != 1 || dstRepeatStride != 8) {
+        twin::Fail("unsupported Duplicate", "the twin's level-0 Duplicate takes mask <= one repeat, strides 1 / 8");
+    }
+    twin::CheckUbAligned("Duplicate", d.GetPhyAddr());
+    twin::CheckCount("Duplicate", static_cast<int64_t>(repeatTime * perRepeat), d.GetSize());
+    T* p = d.GetPhyAddr();
+    for (int32_t r = 0; r < repeatTime; ++r) {
+        for (uint64_t i = 0; i < mask; ++i) p[r * perRepeat + i] = s;
+    }
+}
+
+// Scalar conversions of bfloat16_t, as AscendC names them (a plain cast is the
+// "scalar bf16 cast" rule of twin_half.h).
+inline float ToFloat(const bfloat16_t& v) { return v.ToFloat(); }
+inline bfloat16_t ToBfloat16(const float& v) { return bfloat16_t::FromFloat(v); }
+
 // Precision conversion; float -> 16-bit rounds to nearest even (CAST_RINT /
 // CAST_NONE), widening is exact.
 template <typename D, typename S>
@@ -533,24 +631,30 @@ inline void Cast(const LocalTensor<D>& dst, const LocalTensor<S>& src, const Rou
     }
     D* d = dst.GetPhyAddr();
     const S* s = src.GetPhyAddr();
-    for (uint32_t i = 0; i < n; ++i) d[i] = D(static_cast<float>(s[i]));
+    for (uint32_t i = 0; i < n; ++i) d[i] = twin::FromFloat<D>(twin::AsFloat(s[i]));
 }
 
 // Sum of the first `count` floats into dst[0]: pairwise within each 256-byte
 // repeat, repeats added in order (the documented "first n elements" mode).
-// work must hold one element per repeat, rounded up to a 32-byte block.
+// work and dst must each hold one element per repeat, rounded up to a 32-byte
+// block: the twin writes the per-repeat partials to dst before the total, the
+// worst case of what 910B's vcadd may do there (see host/tiling.cpp).
 template <typename T>
 inline void ReduceSum(const LocalTensor<T>& dst, const LocalTensor<T>& src, const LocalTensor<T>& work,
                       const int32_t count) {
     static_assert(std::is_same<T, float>::value, "twin ReduceSum supports float");
     twin_detail::CheckOperand("ReduceSum", src, count);
-    twin_detail::CheckOperand("ReduceSum", dst, 1);
     const int32_t perRepeat = 256 / sizeof(T);
     const int32_t repeats = (count + perRepeat - 1) / perRepeat;
     const int32_t need = std::max<int32_t>((repeats + 7) / 8 * 8, 8);
     twin::CheckUbAligned("ReduceSum", work.GetPhyAddr());
+    twin::CheckUbAligned("ReduceSum", dst.GetPhyAddr());
     if (work.GetSize() < uint64_t(need)) {
         twin::Fail("UB out of bounds", "ReduceSum work tensor of " + twin::Str(work.GetSize()) + " elements, needs " + std::to_string(need));
+    }
+    if (dst.GetSize() < uint64_t(need)) {
+        twin::Fail("UB out of bounds", "ReduceSum dst tensor of " + twin::Str(dst.GetSize()) + " elements, needs " +
+                                           std::to_string(need) + " (one per 256-byte repeat)");
     }
     const T* s = src.GetPhyAddr();
     T total = 0;
@@ -561,7 +665,8 @@ inline void ReduceSum(const LocalTensor<T>& dst, const LocalTensor<T>& src, cons
         for (int32_t w = perRepeat / 2; w >= 1; w /= 2) {
             for (int32_t i = 0; i < w; ++i) lane[i] = lane[2 * i] + lane[2 * i + 1];
         }
-        work.GetPhyAddr()[r % need] = lane[0];
+        work.GetPhyAddr()[r] = lane[0];
+        dst.GetPhyAddr()[r] = lane[0];
         total += lane[0];
     }
     dst.GetPhyAddr()[0] = total;

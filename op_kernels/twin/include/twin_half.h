@@ -1,11 +1,19 @@
 // 16-bit float types of the twin (`half`, `bfloat16_t`): storage plus exact
 // conversion to float and round-to-nearest-even conversion from float, which is
 // what the kernels' Cast(..., CAST_RINT / CAST_NONE) needs.
+//
+// Rule "scalar bf16 cast": bisheng for dav-2201 rejects scalar conversions of
+// bfloat16_t ("not support bf16 type cast"), so the twin's bfloat16_t has no
+// implicit conversion either way: a kernel that writes one fails to compile
+// here with that rule's name. Kernels convert bf16 scalars with AscendC's
+// helpers ToFloat(bfloat16_t) / ToBfloat16(float); the twin itself uses
+// BFloat16::FromFloat / ToFloat.
 #ifndef NPU_SYNCBN_TWIN_HALF_H
 #define NPU_SYNCBN_TWIN_HALF_H
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace twin {
 
@@ -63,12 +71,41 @@ struct Half {
     operator float() const { return HalfBitsToFloat(bits); }
 };
 
+template <typename>
+struct AlwaysFalse : std::false_type {};
+
 struct BFloat16 {
     uint16_t bits = 0;
     BFloat16() = default;
-    BFloat16(float f) : bits(FloatToBf16Bits(f)) {}  // NOLINT
-    operator float() const { return Bf16BitsToFloat(bits); }
+    static BFloat16 FromFloat(float f) {
+        BFloat16 b;
+        b.bits = FloatToBf16Bits(f);
+        return b;
+    }
+    float ToFloat() const { return Bf16BitsToFloat(bits); }
+
+    template <typename U, typename = typename std::enable_if<std::is_arithmetic<U>::value>::type>
+    BFloat16(U) {  // NOLINT: exists only to name the rule
+        static_assert(AlwaysFalse<U>::value,
+                      "twin rule 'scalar bf16 cast': no scalar conversion to bfloat16_t on dav-2201; use ToBfloat16(float)");
+    }
+    template <typename U, typename = typename std::enable_if<std::is_arithmetic<U>::value>::type>
+    operator U() const {
+        static_assert(AlwaysFalse<U>::value,
+                      "twin rule 'scalar bf16 cast': no scalar conversion of bfloat16_t on dav-2201; use ToFloat(bfloat16_t) "
+                      "or a vector Cast");
+        return U();
+    }
 };
+
+// Scalar <-> float for the twin's own code (vector Cast, test data): every element type.
+inline float AsFloat(float v) { return v; }
+inline float AsFloat(Half v) { return v; }
+inline float AsFloat(BFloat16 v) { return v.ToFloat(); }
+template <typename T>
+inline T FromFloat(float v) { return T(v); }
+template <>
+inline BFloat16 FromFloat<BFloat16>(float v) { return BFloat16::FromFloat(v); }
 
 }  // namespace twin
 

@@ -1,6 +1,7 @@
 // Runtime of the CPU twin: emulated vector cores (one thread each, so SyncAll is
-// a real barrier), their 192 KiB UB, the GM buffers of one launch (bounds and
-// byte counts) and the rule checks. A broken rule throws twin::Violation in the
+// a real barrier), their UB (size and core count from the SoC table of
+// host/soc.h, selected with twin_set_soc or NPU_SYNCBN_SOC), the GM buffers of
+// one launch (bounds, byte counts, zeroed-at-launch flags) and the rule checks. A broken rule throws twin::Violation in the
 // core that broke it; the launch stops every core and reports the first one.
 #ifndef NPU_SYNCBN_TWIN_RUNTIME_H
 #define NPU_SYNCBN_TWIN_RUNTIME_H
@@ -15,11 +16,19 @@
 #include <string>
 #include <vector>
 
+#include "../../host/soc.h"
+
 namespace twin {
 
-constexpr uint64_t kUbBytes = 192 * 1024;  // UB per vector core
+constexpr uint64_t kUbBytes = 192 * 1024;  // largest UB of the SoC table: what a core's arena holds
 constexpr uint64_t kBlockBytes = 32;       // UB data block: alignment unit of copies and vector operands
-constexpr uint32_t kMaxCores = 48;
+constexpr uint32_t kMaxCores = 48;         // largest core count of the SoC table
+constexpr uint32_t kMaxBuffers = 64;       // TQue/TBuf buffers one kernel may use (TPipe::InitBuffer docs)
+
+// The SoC launches are checked against: "" selects NPU_SYNCBN_SOC, else
+// BN_DEFAULT_SOC. Returns false (and keeps the old one) for an unknown name.
+bool SetSoc(const std::string& name);
+const BnSocInfo& CurrentSoc();
 
 // A broken kernel rule: `rule` is a short stable name (tests match on it).
 struct Violation : std::runtime_error {
@@ -36,6 +45,7 @@ struct GmBuffer {
     uint64_t bytes = 0;
     std::atomic<uint64_t> read{0};
     std::atomic<uint64_t> written{0};
+    bool zeroAtLaunch = false;  // every byte 0 before the launch (checked for buffers up to 1 MiB)
 };
 
 // All-core barrier that can be broken: when a core fails, or finishes while
@@ -57,6 +67,8 @@ private:
 struct LaunchState {
     std::string kernel;
     uint32_t blockDim = 0;
+    const BnSocInfo* soc = nullptr;
+    uint64_t ubPlan = 0;  // UB bytes the host tiling planned for each core (0: no plan to check)
     std::vector<std::unique_ptr<GmBuffer>> buffers;
     Barrier barrier;
     std::mutex errorMu;
@@ -68,6 +80,8 @@ struct CoreContext {
     uint32_t blockIdx = 0;
     uint8_t* ub = nullptr;  // kUbBytes, 32-byte aligned
     uint64_t ubUsed = 0;
+    uint32_t ubBuffers = 0;  // buffers carved by InitBuffer
+    int kernelType = -1;     // KERNEL_TASK_TYPE_DEFAULT, -1 when not declared
     std::string deferred;   // violation found in a destructor (cannot throw there)
 };
 
@@ -93,8 +107,10 @@ struct Traffic {
 
 // Runs `body` once per emulated core on blockDim threads. Returns "" on success,
 // else the first failure message (the kernel name, the core and the rule).
+// ubPlan: the UB bytes the host tiling planned per core; a core whose
+// InitBuffer total differs breaks "UB plan mismatch" (0: not checked).
 std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vector<GmArg>& args,
-                   const std::function<void()>& body);
+                   const std::function<void()>& body, uint64_t ubPlan = 0);
 
 // Per-buffer byte counts of the last launch.
 const std::vector<Traffic>& LastTraffic();

@@ -1,8 +1,11 @@
 /*
- * Test-only kernels, each breaking one rule the twin must catch (plus one
- * correct control kernel). Compiled into the twin library, run through
- * twin_run_test_kernel; tests/test_twin_rules.py expects a TwinError naming the
- * kernel and the rule. `buf` is 256 floats.
+ * Test-only kernels, each breaking one rule the twin must catch (plus correct
+ * control kernels). Compiled into the twin library, run through
+ * twin_run_test_kernel (capi.cpp: which UB plan and buffer fill each gets);
+ * tests/test_twin_rules.py expects a TwinError naming the kernel and the rule.
+ * `buf` is 256 floats. They use only real AscendC API forms, so they also
+ * compile against the real headers. The compile-time rule (scalar bf16 cast)
+ * has its planted source in tests/compile_fail/.
  */
 #include "kernel_operator.h"
 
@@ -62,6 +65,7 @@ extern "C" __global__ __aicore__ void twin_broken_double_alloc(GM_ADDR buf, GM_A
 }
 
 extern "C" __global__ __aicore__ void twin_broken_skip_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0);
     if (GetBlockIdx() == 0) return;  // core 0 never reaches the barrier
     SyncAll();
 }
@@ -77,7 +81,63 @@ extern "C" __global__ __aicore__ void twin_broken_gm_overrun(GM_ADDR buf, GM_ADD
     in.FreeTensor(x);
 }
 
+// Hardware SyncAll in a kernel that never declared a MIX kernel type.
+extern "C" __global__ __aicore__ void twin_broken_syncall_not_mix(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    SyncAll();
+}
+
+extern "C" __global__ __aicore__ void twin_ok_syncall_mix(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0);
+    SyncAll();
+}
+
+// Software SyncAll over buf as its GM flags (the runner also launches it on a
+// buffer it did not zero: twin_broken_soft_syncall_dirty).
+extern "C" __global__ __aicore__ void twin_ok_soft_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> flags;
+    pipe.InitBuffer(flags, 32 * 32);
+    GlobalTensor<int32_t> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(buf), 256);
+    SyncAll(gm, flags.Get<int32_t>());
+}
+
+// Allocates 16 KiB more UB than the plan the runner gives it (4 KiB).
+extern "C" __global__ __aicore__ void twin_broken_ub_plan(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> planned, extra;
+    pipe.InitBuffer(planned, 4096);
+    pipe.InitBuffer(extra, 16 * 1024);
+}
+
+extern "C" __global__ __aicore__ void twin_broken_too_many_buffers(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> bufs[65];
+    for (int i = 0; i < 65; ++i) pipe.InitBuffer(bufs[i], 32);
+}
+
+// 5000 blocks in one DataCopy: blockCount allows 1..4095.
+extern "C" __global__ __aicore__ void twin_broken_copy_params(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TQue<QuePosition::VECIN, 1> in;
+    pipe.InitBuffer(in, 1, 1024);
+    GlobalTensor<float> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(buf), 256);
+    LocalTensor<float> x = in.AllocTensor<float>();
+    DataCopy(x, gm, DataCopyParams(5000, 1, 0, 0));
+    in.FreeTensor(x);
+}
+
+// 300 repeats: repeatTime is a uint8_t, so this would run 44 repeats.
+extern "C" __global__ __aicore__ void twin_broken_repeat(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x;
+    pipe.InitBuffer(x, 1024);
+    Duplicate(x.Get<float>(), 0.0f, 64, 300, 1, 8);
+}
+
 extern "C" __global__ __aicore__ void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0);  // it uses the hardware SyncAll
     TPipe pipe;
     TQue<QuePosition::VECIN, 2> in;
     TQue<QuePosition::VECOUT, 2> out;
