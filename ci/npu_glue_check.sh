@@ -18,7 +18,9 @@ HEADERS=$CACHE/torch_npu-$VERSION-headers
 wheel() { compgen -G "$WHEELS/torch_npu-$VERSION-*.whl" | head -n 1; }
 if [[ -z "$(wheel)" ]]; then
     mkdir -p "$WHEELS"
-    if ! log=$("$PY" -m pip download --quiet --no-deps "torch-npu==$VERSION" -d "$WHEELS" 2>&1); then
+    # One fixed wheel whatever this interpreter is: the headers are the same in all of them.
+    if ! log=$("$PY" -m pip download --quiet --no-deps --only-binary=:all: --implementation cp --python-version 3.11 \
+               --platform manylinux_2_28_x86_64 "torch-npu==$VERSION" -d "$WHEELS" 2>&1); then
         echo "npu_glue_check: cannot download torch-npu $VERSION ($(tail -n 1 <<<"$log"))"
         echo "SKIP npu_glue_check"
         exit 0
