@@ -7,7 +7,11 @@ pinned 2.13.0 satisfies so that an installed torch is never replaced.
 
 At build time the AscendC kernels are compiled for the CPU twin with g++
 (no torch, no CANN needed). A failed twin build prints one line and never
-fails the install: npu_syncbn.twin rebuilds lazily on first use.
+fails the install: npu_syncbn.twin rebuilds lazily on first use. With CANN set
+up (ASCEND_HOME_PATH) and torch_npu importable by this Python (so: pip
+--no-build-isolation), the AscendC kernels and their glue are built too
+(npu_syncbn/npu_build.py, in a subprocess that imports torch), or one line
+says why not.
 """
 import os
 import runpy
@@ -20,27 +24,45 @@ from setuptools.dist import Distribution
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class BuildPyWithTwin(build_py):
-    """build_py that also compiles the kernel twin library (best effort)."""
+class BuildPyWithKernels(build_py):
+    """build_py that also compiles the kernel twin library and, on an Ascend
+    machine, the AscendC kernels with their glue (each best effort)."""
 
     def run(self):
         super().run()
-        if not os.environ.get("ASCEND_HOME_PATH"):
-            # The AscendC build needs CANN; it is run by ci/npu_check.sh on Ascend machines.
-            print("npu_syncbn: no CANN toolkit (ASCEND_HOME_PATH unset): NPU kernel build skipped; "
-                  "NPU tensors use torch-npu's aclnn ops", file=sys.stderr)
+        out_dirs = [os.path.join(HERE, "npu_syncbn")]
+        if not self.editable_mode:
+            out_dirs.append(os.path.join(self.build_lib, "npu_syncbn"))
+        self._build_twin([os.path.join(d, "_lib") for d in out_dirs])
+        self._build_npu(out_dirs)
+
+    @staticmethod
+    def _build_twin(lib_dirs):
         builder = os.path.join(HERE, "npu_syncbn", "twin_build.py")
         if not os.path.exists(builder):
             return
         try:
             mod = runpy.run_path(builder)
-            out_dirs = {os.path.join(HERE, "npu_syncbn", "_lib")}
-            if not self.editable_mode:
-                out_dirs.add(os.path.join(self.build_lib, "npu_syncbn", "_lib"))
-            for out in out_dirs:
+            for out in lib_dirs:
                 mod["build"](out_dir=out, quiet=True)
         except Exception as exc:  # the twin is optional at install time
             print(f"npu_syncbn: twin kernel build skipped ({exc}); it will be built on first use", file=sys.stderr)
+
+    @staticmethod
+    def _build_npu(package_dirs):
+        # Without the library NPU tensors take torch-npu's aclnn ops, so nothing here fails the install.
+        fallback = "NPU tensors use torch-npu's aclnn ops"
+        try:
+            mod = runpy.run_path(os.path.join(HERE, "npu_syncbn", "npu_build.py"))
+            why_not, device = mod["probe"]()
+            if why_not:
+                print(f"npu_syncbn: AscendC kernels not built: {why_not}; {fallback}", file=sys.stderr)
+                return
+            soc = mod["soc"](device)
+            path = mod["build"](soc, prefixes=package_dirs, quiet=True)
+            print(f"npu_syncbn: AscendC kernels built for {soc}: {path}", file=sys.stderr)
+        except Exception as exc:
+            print(f"npu_syncbn: AscendC kernels not built ({exc}); {fallback}", file=sys.stderr)
 
 
 class BinaryDistribution(Distribution):
@@ -80,6 +102,6 @@ setup(
             "npu-syncbn-bench=npu_syncbn.bench:main",
         ]
     },
-    cmdclass={"build_py": BuildPyWithTwin},
+    cmdclass={"build_py": BuildPyWithKernels},
     distclass=BinaryDistribution,
 )

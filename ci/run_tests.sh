@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set up (ci/install.sh) and run the whole CPU test suite. Extra args go to pytest.
+# Set up (ci/install.sh), compile-check the NPU launch glue against torch-npu's
+# headers (ci/npu_glue_check.sh; skipped with a reason when offline), then run
+# the whole CPU test suite. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install.sh
+bash ci/npu_glue_check.sh
 exec "${PYTHON:-python3}" -m pytest tests -q -rs "$@"

@@ -1,14 +1,17 @@
 """PrivateUse1 (Ascend NPU) kernels of the five ops.
 
-Two routes, chosen once at import:
+Two routes, chosen once at import (``ROUTE`` says which):
 
-1. Our AscendC kernels, when ``libnpu_syncbn_npu.so`` has been built on an
-   Ascend machine (op_kernels/CMakeLists.txt, see ci/npu_check.sh). That
-   library registers itself with ``TORCH_LIBRARY_IMPL(npu_syncbn, PrivateUse1, m)``.
-   It links against torch-npu, so torch_npu is imported first, only then.
-2. Otherwise thin wrappers over torch-npu's builtin aten ops (aclnn kernels),
-   except the gather: torch-npu's merges sums of squares in fp32, so the
-   gather uses our Chan merge from ``merge.py`` (a few (W, C) tensor ops).
+1. ``"ascendc"``: our AscendC kernels, when ``libnpu_syncbn_npu.so`` has been
+   built on an Ascend machine (op_kernels/CMakeLists.txt, at install or by
+   ci/npu_check.sh). It registers them as the PrivateUse1 kernels of namespace
+   ``npu_syncbn_ascendc`` (defined here with the same schemas); each
+   ``npu_syncbn`` call goes there, except float64 input, which the kernels do
+   not take: that call takes route 2 (``routed``).
+   The library links against torch-npu, so torch_npu is imported first, only then.
+2. ``"aten-fallback"``: thin wrappers over torch-npu's builtin aten ops (aclnn
+   kernels), except the gather: torch-npu's merges sums of squares in fp32, so
+   the gather uses our Chan merge from ``merge.py`` (a few (W, C) tensor ops).
 
 Nothing here imports torch_npu unless the custom library exists: tensors on
 an NPU imply torch-npu is already loaded by the caller.
@@ -23,10 +26,12 @@ import torch
 
 from . import checks
 from .cpu import gather_stats
-from .schema import LIBRARY, stats_dtype
+from .schema import LIBRARY, NAMESPACE, SCHEMAS, stats_dtype
 
 LIBRARY_FILE = "libnpu_syncbn_npu.so"
 ENV_KERNELS = "NPU_SYNCBN_KERNELS"
+ASCENDC_NAMESPACE = "npu_syncbn_ascendc"  # the C++ library's TORCH_LIBRARY_IMPL namespace
+_ascendc_library = None  # kept alive: dropping it unregisters the schemas
 
 
 def custom_kernel_path() -> Optional[str]:
@@ -40,9 +45,16 @@ def custom_kernel_path() -> Optional[str]:
     return default if os.path.isfile(default) else None
 
 
-def _load_custom_kernels(path: str) -> None:
+def _load_custom_kernels(path: str) -> dict:
+    """Load the AscendC library; return its ops by name."""
+    global _ascendc_library
+    if _ascendc_library is None:
+        _ascendc_library = torch.library.Library(ASCENDC_NAMESPACE, "DEF")
+        for name, schema in SCHEMAS.items():
+            _ascendc_library.define(name + schema)
     importlib.import_module("torch_npu")
     torch.ops.load_library(path)
+    return {name: getattr(getattr(torch.ops, ASCENDC_NAMESPACE), name) for name in SCHEMAS}
 
 
 def batch_norm_stats(input, eps):
@@ -81,15 +93,30 @@ FALLBACK_KERNELS = {
 }
 
 
+def routed(name: str, kernel, fallback):
+    """PrivateUse1 kernel of op `name`: `kernel` (ours), but `fallback` for float64
+    input, whose float64 statistics our float32/float16/bfloat16 kernels cannot give."""
+    schema = getattr(getattr(torch.ops, NAMESPACE), name).default._schema
+    position = [a.name for a in schema.arguments].index("input")
+
+    def route(*args):
+        return (fallback if args[position].dtype == torch.float64 else kernel)(*args)
+
+    route.__name__ = f"{name}_routed"
+    return route
+
+
 def register() -> str:
     """Register the PrivateUse1 kernels; return which route was taken."""
+    kernels, route = FALLBACK_KERNELS, "aten-fallback"
     path = custom_kernel_path()
     if path is not None:
-        _load_custom_kernels(path)
-        return "ascendc"
-    for name, fn in FALLBACK_KERNELS.items():
+        ascendc = _load_custom_kernels(path)
+        kernels = {name: routed(name, ascendc[name], fn) for name, fn in FALLBACK_KERNELS.items()}
+        route = "ascendc"
+    for name, fn in kernels.items():
         LIBRARY.impl(name, fn, "PrivateUse1")
-    return "aten-fallback"
+    return route
 
 
 ROUTE = register()
