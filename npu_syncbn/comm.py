@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import shm
+from . import emulation, shm
 from .fingerprint import forget_group
 
 GroupLike = Union[None, str, dist.ProcessGroup]
@@ -34,7 +34,10 @@ _CREATIONS: Dict[str, int] = {}
 
 
 def npu_available() -> bool:
-    """True when torch-npu imports (CANN present) and sees at least one NPU."""
+    """True when torch-npu imports (CANN present) and sees at least one NPU,
+    or the emulated device is active (``NPU_SYNCBN_EMULATE_NPU=1``)."""
+    if emulation.active():
+        return True
     if importlib.util.find_spec("torch_npu") is None:
         return False
     try:
@@ -104,7 +107,8 @@ def init(backend: Optional[str] = None, timeout: Optional[Union[float, datetime.
     elif not isinstance(timeout, datetime.timedelta):
         timeout = datetime.timedelta(seconds=float(timeout))
     if backend == "hccl":
-        importlib.import_module("torch_npu")
+        if not emulation.active():
+            importlib.import_module("torch_npu")
         torch.npu.set_device(get_local_rank())
     elif backend == "nccl":
         torch.cuda.set_device(get_local_rank())

@@ -1,6 +1,10 @@
 """PrivateUse1 (Ascend NPU) kernels of the five ops.
 
-Two routes, chosen once at import (``ROUTE`` says which):
+Three routes, chosen once at import (``ROUTE`` says which):
+
+0. ``"emulated"``: under ``NPU_SYNCBN_EMULATE_NPU=1`` (``npu_syncbn.emulation``)
+   the emulated device's library registers route 1's kernels, run in the CPU
+   twin; float64 takes route 2 there too.
 
 1. ``"ascendc"``: our AscendC kernels, when ``libnpu_syncbn_npu.so`` has been
    built on an Ascend machine (op_kernels/CMakeLists.txt, at install or by
@@ -45,16 +49,22 @@ def custom_kernel_path() -> Optional[str]:
     return default if os.path.isfile(default) else None
 
 
-def _load_custom_kernels(path: str) -> dict:
-    """Load the AscendC library; return its ops by name."""
+def _ascendc_ops() -> dict:
+    """Namespace npu_syncbn_ascendc, defined once with our schemas; its ops by name."""
     global _ascendc_library
     if _ascendc_library is None:
         _ascendc_library = torch.library.Library(ASCENDC_NAMESPACE, "DEF")
         for name, schema in SCHEMAS.items():
             _ascendc_library.define(name + schema)
+    return {name: getattr(getattr(torch.ops, ASCENDC_NAMESPACE), name) for name in SCHEMAS}
+
+
+def _load_custom_kernels(path: str) -> dict:
+    """Load the AscendC library; return its ops by name."""
+    ops = _ascendc_ops()
     importlib.import_module("torch_npu")
     torch.ops.load_library(path)
-    return {name: getattr(getattr(torch.ops, ASCENDC_NAMESPACE), name) for name in SCHEMAS}
+    return ops
 
 
 def batch_norm_stats(input, eps):
@@ -108,9 +118,17 @@ def routed(name: str, kernel, fallback):
 
 def register() -> str:
     """Register the PrivateUse1 kernels; return which route was taken."""
+    from .. import emulation
+
     kernels, route = FALLBACK_KERNELS, "aten-fallback"
     path = custom_kernel_path()
-    if path is not None:
+    if emulation.active():
+        # The emulated device's library registered the npu_syncbn_ascendc kernels
+        # (our AscendC sources in the twin, launched as npu_ops.cpp launches them).
+        ascendc = _ascendc_ops()
+        kernels = {name: routed(name, ascendc[name], fn) for name, fn in FALLBACK_KERNELS.items()}
+        route = "emulated"
+    elif path is not None:
         ascendc = _load_custom_kernels(path)
         kernels = {name: routed(name, ascendc[name], fn) for name, fn in FALLBACK_KERNELS.items()}
         route = "ascendc"

@@ -10,21 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "kernel_operator.h"
+#include "kernel_entries.h"
 #include "../host/tiling.h"
 #include "../kernels/bn_common.h"
 
 extern "C" {
-void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace, GM_ADDR tiling);
-void batch_norm_gather_stats_with_counts(GM_ADDR mean, GM_ADDR invstd, GM_ADDR runningMean, GM_ADDR runningVar,
-                                         GM_ADDR counts, GM_ADDR meanOut, GM_ADDR invstdOut, GM_ADDR workspace,
-                                         GM_ADDR tiling);
-void batch_norm_elemt(GM_ADDR x, GM_ADDR weight, GM_ADDR bias, GM_ADDR mean, GM_ADDR invstd, GM_ADDR y,
-                      GM_ADDR workspace, GM_ADDR tiling);
-void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
-                                GM_ADDR gradWeight, GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling);
-void batch_norm_backward_elemt(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR weight, GM_ADDR sumDy,
-                               GM_ADDR sumDyXmu, GM_ADDR count, GM_ADDR dx, GM_ADDR workspace, GM_ADDR tiling);
 // Test-only kernels with planted rule breaks (tests/broken_kernels.cpp).
 void twin_broken_ub_overflow(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_misaligned_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);

@@ -1,0 +1,270 @@
+/*
+ * Host side of the five ops on an Ascend device, for any way of launching the
+ * kernels: argument checks, output allocation, the host tiling (tiling.h), the
+ * workspace, and each kernel's launch arguments in their order. Written once,
+ * used twice:
+ *   npu_ops.cpp                               launches through ACLRT_LAUNCH_KERNEL on a real NPU;
+ *   npu_syncbn/emulation/csrc/kernels.cpp     launches the same sources in the CPU twin on the
+ *                                             emulated "npu" device (NPU_SYNCBN_EMULATE_NPU=1).
+ *
+ * A Device policy provides
+ *   static DeviceLimits Limits(const at::Tensor& onDevice);   cores and UB a launch may use
+ *   static void Launch(Kernel k, const char* op, uint32_t blockDim,
+ *                      const std::vector<GmArg>& args, uint64_t ubPlan);
+ * where args are the kernel's GM arguments in its entry's order and ubPlan the
+ * UB bytes the tiling planned per core (the twin checks the kernel against it).
+ * Per-channel tensors reach the kernels as contiguous float32.
+ */
+#ifndef NPU_SYNCBN_HOST_BN_OPS_H
+#define NPU_SYNCBN_HOST_BN_OPS_H
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+
+#include "soc.h"
+#include "tiling.h"
+
+namespace bn_ops {
+
+using at::Tensor;
+using OptTensor = c10::optional<Tensor>;
+
+// What a launch may use on one device.
+struct DeviceLimits {
+    uint32_t cores;    // vector cores the blocks may occupy, 1..BN_MAX_CORES
+    uint32_t ubBytes;  // UB per vector core the tiling may plan
+};
+
+enum class Kernel { Stats, GatherStats, Elemt, BackwardReduce, BackwardElemt };
+
+inline const char* KernelName(Kernel k) {
+    switch (k) {
+        case Kernel::Stats: return "batch_norm_stats";
+        case Kernel::GatherStats: return "batch_norm_gather_stats_with_counts";
+        case Kernel::Elemt: return "batch_norm_elemt";
+        case Kernel::BackwardReduce: return "batch_norm_backward_reduce";
+        case Kernel::BackwardElemt: return "batch_norm_backward_elemt";
+    }
+    return "?";
+}
+
+// One GM argument of a launch: its name (for errors and the twin's bounds
+// checks) and the tensor (undefined for an absent optional argument).
+struct GmArg {
+    const char* name;
+    Tensor t;
+};
+
+inline void* Ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+// NPU_SYNCBN_BLOCK_DIM, or 0 when unset. It can only lower the core count: more
+// blocks than physical cores would run in rounds (and a barrier kernel hang).
+inline uint32_t BlockDimCap() {
+    const char* env = std::getenv("NPU_SYNCBN_BLOCK_DIM");
+    if (env == nullptr || *env == '\0') return 0;
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(env, &end, 10);
+    TORCH_CHECK(errno == 0 && *end == '\0' && v >= 1, "NPU_SYNCBN_BLOCK_DIM must be a positive integer, got '", env,
+                "'");
+    return v > long(BN_MAX_CORES) ? BN_MAX_CORES : uint32_t(v);
+}
+
+// Limits from what the platform reports: at most BN_MAX_CORES cores (the
+// tiling's bound), NPU_SYNCBN_BLOCK_DIM may lower them; UB capped at the 910B
+// size the twin checks plans against, less the reserve of soc.h.
+inline DeviceLimits LimitsFrom(int64_t cores, int64_t ubBytes) {
+    DeviceLimits lim{};
+    lim.cores = cores > int64_t(BN_MAX_CORES) ? BN_MAX_CORES : uint32_t(cores);
+    const uint32_t cap = BlockDimCap();
+    if (cap != 0 && cap < lim.cores) lim.cores = cap;
+    const int64_t ub = ubBytes > 0 && ubBytes < int64_t(BN_UB_BYTES) ? ubBytes : int64_t(BN_UB_BYTES);
+    lim.ubBytes = uint32_t(ub) - BN_UB_RESERVE_BYTES;
+    return lim;
+}
+
+inline uint32_t Dtype(const Tensor& x) {
+    switch (x.scalar_type()) {
+        case at::kFloat: return BN_FLOAT32;
+        case at::kHalf: return BN_FLOAT16;
+        case at::kBFloat16: return BN_BFLOAT16;
+        default: TORCH_CHECK(false, "npu_syncbn kernels take float32, float16 or bfloat16 input, got ", x.scalar_type());
+    }
+}
+
+// (N, C, inner) of an (N, C, *) tensor.
+inline std::tuple<uint64_t, uint64_t, uint64_t> Shape(const Tensor& x) {
+    TORCH_CHECK(x.dim() >= 2, "input must have shape (N, C, *), got ", x.sizes());
+    const uint64_t n = x.size(0), c = x.size(1);
+    return {n, c, n > 0 && c > 0 ? uint64_t(x.numel()) / (n * c) : 0};
+}
+
+inline Tensor F32(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
+inline Tensor F32(const OptTensor& t) { return t.has_value() && t->defined() ? F32(*t) : Tensor(); }
+
+// The tiling struct as a device tensor of bytes (the kernels' `tiling` argument).
+template <typename Tiling>
+Tensor DeviceTiling(const Tiling& t, const Tensor& like) {
+    Tensor host = at::empty({int64_t(sizeof(Tiling))}, at::TensorOptions().dtype(at::kByte));
+    std::memcpy(host.data_ptr(), &t, sizeof(Tiling));
+    return host.to(like.device());
+}
+
+inline Tensor Workspace(uint64_t bytes, const Tensor& like) {
+    return at::empty({int64_t(bytes ? bytes : 32)}, like.options().dtype(at::kByte));
+}
+
+inline void CheckTiling(int status, const char* op) {
+    TORCH_CHECK(status == BN_TILING_OK, "npu_syncbn::", op, ": ", BnTilingStatusText(status));
+}
+
+template <class Device>
+struct Ops {
+    static std::tuple<Tensor, Tensor> Stats(const Tensor& input, double eps) {
+        const c10::DeviceGuard guard(input.device());
+        const DeviceLimits lim = Device::Limits(input);
+        const Tensor x = input.contiguous();
+        auto [n, c, l] = Shape(x);
+        Tensor mean = at::zeros({int64_t(c)}, x.options().dtype(at::kFloat));
+        Tensor invstd = at::full({int64_t(c)}, 1.0 / std::sqrt(eps), x.options().dtype(at::kFloat));
+        if (x.numel() == 0) return {mean, invstd};
+        BnStatsTiling t{};
+        CheckTiling(BnRowTilingFor(BN_OP_STATS, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_stats");
+        t.eps = float(eps);
+        Device::Launch(Kernel::Stats, "batch_norm_stats", t.rows.blockDim,
+                       {{"input", x}, {"mean", mean}, {"invstd", invstd},
+                        {"workspace", Workspace(BnWorkspaceBytes(BN_OP_STATS, t.rows), x)}, {"tiling", DeviceTiling(t, x)}},
+                       BnUbBytes(BN_OP_STATS, t.rows));
+        return {mean, invstd};
+    }
+
+    static std::tuple<Tensor, Tensor> GatherStats(const Tensor& input, const Tensor& mean, const Tensor& invstd,
+                                                  const OptTensor& runningMean, const OptTensor& runningVar,
+                                                  double momentum, double eps, const Tensor& counts) {
+        (void)input;  // its dtype decided the route; the statistics are (W, C)
+        const c10::DeviceGuard guard(mean.device());
+        const DeviceLimits lim = Device::Limits(mean);
+        TORCH_CHECK(mean.dim() == 2 && invstd.sizes() == mean.sizes(), "mean and invstd must have shape (W, C)");
+        const uint64_t world = mean.size(0), c = mean.size(1);
+        TORCH_CHECK(uint64_t(counts.numel()) == world, "counts must have one entry per row of mean");
+        const Tensor m = F32(mean), s = F32(invstd), cnt = F32(counts.reshape({-1}));
+        Tensor rm = F32(runningMean), rv = F32(runningVar);
+        Tensor meanOut = at::empty({int64_t(c)}, m.options());
+        Tensor invstdOut = at::empty({int64_t(c)}, m.options());
+        BnGatherTiling t{};
+        CheckTiling(BnGatherTilingFor(c, world, lim.cores, lim.ubBytes, rm.defined(), rv.defined(), float(momentum),
+                                      float(eps), &t),
+                    "batch_norm_gather_stats_with_counts");
+        Device::Launch(Kernel::GatherStats, "batch_norm_gather_stats_with_counts", t.blockDim,
+                       {{"mean", m}, {"invstd", s}, {"running_mean", rm}, {"running_var", rv}, {"counts", cnt},
+                        {"mean_out", meanOut}, {"invstd_out", invstdOut}, {"workspace", Workspace(0, m)},
+                        {"tiling", DeviceTiling(t, m)}},
+                       BnGatherUbBytes(t));
+        // In place, in the caller's dtype / layout (no-op copies when already float32 contiguous).
+        if (rm.defined() && !rm.is_same(*runningMean)) runningMean->copy_(rm);
+        if (rv.defined() && !rv.is_same(*runningVar)) runningVar->copy_(rv);
+        return {meanOut, invstdOut};
+    }
+
+    static Tensor Elemt(const Tensor& input, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
+                        const Tensor& invstd, double eps) {
+        (void)eps;  // invstd already holds it, as in aten
+        const c10::DeviceGuard guard(input.device());
+        const DeviceLimits lim = Device::Limits(input);
+        const Tensor x = input.contiguous();
+        auto [n, c, l] = Shape(x);
+        Tensor y = at::empty_like(x);
+        if (x.numel() == 0) return y;
+        const Tensor w = F32(weight), b = F32(bias), m = F32(mean), s = F32(invstd);
+        BnElemtTiling t{};
+        CheckTiling(BnRowTilingFor(BN_OP_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
+        t.hasWeight = w.defined();
+        t.hasBias = b.defined();
+        Device::Launch(Kernel::Elemt, "batch_norm_elemt", t.rows.blockDim,
+                       {{"input", x}, {"weight", w}, {"bias", b}, {"mean", m}, {"invstd", s}, {"output", y},
+                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+                       BnUbBytes(BN_OP_ELEMT, t.rows));
+        return y;
+    }
+
+    static std::tuple<Tensor, Tensor, Tensor, Tensor> BackwardReduce(const Tensor& gradOut, const Tensor& input,
+                                                                     const Tensor& mean, const Tensor& invstd,
+                                                                     const OptTensor& weight, bool inputG, bool weightG,
+                                                                     bool biasG) {
+        // The project schema returns all four (C,) tensors, so all four are computed.
+        (void)inputG, (void)weightG, (void)biasG;
+        const c10::DeviceGuard guard(input.device());
+        const DeviceLimits lim = Device::Limits(input);
+        const Tensor x = input.contiguous(), dy = gradOut.contiguous();
+        TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
+        auto [n, c, l] = Shape(x);
+        auto f32 = x.options().dtype(at::kFloat);
+        Tensor sumDy = at::zeros({int64_t(c)}, f32), sumDyXmu = at::zeros({int64_t(c)}, f32);
+        Tensor gradWeight = at::zeros({int64_t(c)}, f32), gradBias = at::zeros({int64_t(c)}, f32);
+        if (x.numel() > 0) {
+            BnBackwardReduceTiling t{};
+            CheckTiling(BnRowTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
+                        "batch_norm_backward_reduce");
+            t.outputMask = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
+            t.hasWeight = weight.has_value() && weight->defined();
+            Device::Launch(Kernel::BackwardReduce, "batch_norm_backward_reduce", t.rows.blockDim,
+                           {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)},
+                            {"sum_dy", sumDy}, {"sum_dy_xmu", sumDyXmu}, {"grad_weight", gradWeight},
+                            {"grad_bias", gradBias}, {"workspace", Workspace(BnWorkspaceBytes(BN_OP_BACKWARD_REDUCE, t.rows), x)},
+                            {"tiling", DeviceTiling(t, x)}},
+                           BnUbBytes(BN_OP_BACKWARD_REDUCE, t.rows));
+        }
+        if (weight.has_value() && weight->defined()) {
+            gradWeight = gradWeight.to(weight->scalar_type());
+            gradBias = gradBias.to(weight->scalar_type());
+        }
+        return {sumDy, sumDyXmu, gradWeight, gradBias};
+    }
+
+    static Tensor BackwardElemt(const Tensor& gradOut, const Tensor& input, const Tensor& mean, const Tensor& invstd,
+                                const OptTensor& weight, const Tensor& sumDy, const Tensor& sumDyXmu,
+                                const Tensor& count) {
+        const c10::DeviceGuard guard(input.device());
+        const DeviceLimits lim = Device::Limits(input);
+        const Tensor x = input.contiguous(), dy = gradOut.contiguous();
+        TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
+        auto [n, c, l] = Shape(x);
+        Tensor dx = at::empty_like(x);
+        if (x.numel() == 0) return dx;
+        const Tensor cnt = F32(count.reshape({-1}));
+        TORCH_CHECK(cnt.numel() >= 1, "count must have at least one element");
+        BnBackwardElemtTiling t{};
+        CheckTiling(BnRowTilingFor(BN_OP_BACKWARD_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
+                    "batch_norm_backward_elemt");
+        const Tensor w = F32(weight);
+        t.hasWeight = w.defined();
+        t.world = uint32_t(cnt.numel());
+        Device::Launch(Kernel::BackwardElemt, "batch_norm_backward_elemt", t.rows.blockDim,
+                       {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)}, {"weight", w},
+                        {"sum_dy", F32(sumDy)}, {"sum_dy_xmu", F32(sumDyXmu)}, {"count", cnt}, {"grad_input", dx},
+                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+                       BnUbBytes(BN_OP_BACKWARD_ELEMT, t.rows));
+        return dx;
+    }
+};
+
+}  // namespace bn_ops
+
+// The five ops of `ns` as PrivateUse1 kernels launched through `Device`.
+#define BN_OPS_REGISTER(ns, Device)                                                         \
+    TORCH_LIBRARY_IMPL(ns, PrivateUse1, m) {                                                \
+        m.impl("batch_norm_stats", &bn_ops::Ops<Device>::Stats);                            \
+        m.impl("batch_norm_gather_stats_with_counts", &bn_ops::Ops<Device>::GatherStats);   \
+        m.impl("batch_norm_elemt", &bn_ops::Ops<Device>::Elemt);                            \
+        m.impl("batch_norm_backward_reduce", &bn_ops::Ops<Device>::BackwardReduce);         \
+        m.impl("batch_norm_backward_elemt", &bn_ops::Ops<Device>::BackwardElemt);           \
+    }
+
+#endif  // NPU_SYNCBN_HOST_BN_OPS_H

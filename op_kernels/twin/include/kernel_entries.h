@@ -1,0 +1,22 @@
+// Entries of the five kernels (op_kernels/kernels/*.cpp) as host code calls
+// them in the twin, in each kernel's argument order. Shared by the twin's C ABI
+// (capi.cpp) and the emulated npu device (npu_syncbn/emulation/csrc/kernels.cpp).
+#ifndef NPU_SYNCBN_TWIN_KERNEL_ENTRIES_H
+#define NPU_SYNCBN_TWIN_KERNEL_ENTRIES_H
+
+#include "kernel_operator.h"
+
+extern "C" {
+void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace, GM_ADDR tiling);
+void batch_norm_gather_stats_with_counts(GM_ADDR mean, GM_ADDR invstd, GM_ADDR runningMean, GM_ADDR runningVar,
+                                         GM_ADDR counts, GM_ADDR meanOut, GM_ADDR invstdOut, GM_ADDR workspace,
+                                         GM_ADDR tiling);
+void batch_norm_elemt(GM_ADDR x, GM_ADDR weight, GM_ADDR bias, GM_ADDR mean, GM_ADDR invstd, GM_ADDR y,
+                      GM_ADDR workspace, GM_ADDR tiling);
+void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
+                                GM_ADDR gradWeight, GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling);
+void batch_norm_backward_elemt(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR weight, GM_ADDR sumDy,
+                               GM_ADDR sumDyXmu, GM_ADDR count, GM_ADDR dx, GM_ADDR workspace, GM_ADDR tiling);
+}
+
+#endif  // NPU_SYNCBN_TWIN_KERNEL_ENTRIES_H
