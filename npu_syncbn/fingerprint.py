@@ -11,6 +11,7 @@ Fields are small integers so that they are exact in float32 payloads.
 """
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
@@ -26,9 +27,27 @@ _FIELD_MOD = 1 << 20  # keeps every field (and its square in float64) exact
 _call_counters: Dict[int, tuple] = {}
 
 
-def layer_code(name: str) -> int:
-    """Stable small integer for a layer name (same on every rank, unlike hash())."""
-    return zlib.crc32(name.encode()) % _FIELD_MOD if name else 0
+_constructed = itertools.count()
+
+
+def next_construction_index() -> int:
+    """Index of a SyncBatchNorm among those constructed in this process.
+
+    The identity of a layer nobody named (no ``layer_name``, not made by
+    convert_sync_batchnorm): ranks that build the same model construct its
+    layers in the same order, so the same layer gets the same index on every
+    rank and different layers get different ones. Ranks that construct
+    different numbers of unnamed layers before the model (one rank builds an
+    extra probe model, say) would disagree and raise at the first step: name
+    such layers (``layer_name=``) or convert the model."""
+    return next(_constructed)
+
+
+def layer_code(name: str, construction_index: int = 0) -> int:
+    """Stable small integer for a layer (same on every rank, unlike hash()):
+    of its name, or for an unnamed layer of its construction index."""
+    key = name if name else f"\0unnamed#{construction_index}"  # a NUL no qualified module name has
+    return zlib.crc32(key.encode()) % _FIELD_MOD
 
 
 def next_call_index(group) -> int:

@@ -6,6 +6,7 @@ momentum); :class:`~npu_syncbn.function.SyncBatchNormFunction` does *how*.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Type
 
 import torch
@@ -15,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import comm
 from .comm import GroupLike
-from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index
+from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index, next_construction_index
 from .function import SyncBatchNormFunction, SyncPlan
 from .ops.checks import FLOAT_DTYPES
 
@@ -75,7 +76,13 @@ class SyncBatchNorm(_BatchNorm):
         track_running_stats: keep ``running_mean``/``running_var``; when False
             batch statistics are used in eval mode too.
         process_group: None (the default group), a ProcessGroup, or a str name
-            made with :func:`npu_syncbn.create_group`.
+            made with :func:`npu_syncbn.create_group`; also
+            ``GroupMember.NON_GROUP_MEMBER``, what ``dist.new_group(ranks)``
+            returns on a rank outside ``ranks`` (stored as torch stores it, so
+            one model can be built and converted on every rank). On such a
+            rank a training forward has no group to synchronize with and
+            normalizes with its local batch statistics (as
+            torch.nn.SyncBatchNorm does), warning once per process.
         sync_mode: how the forward statistics travel: "allgather" (every
             rank's mean/invstd/count, merged exactly; bytes grow with the world
             size), "allreduce" (shifted sums, O(C) bytes whatever the world
@@ -84,6 +91,9 @@ class SyncBatchNorm(_BatchNorm):
         layer_name: name carried in the collective's fingerprint so that ranks
             calling layers out of order raise an error naming the layer;
             :func:`convert_sync_batchnorm` sets it to the qualified module name.
+            An unnamed layer is identified by its construction index in this
+            process (see :func:`npu_syncbn.fingerprint.next_construction_index`):
+            equal on ranks that build the same model, different between layers.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -111,12 +121,15 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
         if not isinstance(layer_name, str):
             raise TypeError(f"layer_name must be a str, got {type(layer_name).__name__}")
-        if process_group is not None and not isinstance(process_group, (str, torch.distributed.ProcessGroup)):
+        if process_group is not None and not (
+            isinstance(process_group, (str, torch.distributed.ProcessGroup)) or comm.is_non_member(process_group)
+        ):
             raise TypeError(
-                "process_group must be None, a torch.distributed.ProcessGroup or a str made with create_group, "
-                f"got {type(process_group).__name__}"
+                "process_group must be None, a torch.distributed.ProcessGroup, GroupMember.NON_GROUP_MEMBER or a "
+                f"str made with create_group, got {type(process_group).__name__} {process_group!r}"
             )
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self._construction_index = next_construction_index()
         self.process_group = process_group
         self.sync_mode = sync_mode
         self.layer_name = layer_name
@@ -128,7 +141,14 @@ class SyncBatchNorm(_BatchNorm):
     @layer_name.setter
     def layer_name(self, name: str) -> None:
         self._layer_name = name
-        self._layer_code = layer_code(name)  # hashed once, not in every forward
+        self._layer_code = layer_code(name, self._construction_index)  # hashed once, not in every forward
+
+    @property
+    def layer_label(self) -> str:
+        """How errors and warnings name this layer."""
+        if self.layer_name:
+            return repr(self.layer_name)
+        return f"(unnamed #{self._construction_index}, C={self.num_features})"
 
     def _check_input_dim(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
@@ -186,6 +206,9 @@ class SyncBatchNorm(_BatchNorm):
 
     def _batch_stats_step(self, input: Tensor, momentum, sync: bool) -> Tensor:
         running_mean, running_var = self.running_mean, self.running_var
+        if sync and comm.is_non_member(self.process_group):
+            _warn_non_member(self)
+            sync = False
         group = comm.resolve_group(self.process_group) if sync else None
         world_size = 1 if group is None else torch.distributed.get_world_size(group)
         if world_size == 1:
@@ -221,7 +244,7 @@ class SyncBatchNorm(_BatchNorm):
             world_size=world_size,
             rank=0 if group is None else torch.distributed.get_rank(group),
             mode=resolve_sync_mode(self.sync_mode, world_size, input.device),
-            layer_label=repr(self.layer_name) if self.layer_name else f"(unnamed, C={self.num_features})",
+            layer_label=self.layer_label,
             group_spec=self.process_group,
             fingerprint=fp,
             # Under torch.compile always a first call: a flag read here would
@@ -239,8 +262,32 @@ class SyncBatchNorm(_BatchNorm):
 
     def extra_repr(self) -> str:
         group = self.process_group
-        shown = "" if group is None else f", process_group={group!r}" if isinstance(group, str) else ", process_group=<ProcessGroup>"
+        if group is None:
+            shown = ""
+        elif isinstance(group, str):
+            shown = f", process_group={group!r}"
+        else:
+            shown = ", process_group=NON_GROUP_MEMBER" if comm.is_non_member(group) else ", process_group=<ProcessGroup>"
         return super().extra_repr() + shown
+
+
+_warned_non_member = False
+
+
+def _warn_non_member(layer: SyncBatchNorm) -> None:
+    """Say once per process that this rank's layers given a group it is not in normalize locally."""
+    global _warned_non_member
+    if _warned_non_member:
+        return
+    _warned_non_member = True
+    rank = torch.distributed.get_rank() if comm.is_distributed() else 0
+    warnings.warn(
+        f"SyncBatchNorm {layer.layer_label}: rank {rank} is not a member of its process_group (GroupMember.NON_GROUP_MEMBER, "
+        "what dist.new_group returns to the ranks it leaves out), so this layer and every other one given that group "
+        "normalize with this rank's local batch statistics, as torch.nn.SyncBatchNorm does (warned once per process)",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _copy_state(src: _BatchNorm, dst: _BatchNorm) -> _BatchNorm:
