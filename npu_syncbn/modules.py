@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import comm
+from . import comm, recompute
 from .comm import GroupLike
 from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index, next_construction_index
 from .function import SyncBatchNormFunction, SyncPlan
@@ -197,14 +197,16 @@ class SyncBatchNorm(_BatchNorm):
         if not use_batch_stats:
             return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         update = self.running_mean is not None
-        output = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
-        if update and self.num_batches_tracked is not None:
+        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
+        if update and stepped and self.num_batches_tracked is not None:
             # Counted only once the step went through, so a step that raised
             # (e.g. ranks out of step) leaves the cumulative average intact.
             self.num_batches_tracked.add_(1)
         return output
 
-    def _batch_stats_step(self, input: Tensor, momentum, sync: bool) -> Tensor:
+    def _batch_stats_step(self, input: Tensor, momentum, sync: bool):
+        """(output, stepped): stepped is False for a checkpoint recompute, which
+        reuses its forward's statistics and updates nothing (recompute.py)."""
         running_mean, running_var = self.running_mean, self.running_var
         if sync and comm.is_non_member(self.process_group):
             _warn_non_member(self)
@@ -217,27 +219,33 @@ class SyncBatchNorm(_BatchNorm):
                 if input.device.type != "cpu":
                     return SyncBatchNormFunction.apply(
                         input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(None, 1, input)
-                    )
+                    ), True
                 momentum = float(momentum)
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
+            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps), True
+        reuse = recompute.take(self, input) if recompute.in_recompute() else None
+        keep = [] if reuse is None and recompute.may_be_recomputed() else None
         output = SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
+            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
+            self._plan(group, world_size, input, reuse, keep),
         )
+        if keep:
+            recompute.record(self, input, keep[0])
         if not torch.compiler.is_compiling() and self._first_call_on(group):
             self._synchronized_group = id(group)  # later calls skip the first-call check (function.check_level)
-        return output
+        return output, reuse is None
 
     def _first_call_on(self, group) -> bool:
         """No synchronized step of this layer went through on ``group`` yet
         (read from __dict__: nn.Module's attribute fallback is slow)."""
         return self.__dict__.get("_synchronized_group") != id(group)
 
-    def _plan(self, group, world_size: int, input: Tensor) -> SyncPlan:
+    def _plan(self, group, world_size: int, input: Tensor, reuse=None, keep=None) -> SyncPlan:
         fp = Fingerprint(
             layer=self._layer_code,
             channels=self.num_features,
             dtype=DTYPE_CODES[input.dtype],
-            call=next_call_index(group),
+            # A recompute sends nothing, so it takes no place in the call order.
+            call=next_call_index(group) if reuse is None else 0,
         )
         return SyncPlan(
             group=group,
@@ -250,6 +258,8 @@ class SyncBatchNorm(_BatchNorm):
             # Under torch.compile always a first call: a flag read here would
             # be guarded and recompile the graph once it flips.
             first_call=torch.compiler.is_compiling() or self._first_call_on(group),
+            reuse=reuse,
+            keep=keep,
         )
 
     @classmethod
