@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import comm, recompute
 from .comm import GroupLike
-from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index, next_construction_index
+from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, construction_identity, next_call_index
 from .function import SyncBatchNormFunction, SyncPlan
 from .ops.checks import FLOAT_DTYPES
 
@@ -91,9 +91,10 @@ class SyncBatchNorm(_BatchNorm):
         layer_name: name carried in the collective's fingerprint so that ranks
             calling layers out of order raise an error naming the layer;
             :func:`convert_sync_batchnorm` sets it to the qualified module name.
-            An unnamed layer is identified by its construction index in this
-            process (see :func:`npu_syncbn.fingerprint.next_construction_index`):
-            equal on ranks that build the same model, different between layers.
+            An unnamed layer is identified by where it was constructed (see
+            :func:`npu_syncbn.fingerprint.construction_identity`): equal on
+            ranks that build the same model, different between layers, so
+            unnamed layers called out of step raise too.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -129,7 +130,7 @@ class SyncBatchNorm(_BatchNorm):
                 f"str made with create_group, got {type(process_group).__name__} {process_group!r}"
             )
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
-        self._construction_index = next_construction_index()
+        self._construction_identity = construction_identity()
         self.process_group = process_group
         self.sync_mode = sync_mode
         self.layer_name = layer_name
@@ -141,14 +142,14 @@ class SyncBatchNorm(_BatchNorm):
     @layer_name.setter
     def layer_name(self, name: str) -> None:
         self._layer_name = name
-        self._layer_code = layer_code(name, self._construction_index)  # hashed once, not in every forward
+        self._layer_code = layer_code(name, self._construction_identity)  # hashed once, not in every forward
 
     @property
     def layer_label(self) -> str:
         """How errors and warnings name this layer."""
         if self.layer_name:
             return repr(self.layer_name)
-        return f"(unnamed #{self._construction_index}, C={self.num_features})"
+        return f"(unnamed, constructed at {self._construction_identity}, C={self.num_features})"
 
     def _check_input_dim(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
