@@ -102,6 +102,18 @@ class SyncBatchNorm(_BatchNorm):
     Eval mode with running stats normalizes with them and communicates nothing.
     Weight and bias gradients are this rank's share; DistributedDataParallel
     sums them, exactly as with torch.nn.SyncBatchNorm.
+
+    A training step in which every rank's batch is empty gives an empty
+    output and zero weight/bias gradients, leaves ``running_mean`` and
+    ``running_var`` unchanged and counts the step in ``num_batches_tracked``:
+    what local BatchNorm does with an empty batch. Unchanged, because a step
+    with no data says nothing about the statistics (torch's CUDA merge would
+    divide by the zero total and move them toward 0).
+
+    Under ``torch.utils.checkpoint`` the forward recomputed in backward
+    reuses the global statistics of the forward it repeats: no second
+    collective, no second running-stat update (see :mod:`npu_syncbn.recompute`
+    for how it is detected and what is not).
     """
 
     def __init__(
