@@ -110,7 +110,7 @@ def test_module_rejects_input_on_other_device_than_parameters():
         ({"num_features": 0}, ValueError, "num_features must be >= 1"),
         ({"num_features": 4.0}, TypeError, "num_features must be an int"),
         ({"sync_mode": "ring"}, ValueError, "sync_mode must be one of auto, allgather, allreduce"),
-        ({"process_group": 3}, TypeError, "process_group must be None, a torch.distributed.ProcessGroup or a str"),
+        ({"process_group": 3}, TypeError, "process_group must be None, a torch.distributed.ProcessGroup, GroupMember.NON_GROUP_MEMBER or a str"),
         ({"layer_name": 5}, TypeError, "layer_name must be a str"),
     ],
 )
