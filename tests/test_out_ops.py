@@ -98,6 +98,24 @@ def test_out_overloads_pass_opcheck(name):
     torch.library.opcheck(getattr(OPS, name).out, args, outs, test_utils=("test_schema", "test_faketensor"))
 
 
+def test_out_forms_compile_into_one_graph():
+    """torch.compile functionalizes them (outputs of the right shape, as
+    fullgraph=True needs for aten's out= ops too) and gives eager's values."""
+    x, w, b, mean, invstd, eps = _samples()["batch_norm_elemt"]
+
+    def step(x, y, m, s):
+        OPS.batch_norm_stats(x, eps, out0=m, out1=s)
+        OPS.batch_norm_elemt(x, w, b, m, s, eps, out=y)
+        return y * 2
+
+    outs = [torch.empty_like(x), torch.empty(3), torch.empty(3)]
+    doubled = torch.compile(step, fullgraph=True)(x, *outs)
+    eager_mean, eager_invstd = OPS.batch_norm_stats(x, eps)
+    eager = OPS.batch_norm_elemt(x, w, b, eager_mean, eager_invstd, eps)
+    assert torch.equal(outs[1], eager_mean) and torch.equal(outs[2], eager_invstd)
+    assert torch.equal(outs[0], eager) and torch.equal(doubled, eager * 2)
+
+
 def hand_written_sync_bn_with_out(rank, world_size):
     """torch.nn.SyncBatchNorm's data flow written with preallocated outputs."""
     g = torch.Generator().manual_seed(33)

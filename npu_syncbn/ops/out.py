@@ -19,10 +19,17 @@ Semantics are those of aten's generated out= kernels:
   receives the cast value); an output on another device than the input is
   rejected with an error naming it.
 
-One implementation serves the CPU and PrivateUse1 (NPU) keys: it calls the
-functional op through the dispatcher, which then picks that device's kernel
-(the AscendC library's or the aclnn fallback on an NPU). The fake kernel runs
-the functional op's fake kernel and resizes the fake outputs.
+One implementation serves every device: it is registered as the ops'
+CompositeImplicitAutograd kernel, so the dispatcher runs it for CPU tensors,
+NPU (PrivateUse1) tensors and fake tensors alike, and it calls the
+functional op, whose own kernel for that device then runs (on an NPU our
+AscendC library's or the aclnn fallback; for fake tensors the fake kernel,
+after which resize_ gives the fake outputs their shapes and copy_ is a no-op
+on data). Being composite also lets torch.compile trace it into the
+functional op plus aten's resize_/copy_, which it can functionalize: a
+custom op whose outputs alias its inputs cannot be functionalized otherwise.
+Under ``fullgraph=True`` an output that must be resized breaks the graph, as
+it does for aten's own out= ops.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .schema import LIBRARY, SCHEMAS, qualified
+from .schema import LIBRARY, SCHEMAS
 
 # op -> names of its outputs in aten's .out schema (alias sets start after the
 # functional schema's own: gather already uses (a!) and (b!) for the running stats).
@@ -71,19 +78,18 @@ def resize_output(out: Tensor, shape: Sequence[int], name: str) -> None:
     out.resize_(shape)
 
 
-def _write(results: Tuple[Tensor, ...], outs: Tuple[Tensor, ...], name: str, device: torch.device, copy: bool):
+def _write(results: Tuple[Tensor, ...], outs: Tuple[Tensor, ...], name: str, device: torch.device):
     for label, out, result in zip(OUT_NAMES[name], outs, results):
         if not isinstance(out, Tensor):
             raise TypeError(f"{name}: {label} must be a torch.Tensor, got {type(out).__name__}")
         if out.device != device:
             raise ValueError(f"{name}: {label} must be on the input's device {device}, got {out.device}")
         resize_output(out, result.shape, f"{name}.out")
-        if copy:
-            out.copy_(result)
+        out.copy_(result)
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def _make(name: str, fake: bool):
+def _make(name: str):
     functional = getattr(torch.ops.npu_syncbn, name).default
     count = len(OUT_NAMES[name])
 
@@ -91,17 +97,13 @@ def _make(name: str, fake: bool):
         outs = tuple(kwargs[o] for o in OUT_NAMES[name])
         result = functional(*args)
         results = (result,) if count == 1 else tuple(result)
-        # A fake output has no data to copy: its shape is what a trace needs.
         device = next(a.device for a in args if isinstance(a, Tensor))
-        return _write(results, outs, name, device, copy=not fake)
+        return _write(results, outs, name, device)
 
-    kernel.__name__ = f"{name}_out{'_fake' if fake else ''}"
+    kernel.__name__ = f"{name}_out"
     return kernel
 
 
 for _name in SCHEMAS:
     LIBRARY.define(f"{_name}.out{out_schema(_name)}")
-    _kernel = _make(_name, fake=False)
-    LIBRARY.impl(f"{_name}.out", _kernel, "CPU")
-    LIBRARY.impl(f"{_name}.out", _kernel, "PrivateUse1")
-    torch.library.register_fake(qualified(f"{_name}.out"), _make(_name, fake=True), lib=LIBRARY)
+    LIBRARY.impl(f"{_name}.out", _make(_name), "CompositeImplicitAutograd")
