@@ -107,8 +107,8 @@ class SyncBatchNorm(_BatchNorm):
     output and zero weight/bias gradients, leaves ``running_mean`` and
     ``running_var`` unchanged and counts the step in ``num_batches_tracked``:
     what local BatchNorm does with an empty batch. Unchanged, because a step
-    with no data says nothing about the statistics (torch's CUDA merge would
-    divide by the zero total and move them toward 0).
+    with no data says nothing about the statistics (torch.nn.SyncBatchNorm on
+    CUDA drops the empty ranks' rows, merges none, and moves them toward 0).
 
     Under ``torch.utils.checkpoint`` the forward recomputed in backward
     reuses the global statistics of the forward it repeats: no second

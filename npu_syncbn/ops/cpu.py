@@ -74,7 +74,7 @@ def gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts)
     batch_norm_stats gives for an empty input), and the running stats stay
     unchanged, as local BatchNorm leaves them for an empty batch. (aten has
     no CPU kernel for this op; its CUDA kernel divides by the zero total and
-    returns NaN, moving the running stats toward 0.)"""
+    returns NaN statistics and NaN running stats.)"""
     var = invstd_to_var(invstd, eps)
     g_mean, g_var, total = merge_rank_stats(mean, var, counts)
     update_running_stats(running_mean, running_var, g_mean, g_var, total, momentum)
