@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import comm, recompute
 from .comm import GroupLike
-from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, construction_identity, next_call_index
+from .fingerprint import DTYPE_CODES, Fingerprint, construction_identity, layer_code, next_call_index
 from .function import SyncBatchNormFunction, SyncPlan
 from .ops.checks import FLOAT_DTYPES
 
