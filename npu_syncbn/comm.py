@@ -127,6 +127,12 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def is_non_member(group) -> bool:
+    """``group`` is ``GroupMember.NON_GROUP_MEMBER``: what ``dist.new_group``
+    returns to the ranks it leaves out (an int sentinel in torch, not a group)."""
+    return type(group) is int and group == dist.GroupMember.NON_GROUP_MEMBER
+
+
 def resolve_group(group: GroupLike) -> Optional[dist.ProcessGroup]:
     """ProcessGroup for ``group``; None means "no distributed run" (local BatchNorm).
 

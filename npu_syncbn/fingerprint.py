@@ -11,6 +11,8 @@ Fields are small integers so that they are exact in float32 payloads.
 """
 from __future__ import annotations
 
+import os
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
@@ -26,9 +28,39 @@ _FIELD_MOD = 1 << 20  # keeps every field (and its square in float64) exact
 _call_counters: Dict[int, tuple] = {}
 
 
-def layer_code(name: str) -> int:
-    """Stable small integer for a layer name (same on every rank, unlike hash())."""
-    return zlib.crc32(name.encode()) % _FIELD_MOD if name else 0
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_per_site: Dict[str, int] = {}
+
+
+def construction_identity() -> str:
+    """Identity of a SyncBatchNorm nobody named (no ``layer_name``, not made
+    by convert_sync_batchnorm), taken when it is constructed: the place of
+    the constructor call (file name, function, line of the first frame
+    outside npu_syncbn) and how many layers that place constructed before
+    in this process.
+
+    Ranks that build the same model run the same constructor calls in the
+    same order, so a layer gets the same identity on every rank and two
+    layers get different ones (another line, or another index at the same
+    line, e.g. in a loop). Constructions elsewhere (a probe layer only one
+    rank builds) do not shift it; ranks that construct different numbers of
+    unnamed layers at the same line before the model's would disagree and
+    raise at the first step: name such layers (``layer_name=``) or convert
+    the model. File names, not paths, so checkouts in different directories agree."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    site = "?" if frame is None else f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}:{frame.f_lineno}"
+    index = _per_site.get(site, 0)
+    _per_site[site] = index + 1
+    return f"{site}#{index}"
+
+
+def layer_code(name: str, unnamed_identity: str = "") -> int:
+    """Stable small integer for a layer (same on every rank, unlike hash()):
+    of its name, or for an unnamed layer of its :func:`construction_identity`."""
+    key = name if name else "\0" + unnamed_identity  # a NUL no qualified module name has
+    return zlib.crc32(key.encode()) % _FIELD_MOD
 
 
 def next_call_index(group) -> int:

@@ -52,6 +52,11 @@ class SyncPlan:
     group_spec: comm.GroupLike  # what the user passed, for error messages
     fingerprint: fingerprint.Fingerprint
     first_call: bool = True  # this layer's first synchronized call (see check_level)
+    # Activation checkpointing (recompute.py): the recompute's global
+    # (mean, invstd, counts) from the forward it repeats, and where a forward
+    # that may be repeated leaves its own.
+    reuse: Optional[tuple] = None
+    keep: Optional[list] = None
 
     @property
     def group_label(self) -> str:
@@ -227,15 +232,17 @@ class SyncBatchNormFunction(torch.autograd.Function):
         momentum: Union[float, Tensor],
         plan: SyncPlan,
     ) -> Tensor:
-        level = check_level(input.device, plan.first_call)  # read once per step
-        args = (input, weight, bias, running_mean, running_var, eps, momentum, plan)
-        step = None
-        if level != "strict":
-            try:
-                step = cpu_step.forward(*args, level != "never")
-            except shm.ChannelError as exc:
-                raise _collective_error(exc, plan, "forward statistics") from exc
-        output, mean, invstd, counts = step if step is not None else _op_path_forward(*args, level)
+        if plan.reuse is not None:  # a recompute: no collective, no running-stat update
+            mean, invstd, counts = plan.reuse
+            output = ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
+        else:
+            output, mean, invstd, counts = _synchronized_forward(
+                input, weight, bias, running_mean, running_var, eps, momentum, plan
+            )
+        if plan.keep is not None:
+            plan.keep.append((mean, invstd, counts))
+        # The same tensors in the same order whether recomputed or not:
+        # non-reentrant checkpointing matches saved tensors by position.
         ctx.save_for_backward(input, weight, mean, invstd, counts)
         ctx.plan = plan
         return output
@@ -260,6 +267,19 @@ class SyncBatchNormFunction(torch.autograd.Function):
             grad_bias if need_bias else None,
             None, None, None, None, None,
         )
+
+
+def _synchronized_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan):
+    """(output, mean, invstd, counts): the fused CPU step when it applies, else op by op."""
+    level = check_level(input.device, plan.first_call)  # read once per step
+    args = (input, weight, bias, running_mean, running_var, eps, momentum, plan)
+    step = None
+    if level != "strict":
+        try:
+            step = cpu_step.forward(*args, level != "never")
+        except shm.ChannelError as exc:
+            raise _collective_error(exc, plan, "forward statistics") from exc
+    return step if step is not None else _op_path_forward(*args, level)
 
 
 def _op_path_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan, level: str):

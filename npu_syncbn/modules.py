@@ -6,6 +6,7 @@ momentum); :class:`~npu_syncbn.function.SyncBatchNormFunction` does *how*.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Type
 
 import torch
@@ -13,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import comm
+from . import comm, recompute
 from .comm import GroupLike
-from .fingerprint import DTYPE_CODES, Fingerprint, layer_code, next_call_index
+from .fingerprint import DTYPE_CODES, Fingerprint, construction_identity, layer_code, next_call_index
 from .function import SyncBatchNormFunction, SyncPlan
 from .ops.checks import FLOAT_DTYPES
 
@@ -75,7 +76,13 @@ class SyncBatchNorm(_BatchNorm):
         track_running_stats: keep ``running_mean``/``running_var``; when False
             batch statistics are used in eval mode too.
         process_group: None (the default group), a ProcessGroup, or a str name
-            made with :func:`npu_syncbn.create_group`.
+            made with :func:`npu_syncbn.create_group`; also
+            ``GroupMember.NON_GROUP_MEMBER``, what ``dist.new_group(ranks)``
+            returns on a rank outside ``ranks`` (stored as torch stores it, so
+            one model can be built and converted on every rank). On such a
+            rank a training forward has no group to synchronize with and
+            normalizes with its local batch statistics (as
+            torch.nn.SyncBatchNorm does), warning once per process.
         sync_mode: how the forward statistics travel: "allgather" (every
             rank's mean/invstd/count, merged exactly; bytes grow with the world
             size), "allreduce" (shifted sums, O(C) bytes whatever the world
@@ -84,6 +91,10 @@ class SyncBatchNorm(_BatchNorm):
         layer_name: name carried in the collective's fingerprint so that ranks
             calling layers out of order raise an error naming the layer;
             :func:`convert_sync_batchnorm` sets it to the qualified module name.
+            An unnamed layer is identified by where it was constructed (see
+            :func:`npu_syncbn.fingerprint.construction_identity`): equal on
+            ranks that build the same model, different between layers, so
+            unnamed layers called out of step raise too.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -91,6 +102,18 @@ class SyncBatchNorm(_BatchNorm):
     Eval mode with running stats normalizes with them and communicates nothing.
     Weight and bias gradients are this rank's share; DistributedDataParallel
     sums them, exactly as with torch.nn.SyncBatchNorm.
+
+    A training step in which every rank's batch is empty gives an empty
+    output and zero weight/bias gradients, leaves ``running_mean`` and
+    ``running_var`` unchanged and counts the step in ``num_batches_tracked``:
+    what local BatchNorm does with an empty batch. Unchanged, because a step
+    with no data says nothing about the statistics (torch.nn.SyncBatchNorm on
+    CUDA drops the empty ranks' rows, merges none, and moves them toward 0).
+
+    Under ``torch.utils.checkpoint`` the forward recomputed in backward
+    reuses the global statistics of the forward it repeats: no second
+    collective, no second running-stat update (see :mod:`npu_syncbn.recompute`
+    for how it is detected and what is not).
     """
 
     def __init__(
@@ -111,12 +134,15 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
         if not isinstance(layer_name, str):
             raise TypeError(f"layer_name must be a str, got {type(layer_name).__name__}")
-        if process_group is not None and not isinstance(process_group, (str, torch.distributed.ProcessGroup)):
+        if process_group is not None and not (
+            isinstance(process_group, (str, torch.distributed.ProcessGroup)) or comm.is_non_member(process_group)
+        ):
             raise TypeError(
-                "process_group must be None, a torch.distributed.ProcessGroup or a str made with create_group, "
-                f"got {type(process_group).__name__}"
+                "process_group must be None, a torch.distributed.ProcessGroup, GroupMember.NON_GROUP_MEMBER or a "
+                f"str made with create_group, got {type(process_group).__name__} {process_group!r}"
             )
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self._construction_identity = construction_identity()
         self.process_group = process_group
         self.sync_mode = sync_mode
         self.layer_name = layer_name
@@ -128,7 +154,14 @@ class SyncBatchNorm(_BatchNorm):
     @layer_name.setter
     def layer_name(self, name: str) -> None:
         self._layer_name = name
-        self._layer_code = layer_code(name)  # hashed once, not in every forward
+        self._layer_code = layer_code(name, self._construction_identity)  # hashed once, not in every forward
+
+    @property
+    def layer_label(self) -> str:
+        """How errors and warnings name this layer."""
+        if self.layer_name:
+            return repr(self.layer_name)
+        return f"(unnamed, constructed at {self._construction_identity}, C={self.num_features})"
 
     def _check_input_dim(self, input: Tensor) -> None:
         if not isinstance(input, Tensor):
@@ -177,15 +210,20 @@ class SyncBatchNorm(_BatchNorm):
         if not use_batch_stats:
             return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         update = self.running_mean is not None
-        output = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
-        if update and self.num_batches_tracked is not None:
+        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
+        if update and stepped and self.num_batches_tracked is not None:
             # Counted only once the step went through, so a step that raised
             # (e.g. ranks out of step) leaves the cumulative average intact.
             self.num_batches_tracked.add_(1)
         return output
 
-    def _batch_stats_step(self, input: Tensor, momentum, sync: bool) -> Tensor:
+    def _batch_stats_step(self, input: Tensor, momentum, sync: bool):
+        """(output, stepped): stepped is False for a checkpoint recompute, which
+        reuses its forward's statistics and updates nothing (recompute.py)."""
         running_mean, running_var = self.running_mean, self.running_var
+        if sync and comm.is_non_member(self.process_group):
+            _warn_non_member(self)
+            sync = False
         group = comm.resolve_group(self.process_group) if sync else None
         world_size = 1 if group is None else torch.distributed.get_world_size(group)
         if world_size == 1:
@@ -194,39 +232,47 @@ class SyncBatchNorm(_BatchNorm):
                 if input.device.type != "cpu":
                     return SyncBatchNormFunction.apply(
                         input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(None, 1, input)
-                    )
+                    ), True
                 momentum = float(momentum)
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
+            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps), True
+        reuse = recompute.take(self, input) if recompute.in_recompute() else None
+        keep = [] if reuse is None and recompute.may_be_recomputed() else None
         output = SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(group, world_size, input)
+            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
+            self._plan(group, world_size, input, reuse, keep),
         )
+        if keep:
+            recompute.record(self, input, keep[0])
         if not torch.compiler.is_compiling() and self._first_call_on(group):
             self._synchronized_group = id(group)  # later calls skip the first-call check (function.check_level)
-        return output
+        return output, reuse is None
 
     def _first_call_on(self, group) -> bool:
         """No synchronized step of this layer went through on ``group`` yet
         (read from __dict__: nn.Module's attribute fallback is slow)."""
         return self.__dict__.get("_synchronized_group") != id(group)
 
-    def _plan(self, group, world_size: int, input: Tensor) -> SyncPlan:
+    def _plan(self, group, world_size: int, input: Tensor, reuse=None, keep=None) -> SyncPlan:
         fp = Fingerprint(
             layer=self._layer_code,
             channels=self.num_features,
             dtype=DTYPE_CODES[input.dtype],
-            call=next_call_index(group),
+            # A recompute sends nothing, so it takes no place in the call order.
+            call=next_call_index(group) if reuse is None else 0,
         )
         return SyncPlan(
             group=group,
             world_size=world_size,
             rank=0 if group is None else torch.distributed.get_rank(group),
             mode=resolve_sync_mode(self.sync_mode, world_size, input.device),
-            layer_label=repr(self.layer_name) if self.layer_name else f"(unnamed, C={self.num_features})",
+            layer_label=self.layer_label,
             group_spec=self.process_group,
             fingerprint=fp,
             # Under torch.compile always a first call: a flag read here would
             # be guarded and recompile the graph once it flips.
             first_call=torch.compiler.is_compiling() or self._first_call_on(group),
+            reuse=reuse,
+            keep=keep,
         )
 
     @classmethod
@@ -239,8 +285,32 @@ class SyncBatchNorm(_BatchNorm):
 
     def extra_repr(self) -> str:
         group = self.process_group
-        shown = "" if group is None else f", process_group={group!r}" if isinstance(group, str) else ", process_group=<ProcessGroup>"
+        if group is None:
+            shown = ""
+        elif isinstance(group, str):
+            shown = f", process_group={group!r}"
+        else:
+            shown = ", process_group=NON_GROUP_MEMBER" if comm.is_non_member(group) else ", process_group=<ProcessGroup>"
         return super().extra_repr() + shown
+
+
+_warned_non_member = False
+
+
+def _warn_non_member(layer: SyncBatchNorm) -> None:
+    """Say once per process that this rank's layers given a group it is not in normalize locally."""
+    global _warned_non_member
+    if _warned_non_member:
+        return
+    _warned_non_member = True
+    rank = torch.distributed.get_rank() if comm.is_distributed() else 0
+    warnings.warn(
+        f"SyncBatchNorm {layer.layer_label}: rank {rank} is not a member of its process_group (GroupMember.NON_GROUP_MEMBER, "
+        "what dist.new_group returns to the ranks it leaves out), so this layer and every other one given that group "
+        "normalize with this rank's local batch statistics, as torch.nn.SyncBatchNorm does (warned once per process)",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _copy_state(src: _BatchNorm, dst: _BatchNorm) -> _BatchNorm:

@@ -6,7 +6,7 @@ Importing this package registers everything; call the ops as
 """
 import torch
 
-from . import cpu, npu, schema  # noqa: F401  (import registers the kernels)
+from . import cpu, npu, out, schema  # noqa: F401  (import registers the kernels)
 
 batch_norm_stats = torch.ops.npu_syncbn.batch_norm_stats
 batch_norm_gather_stats_with_counts = torch.ops.npu_syncbn.batch_norm_gather_stats_with_counts

@@ -61,16 +61,20 @@ def batch_norm_stats(input: Tensor, eps: float):
 def batch_norm_gather_stats_with_counts(input, mean, invstd, running_mean, running_var, momentum, eps, counts):
     checks.validate_gather(input, mean, invstd, running_mean, running_var, momentum, eps, counts)
     fast = cpu_fast.gather_merge(mean, invstd, counts, running_mean, running_var, momentum, eps)
-    if fast == cpu_fast.NO_POSITIVE_COUNT or (fast is None and bool((counts <= 0).all())):
-        # host tensor: reading it costs nothing here
-        raise ValueError("counts must have at least one positive entry: every rank's batch is empty")
-    if fast is not None:
+    if fast is not None and fast != cpu_fast.NO_POSITIVE_COUNT:
         return fast
     return gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts)
 
 
 def gather_stats(mean, invstd, running_mean, running_var, momentum, eps, counts):
-    """Device-agnostic body of the gather op (also the NPU fallback)."""
+    """Device-agnostic body of the gather op (also the NPU fallback).
+
+    Every count 0 (every rank's batch empty) is not an error: the result is
+    the statistics of no data, mean 0 and invstd 1/sqrt(eps) (what
+    batch_norm_stats gives for an empty input), and the running stats stay
+    unchanged, as local BatchNorm leaves them for an empty batch. (aten has
+    no CPU kernel for this op; its CUDA kernel divides by the zero total and
+    returns NaN statistics and NaN running stats.)"""
     var = invstd_to_var(invstd, eps)
     g_mean, g_var, total = merge_rank_stats(mean, var, counts)
     update_running_stats(running_mean, running_var, g_mean, g_var, total, momentum)
