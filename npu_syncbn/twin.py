@@ -45,6 +45,7 @@ __all__ = [
     "traffic",
     "library",
     "set_soc",
+    "set_auto_sync",
     "soc",
 ]
 
@@ -84,6 +85,7 @@ _SIGNATURES = {
     "twin_gather_tiling": [_U64, _U64, _U32, _U32, _P],
     "twin_run_test_kernel": [ctypes.c_char_p, _U32],
     "twin_set_soc": [ctypes.c_char_p],
+    "twin_set_auto_sync": [ctypes.c_int],
     "twin_traffic_get": [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, _P, _P],
 }
 
@@ -116,6 +118,14 @@ def set_soc(name: str = "") -> None:
     with _lock:
         if lib.twin_set_soc(name.encode()) != 0:
             raise ValueError(f"unknown SoC {name!r}: expected one of Ascend910B1..B4 or Ascend910_93xx")
+
+
+def set_auto_sync(on: bool) -> None:
+    """Whether the twin's pipe model takes bisheng's ``--cce-auto-sync`` as on
+    (the default, as CANN's ascendc_library builds: scalar GetValue/SetValue are
+    ordered against the other pipes by the compiler) or off (every cross-pipe
+    dependency, the scalar ones included, needs a barrier or an event pair)."""
+    library().twin_set_auto_sync(1 if on else 0)
 
 
 def soc() -> Dict[str, object]:

@@ -27,6 +27,8 @@ CASES = [
     ("twin_broken_too_many_buffers", "too many buffers", 1),
     ("twin_broken_copy_params", "bad DataCopyParams", 1),
     ("twin_broken_repeat", "repeat over 255", 1),
+    ("twin_broken_pipe_mte2_v", "pipe hazard", 1),
+    ("twin_broken_pipe_v_mte3", "pipe hazard", 2),
 ]
 
 
@@ -53,6 +55,46 @@ def test_correct_kernel_passes_on_many_cores():
         run("twin_ok_copy", cores)
         run("twin_ok_syncall_mix", cores)
         run("twin_ok_soft_syncall", cores)  # the same kernel as ..._dirty, on a zeroed workspace
+
+
+def test_pipe_hazard_names_the_call_and_both_pipes():
+    with pytest.raises(twin.TwinError, match=r"Adds \(V\) reads UB written by DataCopy \(MTE2\)"):
+        run("twin_broken_pipe_mte2_v", 1)
+    with pytest.raises(twin.TwinError, match=r"DataCopy \(MTE3\) reads UB written by Duplicate \(V\)"):
+        run("twin_broken_pipe_v_mte3", 1)
+    run("twin_ok_pipe_events", 4)  # the same two accesses, each after its event pair
+
+
+@pytest.fixture
+def auto_sync_off():
+    twin.set_auto_sync(False)
+    yield
+    twin.set_auto_sync(True)
+
+
+def test_scalar_read_after_deque_needs_an_event_without_compiler_auto_sync(auto_sync_off):
+    """The queue orders MTE2 against V only; bisheng's --cce-auto-sync orders
+    the scalar read (what ascendc_library builds with, the twin's default)."""
+    with pytest.raises(twin.TwinError, match=r"GetValue \(S\) reads UB written by DataCopy \(MTE2\)"):
+        run("twin_broken_pipe_scalar_after_deque", 1)
+    twin.set_auto_sync(True)
+    run("twin_broken_pipe_scalar_after_deque", 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_our_kernels_need_no_compiler_auto_sync(auto_sync_off, dtype):
+    """Every cross-pipe dependency of the five kernels has its own barrier or
+    event pair, so they stay correct in a build with --cce-auto-sync=off."""
+    for shape in [(4, 13, 37), (2, 3, 70000), (64, 13), (1, 300, 5)]:
+        c = shape[1]
+        x, dy = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+        z, o = torch.zeros(c), torch.ones(c)
+        twin.batch_norm_stats(x, 1e-5, block_dim=4)
+        twin.batch_norm_elemt(x, o, z, z, o, 1e-5, block_dim=4)
+        twin.batch_norm_backward_reduce(dy, x, z, o, o, True, True, True, block_dim=4)
+        twin.batch_norm_backward_elemt(dy, x, z, o, o, z, z, torch.tensor([4, 4]), block_dim=4)
+        twin.batch_norm_gather_stats(x, torch.randn(3, c), torch.rand(3, c) + 0.5, z.clone(), o.clone(), 0.1, 1e-5,
+                                     torch.tensor([3.0, 4.0, 5.0]), block_dim=4)
 
 
 def test_ub_plan_mismatch_names_both_numbers():

@@ -5,7 +5,8 @@
  * x is read from GM exactly once. Each channel is reduced by one core (the
  * tiling's whole-channel units: no cross-core barrier, see host/tiling.cpp),
  * which accumulates, per UB lane, sums of (x - K) and (x - K)^2 with K the
- * channel's first value (shifted sums: no cancellation when |mean| >> std).
+ * mean of the channel's first tile (shifted sums: no cancellation when
+ * |mean| >> std).
  */
 #include "bn_common.h"
 
@@ -90,11 +91,14 @@ private:
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
             bn::DeQueToFloat<T>(xf, inQueue_, elems);
             if (item == begin) {
-                // K is read from the widened float copy: no scalar cast of T
-                // (bisheng rejects one for bfloat16_t), and the barrier orders
-                // the vector Cast before the scalar read.
-                PipeBarrier<PIPE_ALL>();
-                shift = xf.GetValue(0);
+                // K = the mean of the channel's first tile (pad lanes are 0 and
+                // add nothing): within std/sqrt(tile) of the channel mean, so
+                // the shifted sums stay small whatever |mean| is. Taken from the
+                // widened float copy: no scalar cast of T (bisheng rejects one
+                // for bfloat16_t); SumLanes orders the vector work before its
+                // scalar read.
+                shift = bn::SumLanes(xf, uint64_t(elems), resBuf_.Get<float>(), workBuf_.Get<float>()) /
+                        static_cast<float>(tile.rows * tile.len);
             }
             Adds(xf, xf, -shift, elems);
             if (tile.len != tile.stride) Mul(xf, xf, mask, elems);

@@ -198,7 +198,15 @@ __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count
                                  const LocalTensor<float>& work) {
     ReduceSum(res, lanes, work, static_cast<int32_t>(count));
     PipeBarrier<PIPE_ALL>();
-    return res.GetValue(0);
+    const float sum = res.GetValue(0);
+    // The next ReduceSum (V) rewrites res: order it after this scalar read.
+    // bisheng's --cce-auto-sync (on in ascendc_library builds) would insert
+    // this S->V event; the kernels do not rely on it (the twin's pipe model
+    // checks them with auto-sync off too).
+    const TEventID sToV = GetTPipePtr()->FetchEventID(HardEvent::S_V);
+    SetFlag<HardEvent::S_V>(sToV);
+    WaitFlag<HardEvent::S_V>(sToV);
+    return sum;
 }
 
 // dst = 1 / src as Duplicate + Div: full float precision, unlike an approximate

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernel_entries.h"
+#include "twin_pipes.h"
 #include "../host/tiling.h"
 #include "../kernels/bn_common.h"
 
@@ -28,6 +29,10 @@ void twin_broken_ub_plan(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_too_many_buffers(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_copy_params(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_repeat(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_pipe_mte2_v(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_pipe_v_mte3(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_pipe_scalar_after_deque(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_ok_pipe_events(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_syncall_mix(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_soft_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
@@ -242,6 +247,10 @@ int twin_set_soc(const char* name) {
     return 2;
 }
 
+// Whether the pipe model takes bisheng's --cce-auto-sync as on (1, as
+// ascendc_library builds) or off (0: S needs its own events too).
+void twin_set_auto_sync(int on) { twin::SetAutoSync(on != 0); }
+
 const char* twin_soc_name() { return twin::CurrentSoc().name; }
 uint32_t twin_soc_cores() { return twin::CurrentSoc().vectorCores; }
 uint32_t twin_soc_ub_bytes() { return twin::CurrentSoc().ubBytes; }
@@ -266,6 +275,10 @@ int twin_run_test_kernel(const char* name, uint32_t cores) {
         {"twin_broken_too_many_buffers", twin_broken_too_many_buffers, 0, 0.0f},
         {"twin_broken_copy_params", twin_broken_copy_params, 0, 0.0f},
         {"twin_broken_repeat", twin_broken_repeat, 0, 0.0f},
+        {"twin_broken_pipe_mte2_v", twin_broken_pipe_mte2_v, 0, 0.0f},
+        {"twin_broken_pipe_v_mte3", twin_broken_pipe_v_mte3, 0, 0.0f},
+        {"twin_broken_pipe_scalar_after_deque", twin_broken_pipe_scalar_after_deque, 0, 0.0f},
+        {"twin_ok_pipe_events", twin_ok_pipe_events, 0, 0.0f},
         {"twin_ok_copy", twin_ok_copy, 512, 0.0f},
         {"twin_ok_syncall_mix", twin_ok_syncall_mix, 0, 0.0f},
         {"twin_ok_soft_syncall", twin_ok_soft_syncall, 0, 0.0f},

@@ -1,6 +1,7 @@
 // Twin runtime: one thread per emulated vector core, the SyncAll barrier, GM
 // buffer registry with byte counters, and first-failure reporting.
 #include "twin_runtime.h"
+#include "twin_pipes.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +36,22 @@ bool AllZero(const uint8_t* p, uint64_t bytes) {
 }
 
 }  // namespace
+
+CoreContext::CoreContext() = default;
+CoreContext::~CoreContext() = default;
+
+namespace {
+std::atomic<bool> gAutoSync{true};
+}  // namespace
+
+bool AutoSync() { return gAutoSync.load(std::memory_order_relaxed); }
+void SetAutoSync(bool on) { gAutoSync = on; }
+
+PipeState& Pipes() {
+    CoreContext& core = Core();
+    if (!core.pipes) core.pipes = std::make_unique<PipeState>();
+    return *core.pipes;
+}
 
 bool SetSoc(const std::string& name) {
     const BnSocInfo* s = name.empty() ? SocFromEnvironment() : BnSocFind(name.c_str());

@@ -111,6 +111,8 @@ inline uint8_t* AllocUb(uint64_t bytes, const char* what) {
 
 }  // namespace twin
 
+#include "twin_pipes.h"
+
 namespace AscendC {
 
 enum class TPosition { GM, A1, A2, B1, B2, C1, C2, CO1, CO2, VECIN, VECOUT, VECCALC, MAX };
@@ -121,8 +123,60 @@ enum class RoundMode { CAST_NONE = 0, CAST_RINT, CAST_FLOOR, CAST_CEIL, CAST_ROU
 inline int64_t GetBlockIdx() { return twin::Core().blockIdx; }
 inline int64_t GetBlockNum() { return twin::Core().launch->blockDim; }
 
+// The twin runs every pipe in program order; the pipe model (twin_pipes.h)
+// records what a barrier or an event pair orders, to find the missing ones.
 template <pipe_t pipe>
-inline void PipeBarrier() {}  // the twin executes every pipe in program order
+inline void PipeBarrier() {
+    if constexpr (pipe == PIPE_ALL) twin::Pipes().BarrierAll();
+}
+
+enum class HardEvent { MTE2_V, V_MTE2, V_MTE3, MTE3_V, MTE2_MTE3, MTE3_MTE2, MTE2_S, S_MTE2, V_S, S_V, MTE3_S, S_MTE3 };
+using TEventID = int8_t;
+
+namespace twin_detail {
+constexpr uint8_t PipeOf(pipe_t p) {
+    return p == PIPE_S ? twin::kPipeS : p == PIPE_V ? twin::kPipeV : p == PIPE_MTE2 ? twin::kPipeMte2
+         : p == PIPE_MTE3 ? twin::kPipeMte3 : twin::kPipeNone;
+}
+struct EventPipes { uint8_t from, to; };
+constexpr EventPipes PipesOf(HardEvent e) {
+    switch (e) {
+        case HardEvent::MTE2_V: return {twin::kPipeMte2, twin::kPipeV};
+        case HardEvent::V_MTE2: return {twin::kPipeV, twin::kPipeMte2};
+        case HardEvent::V_MTE3: return {twin::kPipeV, twin::kPipeMte3};
+        case HardEvent::MTE3_V: return {twin::kPipeMte3, twin::kPipeV};
+        case HardEvent::MTE2_MTE3: return {twin::kPipeMte2, twin::kPipeMte3};
+        case HardEvent::MTE3_MTE2: return {twin::kPipeMte3, twin::kPipeMte2};
+        case HardEvent::MTE2_S: return {twin::kPipeMte2, twin::kPipeS};
+        case HardEvent::S_MTE2: return {twin::kPipeS, twin::kPipeMte2};
+        case HardEvent::V_S: return {twin::kPipeV, twin::kPipeS};
+        case HardEvent::S_V: return {twin::kPipeS, twin::kPipeV};
+        case HardEvent::MTE3_S: return {twin::kPipeMte3, twin::kPipeS};
+        case HardEvent::S_MTE3: return {twin::kPipeS, twin::kPipeMte3};
+    }
+    return {twin::kPipeNone, twin::kPipeNone};
+}
+}  // namespace twin_detail
+
+// Event pair between two pipes: `from`'s accesses before SetFlag are ordered
+// before `to`'s after the matching WaitFlag.
+template <HardEvent event>
+inline void SetFlag(int32_t id) {
+    constexpr twin_detail::EventPipes e = twin_detail::PipesOf(event);
+    twin::Pipes().Set(e.from, e.to, id);
+}
+template <HardEvent event>
+inline void WaitFlag(int32_t id) {
+    constexpr twin_detail::EventPipes e = twin_detail::PipesOf(event);
+    twin::Pipes().Wait(e.from, e.to, id);
+}
+
+template <pipe_t src, pipe_t dst>
+class TQueSync {
+public:
+    void SetFlag(TEventID id) { twin::Pipes().Set(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id); }
+    void WaitFlag(TEventID id) { twin::Pipes().Wait(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id); }
+};
 
 // Hardware SyncAll: the launch-stub generator passes the cross-core sync
 // address only to MIX kernels; in an AIV-only kernel it hangs or fails.
@@ -145,12 +199,14 @@ public:
 
     T GetValue(uint64_t i) const {
         CheckIndex(i);
+        twin::PipeRead("GetValue", twin::kPipeS, addr_ + i, sizeof(T));
         T v;
         std::memcpy(&v, addr_ + i, sizeof(T));
         return v;
     }
     void SetValue(uint64_t i, T v) const {
         CheckIndex(i);
+        twin::PipeWrite("SetValue", twin::kPipeS, addr_ + i, sizeof(T));
         std::memcpy(addr_ + i, &v, sizeof(T));
     }
     LocalTensor operator[](uint64_t offset) const {
@@ -268,6 +324,7 @@ public:
         for (auto& s : slots_) {
             if (s.state == twin::Slot::FREE) {
                 s.state = twin::Slot::ALLOCATED;
+                twin::PipeHandOff(s.addr, s.bytes);  // FreeTensor -> AllocTensor: the consumer is done with it
                 return LocalTensor<T>(reinterpret_cast<T*>(s.addr), s.bytes / sizeof(T), &s);
             }
         }
@@ -288,6 +345,7 @@ public:
         twin::Slot* s = fifo_.front();
         fifo_.pop_front();
         s->state = twin::Slot::DEQUEUED;
+        twin::PipeHandOff(s->addr, s->bytes);  // EnQue -> DeQue: the producer is done with it
         return LocalTensor<T>(reinterpret_cast<T*>(s->addr), s->bytes / sizeof(T), s);
     }
     template <typename T>
@@ -342,336 +400,45 @@ private:
     twin::Slot slot_;
 };
 
+class TPipe;
+namespace twin_detail {
+inline TPipe*& CurrentPipe() {
+    thread_local TPipe* pipe = nullptr;
+    return pipe;
+}
+}  // namespace twin_detail
+
 class TPipe {
 public:
     TPipe() {
         twin::Core().ubUsed = 0;
         twin::Core().ubBuffers = 0;
+        twin_detail::CurrentPipe() = this;
+    }
+    ~TPipe() {
+        if (twin_detail::CurrentPipe() == this) twin_detail::CurrentPipe() = nullptr;
     }
     template <TPosition pos, int32_t depth>
     void InitBuffer(TQue<pos, depth>& que, uint8_t num, uint32_t len) { que.TwinInit(num, len); }
     template <TPosition pos>
     void InitBuffer(TBuf<pos>& buf, uint32_t len) { buf.TwinInit(len); }
     void Destroy() {}
+    // Event ids: the twin keeps one flag per pipe pair and id; any id 0..7 serves.
+    TEventID FetchEventID(HardEvent) { return 0; }
+    template <HardEvent event>
+    TEventID FetchEventID() { return 0; }
 };
 
-// ---------------------------------------------------------------- data movement
-struct DataCopyParams {
-    DataCopyParams() = default;
-    DataCopyParams(uint16_t count, uint16_t len, uint16_t srcStrideIn, uint16_t dstStrideIn)
-        : blockCount(count), blockLen(len), srcStride(srcStrideIn), dstStride(dstStrideIn) {}
-    uint16_t blockCount = 1;
-    uint16_t blockLen = 0;   // in 32-byte blocks
-    uint16_t srcStride = 0;  // gap between blocks, in 32-byte blocks
-    uint16_t dstStride = 0;
-};
-
-struct DataCopyExtParams {
-    DataCopyExtParams() = default;
-    DataCopyExtParams(uint16_t count, uint32_t len, uint32_t srcStrideIn, uint32_t dstStrideIn, uint32_t rsvIn)
-        : blockCount(count), blockLen(len), srcStride(srcStrideIn), dstStride(dstStrideIn), rsv(rsvIn) {}
-    uint16_t blockCount = 1;
-    uint32_t blockLen = 0;   // bytes
-    uint32_t srcStride = 0;  // gap: bytes on GM, 32-byte blocks on UB
-    uint32_t dstStride = 0;
-    uint32_t rsv = 0;
-};
-
-template <typename T>
-struct DataCopyPadExtParams {
-    DataCopyPadExtParams() = default;
-    DataCopyPadExtParams(bool isPadIn, uint8_t left, uint8_t right, T value)
-        : isPad(isPadIn), leftPadding(left), rightPadding(right), paddingValue(value) {}
-    bool isPad = false;
-    uint8_t leftPadding = 0;  // elements
-    uint8_t rightPadding = 0;
-    T paddingValue{};
-};
-
-namespace twin_detail {
-// Checks of a contiguous DataCopy of `count` elements, either way: whole 32-byte
-// blocks, the UB side aligned and large enough. Returns the bytes moved.
-template <typename T>
-inline uint64_t CheckContiguousCopy(const LocalTensor<T>& ub, uint32_t count) {
-    const uint64_t bytes = uint64_t(count) * sizeof(T);
-    if (bytes % twin::kBlockBytes != 0) {
-        twin::Fail("misaligned DataCopy", std::to_string(bytes) + " bytes is not a multiple of 32 (use DataCopyPad for tails)");
-    }
-    twin::CheckUbAligned("DataCopy", ub.GetPhyAddr());
-    twin::CheckCount("DataCopy", count, ub.GetSize());
-    return bytes;
-}
-
-// Element steps of a strided DataCopy: blocks of blockLen 32-byte blocks, strides in 32-byte blocks.
-struct BlockSteps {
-    uint64_t len, srcStep, dstStep;
-};
-
-template <typename T>
-inline BlockSteps StepsOf(const DataCopyParams& p) {
-    const uint64_t len = uint64_t(p.blockLen) * twin::kBlockBytes / sizeof(T);
-    return {len, len + uint64_t(p.srcStride) * twin::kBlockBytes / sizeof(T),
-            len + uint64_t(p.dstStride) * twin::kBlockBytes / sizeof(T)};
-}
-
-// blockCount 1..4095 and blockLen >= 1 (the fields are 16-bit: a larger value
-// the kernel cast down has already wrapped, which the range often catches).
-inline void CheckCopyParams(const DataCopyParams& p) {
-    if (p.blockCount < 1 || p.blockCount > 4095 || p.blockLen < 1) {
-        twin::Fail("bad DataCopyParams", "blockCount " + std::to_string(p.blockCount) + " (1..4095), blockLen " +
-                                             std::to_string(p.blockLen) + " (>= 1 block)");
-    }
-}
-
-template <typename T>
-inline void CopyBlocks(T* dst, const T* src, uint32_t blockCount, const BlockSteps& s) {
-    for (uint32_t b = 0; b < blockCount; ++b) std::memcpy(dst + b * s.dstStep, src + b * s.srcStep, s.len * sizeof(T));
-}
-}  // namespace twin_detail
-
-template <typename T>
-inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_t count) {
-    const uint64_t bytes = twin_detail::CheckContiguousCopy(dst, count);
-    src.Check(0, count, "DataCopy")->read += bytes;
-    std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
-}
-
-template <typename T>
-inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint32_t count) {
-    const uint64_t bytes = twin_detail::CheckContiguousCopy(src, count);
-    dst.Check(0, count, "DataCopy")->written += bytes;
-    std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
-}
-
-// Strided block copy GM -> UB: blockCount blocks of blockLen 32-byte blocks.
-template <typename T>
-inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, const DataCopyParams& p) {
-    twin::CheckUbAligned("DataCopy", dst.GetPhyAddr());
-    twin_detail::CheckCopyParams(p);
-    const twin_detail::BlockSteps s = twin_detail::StepsOf<T>(p);
-    twin::CheckCount("DataCopy", (p.blockCount - 1) * s.dstStep + s.len, dst.GetSize());
-    twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * s.srcStep + s.len, "DataCopy");
-    twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
-    buf->read += p.blockCount * s.len * sizeof(T);
-}
-
-template <typename T>
-inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, const DataCopyParams& p) {
-    twin::CheckUbAligned("DataCopy", src.GetPhyAddr());
-    twin_detail::CheckCopyParams(p);
-    const twin_detail::BlockSteps s = twin_detail::StepsOf<T>(p);
-    twin::CheckCount("DataCopy", (p.blockCount - 1) * s.srcStep + s.len, src.GetSize());
-    twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * s.dstStep + s.len, "DataCopy");
-    twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
-    buf->written += p.blockCount * s.len * sizeof(T);
-}
-
-namespace twin_detail {
-inline void CheckPadParams(uint32_t blockCount, uint32_t blockLen, uint32_t elem) {
-    if (blockCount < 1 || blockCount > 4095) twin::Fail("bad DataCopyPad", "blockCount " + std::to_string(blockCount) + " outside 1..4095");
-    if (blockLen == 0 || blockLen % elem != 0) twin::Fail("bad DataCopyPad", "blockLen " + std::to_string(blockLen) + " bytes is not a positive multiple of the element size");
-}
-}  // namespace twin_detail
-
-// Unaligned copy GM -> UB: every block lands 32-byte aligned in UB; left/right
-// padding elements get paddingValue when isPad, the rest of the last 32-byte
-// block is left undefined (poisoned here).
-template <typename T>
-inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor<T>& src, const DataCopyExtParams& p,
-                        const DataCopyPadExtParams<T>& pad) {
-    twin_detail::CheckPadParams(p.blockCount, p.blockLen, sizeof(T));
-    twin::CheckUbAligned("DataCopyPad", dst.GetPhyAddr());
-    if ((pad.leftPadding + 0u) * sizeof(T) > 32 || (pad.rightPadding + 0u) * sizeof(T) > 32) {
-        twin::Fail("bad DataCopyPad", "padding wider than 32 bytes");
-    }
-    const uint64_t len = p.blockLen / sizeof(T);
-    const uint64_t used = pad.leftPadding + len + pad.rightPadding;
-    const uint64_t epb = twin::kBlockBytes / sizeof(T);
-    const uint64_t dstStep = (used + epb - 1) / epb * epb + uint64_t(p.dstStride) * epb;
-    const uint64_t srcStep = len + p.srcStride / sizeof(T);
-    if (p.srcStride % sizeof(T) != 0) twin::Fail("bad DataCopyPad", "GM srcStride not a multiple of the element size");
-    twin::CheckCount("DataCopyPad", (p.blockCount - 1) * dstStep + (used + epb - 1) / epb * epb, dst.GetSize());
-    twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * srcStep + len, "DataCopyPad");
-    for (uint32_t b = 0; b < p.blockCount; ++b) {
-        T* row = dst.GetPhyAddr() + b * dstStep;
-        std::memset(static_cast<void*>(row), 0xFF, (used + epb - 1) / epb * epb * sizeof(T));
-        if (pad.isPad) {
-            for (uint32_t i = 0; i < pad.leftPadding; ++i) row[i] = pad.paddingValue;
-            for (uint32_t i = 0; i < pad.rightPadding; ++i) row[pad.leftPadding + len + i] = pad.paddingValue;
-        }
-        std::memcpy(row + pad.leftPadding, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
-    }
-    buf->read += uint64_t(p.blockCount) * p.blockLen;
-}
-
-// Unaligned copy UB -> GM: blocks are read 32-byte aligned from UB (srcStride in
-// 32-byte blocks), exactly blockLen bytes each are written (dstStride in bytes).
-template <typename T>
-inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, const DataCopyExtParams& p) {
-    twin_detail::CheckPadParams(p.blockCount, p.blockLen, sizeof(T));
-    twin::CheckUbAligned("DataCopyPad", src.GetPhyAddr());
-    const uint64_t len = p.blockLen / sizeof(T);
-    const uint64_t epb = twin::kBlockBytes / sizeof(T);
-    const uint64_t srcStep = (len + epb - 1) / epb * epb + uint64_t(p.srcStride) * epb;
-    if (p.dstStride % sizeof(T) != 0) twin::Fail("bad DataCopyPad", "GM dstStride not a multiple of the element size");
-    const uint64_t dstStep = len + p.dstStride / sizeof(T);
-    twin::CheckCount("DataCopyPad", (p.blockCount - 1) * srcStep + len, src.GetSize());
-    twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * dstStep + len, "DataCopyPad");
-    for (uint32_t b = 0; b < p.blockCount; ++b) {
-        std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
-    }
-    buf->written += uint64_t(p.blockCount) * p.blockLen;
-}
-
-// ---------------------------------------------------------------- vector math (level-2: first `count` elements)
-namespace twin_detail {
-template <typename T>
-inline void CheckOperand(const char* op, const LocalTensor<T>& t, int32_t count) {
-    twin::CheckUbAligned(op, t.GetPhyAddr());
-    twin::CheckCount(op, count, t.GetSize());
-}
-template <typename T, typename F>
-inline void Binary(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b,
-                   int32_t count, F f) {
-    static_assert(std::is_arithmetic<T>::value, "twin vector math works on float / integer tensors");
-    CheckOperand(op, dst, count);
-    CheckOperand(op, a, count);
-    CheckOperand(op, b, count);
-    T* d = dst.GetPhyAddr();
-    const T *x = a.GetPhyAddr(), *y = b.GetPhyAddr();
-    for (int32_t i = 0; i < count; ++i) d[i] = f(x[i], y[i]);
-}
-template <typename T, typename F>
-inline void Unary(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& a, int32_t count, F f) {
-    static_assert(std::is_arithmetic<T>::value, "twin vector math works on float / integer tensors");
-    CheckOperand(op, dst, count);
-    CheckOperand(op, a, count);
-    T* d = dst.GetPhyAddr();
-    const T* x = a.GetPhyAddr();
-    for (int32_t i = 0; i < count; ++i) d[i] = f(x[i]);
-}
-}  // namespace twin_detail
-
-template <typename T>
-inline void Add(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Add", d, a, b, n, [](T x, T y) { return T(x + y); });
-}
-template <typename T>
-inline void Sub(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Sub", d, a, b, n, [](T x, T y) { return T(x - y); });
-}
-template <typename T>
-inline void Mul(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Mul", d, a, b, n, [](T x, T y) { return T(x * y); });
-}
-template <typename T>
-inline void Div(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Div", d, a, b, n, [](T x, T y) { return T(x / y); });
-}
-template <typename T>
-inline void Adds(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
-    twin_detail::Unary("Adds", d, a, n, [s](T x) { return T(x + s); });
-}
-template <typename T>
-inline void Muls(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
-    twin_detail::Unary("Muls", d, a, n, [s](T x) { return T(x * s); });
-}
-template <typename T>
-inline void Sqrt(const LocalTensor<T>& d, const LocalTensor<T>& a, const int32_t& n) {
-    twin_detail::Unary("Sqrt", d, a, n, [](T x) { return T(std::sqrt(x)); });
-}
-template <typename T>
-inline void Rsqrt(const LocalTensor<T>& d, const LocalTensor<T>& a, const int32_t& n) {
-    twin_detail::Unary("Rsqrt", d, a, n, [](T x) { return T(T(1) / std::sqrt(x)); });
-}
-template <typename T>
-inline void Duplicate(const LocalTensor<T>& d, const T& s, const int32_t& n) {
-    twin::CheckUbAligned("Duplicate", d.GetPhyAddr());
-    twin::CheckCount("Duplicate", n, d.GetSize());
-    T* p = d.GetPhyAddr();
-    for (int32_t i = 0; i < n; ++i) p[i] = s;
-}
-
-// Level-0 form: repeatTime repeats of 256 bytes, `mask` elements of each
-// (contiguous, strides 1 / 8 only). repeatTime is a uint8_t in AscendC: the
-// twin takes it wider so that a count above 255, which would wrap, is an error.
-template <typename T>
-inline void Duplicate(const LocalTensor<T>& d, const T& s, uint64_t mask, int32_t repeatTime,
-                      uint16_t dstBlockStride, int32_t dstRepeatStride) {
-    if (repeatTime < 0 || repeatTime > 255) {
-        twin::Fail("repeat over 255", "Duplicate with repeatTime " + std::to_string(repeatTime) + " (uint8_t: 0..255)");
-    }
-    const uint64_t perRepeat = 256 / sizeof(T);
-    if (mask > perRepeat || dstBlockStride != 1 || dstRepeatStride != 8) {
-        twin::Fail("unsupported Duplicate", "the twin's level-0 Duplicate takes mask <= one repeat, strides 1 / 8");
-    }
-    twin::CheckUbAligned("Duplicate", d.GetPhyAddr());
-    twin::CheckCount("Duplicate", static_cast<int64_t>(repeatTime * perRepeat), d.GetSize());
-    T* p = d.GetPhyAddr();
-    for (int32_t r = 0; r < repeatTime; ++r) {
-        for (uint64_t i = 0; i < mask; ++i) p[r * perRepeat + i] = s;
-    }
-}
-
-// Scalar conversions of bfloat16_t, as AscendC names them (a plain cast is the
-// "scalar bf16 cast" rule of twin_half.h).
-inline float ToFloat(const bfloat16_t& v) { return v.ToFloat(); }
-inline bfloat16_t ToBfloat16(const float& v) { return bfloat16_t::FromFloat(v); }
-
-// Precision conversion; float -> 16-bit rounds to nearest even (CAST_RINT /
-// CAST_NONE), widening is exact.
-template <typename D, typename S>
-inline void Cast(const LocalTensor<D>& dst, const LocalTensor<S>& src, const RoundMode& mode, const uint32_t& n) {
-    twin::CheckUbAligned("Cast", dst.GetPhyAddr());
-    twin::CheckUbAligned("Cast", src.GetPhyAddr());
-    twin::CheckCount("Cast", n, dst.GetSize());
-    twin::CheckCount("Cast", n, src.GetSize());
-    if (!std::is_same<D, float>::value && mode != RoundMode::CAST_RINT && mode != RoundMode::CAST_NONE) {
-        twin::Fail("unsupported Cast", "the twin narrows with CAST_RINT / CAST_NONE only");
-    }
-    D* d = dst.GetPhyAddr();
-    const S* s = src.GetPhyAddr();
-    for (uint32_t i = 0; i < n; ++i) d[i] = twin::FromFloat<D>(twin::AsFloat(s[i]));
-}
-
-// Sum of the first `count` floats into dst[0]: pairwise within each 256-byte
-// repeat, repeats added in order (the documented "first n elements" mode).
-// work and dst must each hold one element per repeat, rounded up to a 32-byte
-// block: the twin writes the per-repeat partials to dst before the total, the
-// worst case of what 910B's vcadd may do there (see host/tiling.cpp).
-template <typename T>
-inline void ReduceSum(const LocalTensor<T>& dst, const LocalTensor<T>& src, const LocalTensor<T>& work,
-                      const int32_t count) {
-    static_assert(std::is_same<T, float>::value, "twin ReduceSum supports float");
-    twin_detail::CheckOperand("ReduceSum", src, count);
-    const int32_t perRepeat = 256 / sizeof(T);
-    const int32_t repeats = (count + perRepeat - 1) / perRepeat;
-    const int32_t need = std::max<int32_t>((repeats + 7) / 8 * 8, 8);
-    twin::CheckUbAligned("ReduceSum", work.GetPhyAddr());
-    twin::CheckUbAligned("ReduceSum", dst.GetPhyAddr());
-    if (work.GetSize() < uint64_t(need)) {
-        twin::Fail("UB out of bounds", "ReduceSum work tensor of " + twin::Str(work.GetSize()) + " elements, needs " + std::to_string(need));
-    }
-    if (dst.GetSize() < uint64_t(need)) {
-        twin::Fail("UB out of bounds", "ReduceSum dst tensor of " + twin::Str(dst.GetSize()) + " elements, needs " +
-                                           std::to_string(need) + " (one per 256-byte repeat)");
-    }
-    const T* s = src.GetPhyAddr();
-    T total = 0;
-    T lane[64];
-    for (int32_t r = 0; r < repeats; ++r) {
-        const int32_t n = std::min(perRepeat, count - r * perRepeat);
-        for (int32_t i = 0; i < perRepeat; ++i) lane[i] = i < n ? s[r * perRepeat + i] : T(0);
-        for (int32_t w = perRepeat / 2; w >= 1; w /= 2) {
-            for (int32_t i = 0; i < w; ++i) lane[i] = lane[2 * i] + lane[2 * i + 1];
-        }
-        work.GetPhyAddr()[r] = lane[0];
-        dst.GetPhyAddr()[r] = lane[0];
-        total += lane[0];
-    }
-    dst.GetPhyAddr()[0] = total;
+// The kernel's TPipe (the one constructed last on this core), as in AscendC.
+inline TPipe* GetTPipePtr() {
+    TPipe* p = twin_detail::CurrentPipe();
+    if (p == nullptr) twin::Fail("no TPipe", "GetTPipePtr() before a TPipe was constructed");
+    return p;
 }
 
 }  // namespace AscendC
+
+#include "twin_copy.h"
+#include "twin_vector.h"
 
 #endif  // NPU_SYNCBN_TWIN_KERNEL_OPERATOR_H

@@ -75,6 +75,8 @@ struct LaunchState {
     std::string error;  // first failure: "kernel '<name>' core <k>: <rule>: <detail>"
 };
 
+struct PipeState;  // twin_pipes.h
+
 struct CoreContext {
     LaunchState* launch = nullptr;
     uint32_t blockIdx = 0;
@@ -82,6 +84,9 @@ struct CoreContext {
     uint64_t ubUsed = 0;
     uint32_t ubBuffers = 0;  // buffers carved by InitBuffer
     int kernelType = -1;     // KERNEL_TASK_TYPE_DEFAULT, -1 when not declared
+    std::unique_ptr<PipeState> pipes;  // which pipe touched each UB block (twin_pipes.h)
+    CoreContext();
+    ~CoreContext();
     std::string deferred;   // violation found in a destructor (cannot throw there)
 };
 

@@ -136,6 +136,68 @@ extern "C" __global__ __aicore__ void twin_broken_repeat(GM_ADDR buf, GM_ADDR wo
     Duplicate(x.Get<float>(), 0.0f, 64, 300, 1, 8);
 }
 
+// Pipe hazards: the twin runs pipes in program order, its pipe model finds
+// what hardware could reorder (twin_pipes.h).
+// A vector op on a TBuf that DataCopy (MTE2) is still filling.
+extern "C" __global__ __aicore__ void twin_broken_pipe_mte2_v(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x;
+    pipe.InitBuffer(x, 1024);
+    GlobalTensor<float> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(buf), 256);
+    LocalTensor<float> t = x.Get<float>();
+    DataCopy(t, gm, 256);
+    Adds(t, t, 1.0f, 256);  // needs PipeBarrier<PIPE_ALL> or an MTE2_V event pair first
+}
+
+// DataCopy (MTE3) out of a TBuf a vector op (V) is still writing.
+extern "C" __global__ __aicore__ void twin_broken_pipe_v_mte3(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x;
+    pipe.InitBuffer(x, 1024);
+    GlobalTensor<float> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(buf), 256);
+    LocalTensor<float> t = x.Get<float>();
+    Duplicate(t, 2.0f, 256);
+    DataCopy(gm, t, 256);
+}
+
+// A scalar read right after DeQue: the queue orders MTE2 against V, not S;
+// only bisheng's --cce-auto-sync orders it (the twin's default models it on).
+extern "C" __global__ __aicore__ void twin_broken_pipe_scalar_after_deque(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TQue<QuePosition::VECIN, 1> in;
+    pipe.InitBuffer(in, 1, 1024);
+    GlobalTensor<float> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(buf), 256);
+    LocalTensor<float> x = in.AllocTensor<float>();
+    DataCopy(x, gm, 256);
+    in.EnQue(x);
+    LocalTensor<float> y = in.DeQue<float>();
+    const float first = y.GetValue(0);  // the vendor's kernels put an MTE2_S event before such a read
+    (void)first;
+    in.FreeTensor(y);
+}
+
+// The first two, each with its event pair: no hazard.
+extern "C" __global__ __aicore__ void twin_ok_pipe_events(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x;
+    pipe.InitBuffer(x, 1024);
+    GlobalTensor<float> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(buf), 256);
+    LocalTensor<float> t = x.Get<float>();
+    DataCopy(t, gm, 256);
+    const TEventID inToV = GetTPipePtr()->FetchEventID(HardEvent::MTE2_V);
+    SetFlag<HardEvent::MTE2_V>(inToV);
+    WaitFlag<HardEvent::MTE2_V>(inToV);
+    Adds(t, t, 1.0f, 256);
+    const TEventID vToOut = GetTPipePtr()->FetchEventID(HardEvent::V_MTE3);
+    SetFlag<HardEvent::V_MTE3>(vToOut);
+    WaitFlag<HardEvent::V_MTE3>(vToOut);
+    DataCopy(gm, t, 256);
+}
+
 extern "C" __global__ __aicore__ void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
     KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0);  // it uses the hardware SyncAll
     TPipe pipe;
