@@ -13,6 +13,7 @@ max |ref| (relative to the output's scale, robust where ref crosses 0). A
 case passes when max_rel <= the dtype's threshold on every output.
 
     python -m npu_syncbn.accuracy [--impl cpu,twin,npu] [--quick] [--json PATH]
+    python -m npu_syncbn.accuracy --formulas     (formula accuracy at large |mean|/std)
 
 Exit status 1 if any case fails (skipped implementations do not fail).
 """
@@ -257,7 +258,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--op", default=",".join(OPS), help="comma list of ops (default: all five)")
     p.add_argument("--quick", action="store_true", help="fewer shapes")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--formulas", action="store_true",
+                   help="instead: errors of our kernels' formulas and of the sum/sum-of-squares formulas "
+                        "against float64 for |mean|/std in 1, 1e2, 1e3, 1e4 (npu_syncbn.formulas)")
     a = p.parse_args(argv)
+    if a.formulas:
+        from . import formulas
+
+        rows = formulas.compare()
+        print(formulas.format_table(rows))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"formulas": rows}, f, indent=1)
+        return 0
     impls = [s.strip() for s in a.impl.split(",") if s.strip()]
     ops = [s.strip() for s in a.op.split(",") if s.strip()]
     for bad in [i for i in impls if i not in IMPLS] + [o for o in ops if o not in OPS]:

@@ -45,3 +45,26 @@ def test_missing_implementation_is_skipped_with_a_reason(capsys):
     if not ok:
         assert [r.status for r in results] == ["SKIP"] and reason
         assert "[skip] npu" in capsys.readouterr().out
+
+
+def test_formula_table_our_kernels_keep_float32_accuracy_where_sums_of_squares_cancel():
+    """At |mean|/std = 1e3 the sum/sum-of-squares variance loses about
+    ratio² · 2⁻²⁴ ≈ 6e-2 of invstd to cancellation; our kernels (shifted sums,
+    Σdy·(x−mean)) stay at float32 rounding."""
+    from npu_syncbn import formulas
+
+    flat, large = formulas.compare(ratios=(1.0, 1e3))
+    for row in (flat, large):
+        assert row["invstd_ours"] < 1e-6 and row["sum_dy_xmu_ours"] < 1e-5, row
+    assert flat["invstd_sum_sq"] < 1e-5  # no cancellation without an offset: the replay is sound
+    assert 1e-2 < large["invstd_sum_sq"] < 1.0, large
+    assert large["sum_dy_xmu_sum_sq"] > 3 * large["sum_dy_xmu_ours"], large
+
+
+def test_formulas_cli_prints_every_ratio(capsys):
+    from npu_syncbn import accuracy
+
+    assert accuracy.main(["--formulas"]) == 0
+    out = capsys.readouterr().out
+    for ratio in ("1e+00", "1e+02", "1e+03", "1e+04"):
+        assert ratio in out
