@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Set up (ci/install.sh), compile-check the NPU launch glue against torch-npu's
-# headers (ci/npu_glue_check.sh; skipped with a reason when offline), then run
-# the whole CPU test suite. Extra args go to pytest.
+# headers (ci/npu_glue_check.sh; skipped with a reason when offline), check the
+# kernels against the real AscendC API where this machine has it
+# (ci/ascendc_check.sh all; skipped with a reason elsewhere), then run the
+# whole CPU test suite. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install.sh
 bash ci/npu_glue_check.sh
+bash ci/ascendc_check.sh all
 exec "${PYTHON:-python3}" -m pytest tests -q -rs "$@"
