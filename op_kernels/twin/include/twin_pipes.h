@@ -96,8 +96,11 @@ inline void UbBlocks(const void* p, uint64_t bytes, uint32_t& first, uint32_t& l
                             PipeName(other) + ") with no PipeBarrier, queue hand-off or SetFlag/WaitFlag in between");
 }
 
-// A read of UB [p, p + bytes) by `pipe` in API call `api`.
-inline void PipeRead(const char* api, uint8_t pipe, const void* p, uint64_t bytes) {
+// The blocks of [p, p + bytes) an access by `pipe` touches, each checked
+// against its last write (read-after-write, write-after-write) and passed to
+// `then` with the access's sequence number.
+template <typename Then>
+inline void PipeAccess(const char* api, uint8_t pipe, const void* p, uint64_t bytes, const char* what, Then then) {
     PipeState& s = Pipes();
     uint32_t first, last;
     UbBlocks(p, bytes, first, last);
@@ -105,26 +108,23 @@ inline void PipeRead(const char* api, uint8_t pipe, const void* p, uint64_t byte
     for (uint32_t b = first; b <= last; ++b) {
         PipeState::Block& blk = s.At(b);
         const bool handed = blk.handedOff && pipe != kPipeS;
-        if (!handed && !s.Ordered(blk.writer, pipe, blk.writeSeq)) {
-            Hazard(api, pipe, "reads UB written by", blk.writeApi, blk.writer);
-        }
-        blk.readSeq[pipe] = now;
-        blk.readApi = api;
+        if (!handed && !s.Ordered(blk.writer, pipe, blk.writeSeq)) Hazard(api, pipe, what, blk.writeApi, blk.writer);
+        then(s, blk, now);
     }
 }
 
-// A write of UB [p, p + bytes) by `pipe` in API call `api`.
+// A read of UB [p, p + bytes) by `pipe` in API call `api`.
+inline void PipeRead(const char* api, uint8_t pipe, const void* p, uint64_t bytes) {
+    PipeAccess(api, pipe, p, bytes, "reads UB written by", [&](PipeState&, PipeState::Block& blk, uint32_t now) {
+        blk.readSeq[pipe] = now;
+        blk.readApi = api;
+    });
+}
+
+// A write of UB [p, p + bytes) by `pipe` in API call `api` (also checked
+// against unordered reads: write-after-read).
 inline void PipeWrite(const char* api, uint8_t pipe, const void* p, uint64_t bytes) {
-    PipeState& s = Pipes();
-    uint32_t first, last;
-    UbBlocks(p, bytes, first, last);
-    const uint32_t now = s.seq++;
-    for (uint32_t b = first; b <= last; ++b) {
-        PipeState::Block& blk = s.At(b);
-        const bool handed = blk.handedOff && pipe != kPipeS;
-        if (!handed && !s.Ordered(blk.writer, pipe, blk.writeSeq)) {
-            Hazard(api, pipe, "overwrites UB written by", blk.writeApi, blk.writer);
-        }
+    PipeAccess(api, pipe, p, bytes, "overwrites UB written by", [&](PipeState& s, PipeState::Block& blk, uint32_t now) {
         for (uint8_t q = 0; q < kPipeCount; ++q) {
             if (blk.readSeq[q] != 0 && !s.Ordered(q, pipe, blk.readSeq[q])) {
                 Hazard(api, pipe, "overwrites UB still being read by", blk.readApi, q);
@@ -135,7 +135,7 @@ inline void PipeWrite(const char* api, uint8_t pipe, const void* p, uint64_t byt
         blk.writeSeq = now;
         blk.writeApi = api;
         blk.handedOff = false;
-    }
+    });
 }
 
 // A queue hand-off of a buffer (EnQue -> DeQue, FreeTensor -> AllocTensor):
