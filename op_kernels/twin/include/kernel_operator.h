@@ -23,7 +23,8 @@
  *     ("misaligned DataCopy"); DataCopyPad moves any length, each block landing
  *     32-byte aligned in UB, pads filled only when isPad is set (else poisoned).
  *   - Vector operands must start 32-byte aligned and fit their tensors.
- *   - GM accesses must stay inside the launch's buffers and are counted.
+ *   - GM accesses must stay inside the launch's buffers and are counted, with
+ *     the byte size of every burst (one contiguous GM run of a copy).
  * Fresh UB is poisoned with 0xFF bytes (NaN as float), so reading data that was
  * never written shows up as NaN in results.
  */
@@ -191,6 +192,7 @@ public:
     T GetValue(uint64_t i) const {
         Check(i, 1, "GlobalTensor::GetValue");
         buf_->read += sizeof(T);
+        twin::RecordBursts(buf_, sizeof(T), 1, 0);
         T v;
         std::memcpy(&v, addr_ + i, sizeof(T));
         return v;
@@ -198,6 +200,7 @@ public:
     void SetValue(uint64_t i, T v) const {
         Check(i, 1, "GlobalTensor::SetValue");
         buf_->written += sizeof(T);
+        twin::RecordBursts(buf_, sizeof(T), 1, 0);
         std::memcpy(addr_ + i, &v, sizeof(T));
     }
     GlobalTensor operator[](uint64_t offset) const {
@@ -432,14 +435,18 @@ inline void CopyBlocks(T* dst, const T* src, uint32_t blockCount, const BlockSte
 template <typename T>
 inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_t count) {
     const uint64_t bytes = twin_detail::CheckContiguousCopy(dst, count);
-    src.Check(0, count, "DataCopy")->read += bytes;
+    twin::GmBuffer* buf = src.Check(0, count, "DataCopy");
+    buf->read += bytes;
+    twin::RecordBursts(buf, bytes, 1, 0);
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
 template <typename T>
 inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint32_t count) {
     const uint64_t bytes = twin_detail::CheckContiguousCopy(src, count);
-    dst.Check(0, count, "DataCopy")->written += bytes;
+    twin::GmBuffer* buf = dst.Check(0, count, "DataCopy");
+    buf->written += bytes;
+    twin::RecordBursts(buf, bytes, 1, 0);
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
@@ -453,6 +460,7 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, cons
     twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * s.srcStep + s.len, "DataCopy");
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->read += p.blockCount * s.len * sizeof(T);
+    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, (s.srcStep - s.len) * sizeof(T));
 }
 
 template <typename T>
@@ -464,6 +472,7 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, cons
     twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * s.dstStep + s.len, "DataCopy");
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->written += p.blockCount * s.len * sizeof(T);
+    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, (s.dstStep - s.len) * sizeof(T));
 }
 
 namespace twin_detail {
@@ -502,6 +511,7 @@ inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor<T>& src, c
         std::memcpy(row + pad.leftPadding, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->read += uint64_t(p.blockCount) * p.blockLen;
+    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.srcStride);
 }
 
 // Unaligned copy UB -> GM: blocks are read 32-byte aligned from UB (srcStride in
@@ -521,6 +531,7 @@ inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, c
         std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->written += uint64_t(p.blockCount) * p.blockLen;
+    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.dstStride);
 }
 
 // ---------------------------------------------------------------- vector math (level-2: first `count` elements)
@@ -575,6 +586,10 @@ inline void Adds(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, c
 template <typename T>
 inline void Muls(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
     twin_detail::Unary("Muls", d, a, n, [s](T x) { return T(x * s); });
+}
+template <typename T>
+inline void Maxs(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
+    twin_detail::Unary("Maxs", d, a, n, [s](T x) { return x > s ? x : s; });
 }
 template <typename T>
 inline void Sqrt(const LocalTensor<T>& d, const LocalTensor<T>& a, const int32_t& n) {
