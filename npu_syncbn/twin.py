@@ -173,15 +173,17 @@ def _record_traffic() -> None:
     read, written = ctypes.c_uint64(), ctypes.c_uint64()
     sizes, counts = (ctypes.c_uint64 * 256)(), (ctypes.c_uint64 * 256)()
     everything: Dict[int, int] = {}
+    per_buffer = {}
     for i in range(lib.twin_traffic_count()):
         lib.twin_traffic_get(i, name, 64, ctypes.byref(read), ctypes.byref(written))
         k = min(lib.twin_traffic_bursts(i, 256, sizes, counts), 256)
         hist = {int(sizes[j]): int(counts[j]) for j in range(k)}
-        if name.value.decode() != "tiling":
+        key = name.value.decode()
+        buffers[key] = {"read": read.value, "written": written.value}
+        if hist and key != "tiling":
+            per_buffer[key] = {**burst_summary(hist), "hist": hist}
             for size, n in hist.items():
                 everything[size] = everything.get(size, 0) + n
-        buffers[name.value.decode()] = {"read": read.value, "written": written.value, "bursts": burst_summary(hist),
-                                        "burst_hist": hist}
     args = {k: v for k, v in buffers.items() if not _internal(k)}
     _last.clear()
     _last.update(
@@ -189,18 +191,19 @@ def _record_traffic() -> None:
         written=sum(v["written"] for v in args.values()),
         buffers=buffers,
         bursts=burst_summary(everything),
+        buffer_bursts=per_buffer,
         block_dim=int(lib.twin_last_block_dim()),
     )
 
 
 def traffic() -> Dict[str, object]:
     """GM traffic of the last op (all its launches): ``read`` / ``written``
-    bytes summed over the op's arguments; ``buffers`` per GM buffer (workspace
-    and the C-last partial rows ``workspace.*`` included) with ``read``,
-    ``written``, ``bursts`` (``count``, ``smallest``, ``median`` bytes of the
-    contiguous GM runs of its copies) and ``burst_hist`` {bytes: count};
-    ``bursts`` over every buffer; ``block_dim``, the cores the (first) launch
-    used."""
+    bytes summed over the op's arguments; ``buffers``: ``read`` / ``written``
+    per GM buffer (workspace and the C-last partial rows ``workspace.*``
+    included); ``bursts``: ``count``, ``smallest`` and ``median`` bytes of the
+    bursts (contiguous GM runs of one copy) over every buffer but the tiling;
+    ``buffer_bursts``: the same per buffer, plus ``hist`` {bytes: count};
+    ``block_dim``, the cores the (first) launch used."""
     return dict(_last)
 
 
