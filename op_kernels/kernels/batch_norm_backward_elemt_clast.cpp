@@ -89,21 +89,12 @@ private:
 
     __aicore__ inline void LoadChunk(const bn::Chunk& ch) {
         PipeBarrier<PIPE_ALL>();  // the previous chunk's vector reads of the buffers are done
-        const int32_t n = static_cast<int32_t>(ch.len);
-        LocalTensor<float> invstd = invstdBuf_.Get<float>();
-        LocalTensor<float> a = aBuf_.Get<float>();
-        LocalTensor<float> b = bBuf_.Get<float>();
-        bn::CopyChannelsIn(a, sumDyGm_, ch.c0, ch.len);
-        bn::CopyChannelsIn(b, sumDyXmuGm_, ch.c0, ch.len);
-        bn::LoadNormWindow(meanBuf_.Get<float>(), invstd, kBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_,
-                           hasWeight_, ch.c0, ch.len);  // k = invstd * weight
-        Muls(a, a, invTotal_, n);
-        Muls(b, b, invTotal_, n);
-        Mul(b, b, invstd, n);
-        Mul(b, b, invstd, n);
+        bn::LoadGradCoefficients(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), kBuf_.Get<float>(), aBuf_.Get<float>(),
+                                 bBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, hasWeight_,
+                                 invTotal_, ch.c0, ch.len);
         bn::BroadcastRows(meanTile_.Get<float>(), meanBuf_.Get<float>(), ch.stride, usedRows_);
-        bn::BroadcastRows(aTile_.Get<float>(), a, ch.stride, usedRows_);
-        bn::BroadcastRows(bTile_.Get<float>(), b, ch.stride, usedRows_);
+        bn::BroadcastRows(aTile_.Get<float>(), aBuf_.Get<float>(), ch.stride, usedRows_);
+        bn::BroadcastRows(bTile_.Get<float>(), bBuf_.Get<float>(), ch.stride, usedRows_);
         bn::BroadcastRows(kTile_.Get<float>(), kBuf_.Get<float>(), ch.stride, usedRows_);
     }
 
