@@ -250,3 +250,14 @@ def test_clast_tiling_refuses_bad_arguments():
         clast_tiling(0, 0, 3, 0, 8)
     with pytest.raises(ValueError, match="dtype"):
         clast_tiling(0, 2, 3, 9, 8)
+
+
+def test_burst_is_a_row_for_ragged_c_and_a_tile_for_aligned_c():
+    """Ragged C: each row lands 32-byte aligned in UB, one burst of C elements a
+    row; C a multiple of 32 bytes: a tile's rows are contiguous on both sides, one burst."""
+    for c, expect in ((13, 13 * 4), (16, 4 * 16 * 35 * 4)):
+        x = make((4, c, 5, 7), CL, torch.float32)
+        twin.batch_norm_elemt(x, None, None, torch.zeros(c), torch.ones(c), EPS, block_dim=1)
+        t = twin.traffic()
+        assert t["buffer_bursts"]["input"]["smallest"] == expect, t["buffer_bursts"]["input"]
+        assert t["buffer_bursts"]["output"]["smallest"] == expect

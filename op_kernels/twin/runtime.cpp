@@ -68,10 +68,10 @@ GmBuffer* FindGm(const void* p, uint64_t bytes) {
     return nullptr;
 }
 
-void RecordBursts(GmBuffer* buf, uint64_t bytes, uint64_t count, uint64_t gap) {
+void RecordBursts(GmBuffer* buf, uint64_t bytes, uint64_t count, bool joined) {
     if (count == 0 || bytes == 0) return;
     std::lock_guard<std::mutex> lock(buf->burstMu);
-    if (gap == 0) {
+    if (joined) {
         buf->bursts[bytes * count] += 1;
     } else {
         buf->bursts[bytes] += count;

@@ -192,7 +192,7 @@ public:
     T GetValue(uint64_t i) const {
         Check(i, 1, "GlobalTensor::GetValue");
         buf_->read += sizeof(T);
-        twin::RecordBursts(buf_, sizeof(T), 1, 0);
+        twin::RecordBursts(buf_, sizeof(T), 1, true);
         T v;
         std::memcpy(&v, addr_ + i, sizeof(T));
         return v;
@@ -200,7 +200,7 @@ public:
     void SetValue(uint64_t i, T v) const {
         Check(i, 1, "GlobalTensor::SetValue");
         buf_->written += sizeof(T);
-        twin::RecordBursts(buf_, sizeof(T), 1, 0);
+        twin::RecordBursts(buf_, sizeof(T), 1, true);
         std::memcpy(addr_ + i, &v, sizeof(T));
     }
     GlobalTensor operator[](uint64_t offset) const {
@@ -437,7 +437,7 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint
     const uint64_t bytes = twin_detail::CheckContiguousCopy(dst, count);
     twin::GmBuffer* buf = src.Check(0, count, "DataCopy");
     buf->read += bytes;
-    twin::RecordBursts(buf, bytes, 1, 0);
+    twin::RecordBursts(buf, bytes, 1, true);
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
@@ -446,7 +446,7 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint
     const uint64_t bytes = twin_detail::CheckContiguousCopy(src, count);
     twin::GmBuffer* buf = dst.Check(0, count, "DataCopy");
     buf->written += bytes;
-    twin::RecordBursts(buf, bytes, 1, 0);
+    twin::RecordBursts(buf, bytes, 1, true);
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
@@ -460,7 +460,7 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, cons
     twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * s.srcStep + s.len, "DataCopy");
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->read += p.blockCount * s.len * sizeof(T);
-    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, (s.srcStep - s.len) * sizeof(T));
+    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, p.srcStride == 0 && p.dstStride == 0);
 }
 
 template <typename T>
@@ -472,7 +472,7 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, cons
     twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * s.dstStep + s.len, "DataCopy");
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->written += p.blockCount * s.len * sizeof(T);
-    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, (s.dstStep - s.len) * sizeof(T));
+    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, p.srcStride == 0 && p.dstStride == 0);
 }
 
 namespace twin_detail {
@@ -511,7 +511,7 @@ inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor<T>& src, c
         std::memcpy(row + pad.leftPadding, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->read += uint64_t(p.blockCount) * p.blockLen;
-    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.srcStride);
+    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.srcStride == 0 && dstStep == len);
 }
 
 // Unaligned copy UB -> GM: blocks are read 32-byte aligned from UB (srcStride in
@@ -531,7 +531,7 @@ inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, c
         std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->written += uint64_t(p.blockCount) * p.blockLen;
-    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.dstStride);
+    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.dstStride == 0 && srcStep == len);
 }
 
 // ---------------------------------------------------------------- vector math (level-2: first `count` elements)

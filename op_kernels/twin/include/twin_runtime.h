@@ -51,9 +51,10 @@ struct GmBuffer {
     std::map<uint64_t, uint64_t> bursts;  // bytes of one contiguous GM run of a copy -> how many
 };
 
-// Counts the GM bursts of one copy: `count` blocks of `bytes`, `gap` bytes
-// apart in GM (one burst of count * bytes when the blocks touch).
-void RecordBursts(GmBuffer* buf, uint64_t bytes, uint64_t count, uint64_t gap);
+// Counts the GM bursts of one copy: `count` blocks of `bytes` each, or one
+// burst of count * bytes when `joined` (the blocks touch in GM and in UB, so
+// the copy is one contiguous run on both sides).
+void RecordBursts(GmBuffer* buf, uint64_t bytes, uint64_t count, bool joined);
 
 // All-core barrier that can be broken: when a core fails, or finishes while
 // others wait, the waiters leave instead of hanging.
