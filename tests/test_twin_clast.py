@@ -7,6 +7,7 @@ launches of a reducing op and nothing else) and the GM burst sizes (>= 512 B
 for C >= 128 float32); the C-last host tiling."""
 import ctypes
 import itertools
+import math
 
 import pytest
 import torch
@@ -211,7 +212,7 @@ def test_row_path_bursts_are_recorded():
 
 
 # ---------------------------------------------------------------- C-last host tiling
-FIELDS = ("rows c chanChunk chunkStride chunks tileRows tileElems rowsBase rowsRem dtype blockDim countChunk reserved "
+FIELDS = ("rows c chanChunk chunkStride chunks tileRows tileElems rowsBase rowsRem dtype blockDim countChunk rowGroup "
           "ubBytes").split()
 UB = 192 * 1024
 
@@ -229,14 +230,20 @@ def clast_tiling(op, rows, c, dtype, cores, ub=UB):
 def test_clast_tiling_properties(op, dtype):
     sz = 4 if dtype == 0 else 2
     for (rows, c), cores in itertools.product([(1, 1), (7, 13), (50176, 64), (100, 3000), (3, 100003), (10**6, 2048),
-                                               (4096, 1)], [1, 3, 48]):
+                                               (4096, 1), (10**5, 3), (999, 127), (999, 130)], [1, 3, 48]):
         t = clast_tiling(op, rows, c, dtype, cores)
         ctx = (rows, c, cores, t)
         assert t["ubBytes"] <= UB, ctx
         assert t["blockDim"] == min(cores, rows) and t["rowsBase"] * t["blockDim"] + t["rowsRem"] == rows, ctx
         assert t["chunkStride"] * sz % 32 == 0 and t["chunkStride"] >= t["chanChunk"], ctx
         assert t["chunks"] * t["chanChunk"] >= c > (t["chunks"] - 1) * t["chanChunk"], ctx
-        assert 1 <= t["tileRows"] <= 4095 and t["tileElems"] == t["tileRows"] * t["chunkStride"], ctx
+        g = t["rowGroup"]
+        assert t["tileElems"] == -(-t["tileRows"] // g) * t["chunkStride"], ctx
+        if c % (32 // sz) and c * sz < 512:  # a short ragged row: tiles pack, one burst each
+            assert g == (32 // sz) // math.gcd(c, 32 // sz) and t["chunkStride"] == g * c and t["chunks"] == 1, ctx
+            assert t["tileRows"] >= 1, ctx
+        else:
+            assert g == 1 and 1 <= t["tileRows"] <= 4095, ctx
         last = c - (t["chunks"] - 1) * t["chanChunk"]
         assert last * 2 >= t["chanChunk"] or t["chunks"] == 1, ctx  # no short remainder chunk
         if c * sz <= 2048:
@@ -253,9 +260,10 @@ def test_clast_tiling_refuses_bad_arguments():
 
 
 def test_burst_is_a_row_for_ragged_c_and_a_tile_for_aligned_c():
-    """Ragged C: each row lands 32-byte aligned in UB, one burst of C elements a
-    row; C a multiple of 32 bytes: a tile's rows are contiguous on both sides, one burst."""
-    for c, expect in ((13, 13 * 4), (16, 4 * 16 * 35 * 4)):
+    """Ragged C of 512 B or more: each row lands 32-byte aligned in UB, one burst
+    of C elements a row; C a multiple of 32 bytes: a tile's rows are contiguous
+    on both sides, one burst; a shorter ragged C packs: one burst a tile."""
+    for c, expect in ((130, 130 * 4), (16, 4 * 16 * 35 * 4), (13, 4 * 13 * 35 * 4)):
         x = make((4, c, 5, 7), CL, torch.float32)
         twin.batch_norm_elemt(x, None, None, torch.zeros(c), torch.ones(c), EPS, block_dim=1)
         t = twin.traffic()

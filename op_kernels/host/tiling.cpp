@@ -2,6 +2,7 @@
 #include "tiling.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace {
 
@@ -181,6 +182,7 @@ constexpr uint64_t kClastMinRows = 8;     // rows a tile should hold before chan
 constexpr uint32_t kClastCountChunk = 256;  // per-rank counts per UB batch (backward_elemt)
 constexpr uint64_t kMergeMinChannels = 128; // channels per core of a merge launch: 512-byte float bursts
 constexpr uint32_t kSumRowsChunk = 1024;
+constexpr uint64_t kClastPackedRowBytes = 512;  // ragged rows shorter than this pack (BnClastTiling::rowGroup)
 
 // Bytes per tile element: the queues of T (double-buffered) plus float tiles.
 uint64_t ClastPerElemBytes(BnOp op, uint64_t sz) {
@@ -230,26 +232,32 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
     const uint64_t epb = kBlock / sz;
     const uint64_t perElem = ClastPerElemBytes(op, sz);
 
+    // A short ragged row packs: rowGroup rows fill whole 32-byte blocks, and a
+    // tile is one burst (one DataCopyPad block) however short a row is.
+    const bool packed = c % epb != 0 && c * sz < kClastPackedRowBytes;
+    t.rowGroup = packed ? static_cast<uint32_t>(epb / std::gcd<uint64_t>(c, epb)) : 1;
+
     // Fewest chunks whose tile holds wantRows rows: the longest bursts. Chunks
     // are balanced (and 32-byte multiples but the last) so that no chunk is a
     // short remainder: every burst stays near c / chunks elements.
-    uint64_t chunks = std::max<uint64_t>(1, CeilDiv(c * perElem * wantRows, ubBytes));
+    uint64_t chunks = packed ? 1 : std::max<uint64_t>(1, CeilDiv(c * perElem * wantRows, ubBytes));
     uint64_t fitRows = 0;
     for (;; ++chunks) {
         const uint64_t cc = std::min<uint64_t>(c, AlignUp(CeilDiv(c, chunks), epb));
-        const uint64_t stride = AlignUp(cc, epb);
+        const uint64_t stride = packed ? t.rowGroup * c : AlignUp(cc, epb);
         const uint64_t fixed = ClastFixedBytes(op, stride, t.countChunk);
-        fitRows = ubBytes > fixed ? (ubBytes - fixed) / (perElem * stride) : 0;
+        fitRows = ubBytes > fixed ? (ubBytes - fixed) / (perElem * stride) * t.rowGroup : 0;
         if (fitRows >= wantRows) {
             t.chanChunk = cc;
             t.chunkStride = stride;
             break;
         }
-        if (cc <= epb) return BN_TILING_UB_TOO_SMALL;
+        if (cc <= epb || packed) return BN_TILING_UB_TOO_SMALL;
     }
     t.chunks = CeilDiv(c, t.chanChunk);
-    t.tileRows = std::min<uint64_t>({fitRows, coreRows, BN_MAX_BLOCK_COUNT});
-    t.tileElems = t.tileRows * t.chunkStride;
+    // rows of a packed tile are one block (no blockCount limit), else one block each
+    t.tileRows = std::min<uint64_t>({fitRows, coreRows, packed ? fitRows : BN_MAX_BLOCK_COUNT});
+    t.tileElems = CeilDiv(t.tileRows, t.rowGroup) * t.chunkStride;
     *out = t;
     return BN_TILING_OK;
 }

@@ -98,8 +98,13 @@ struct BnGatherTiling {
  * last may be shorter); one *tile* is tileRows consecutive rows of one chunk,
  * copied with one DataCopyPad whose bursts are chanChunk elements each (the
  * whole row when one chunk holds every channel), each row landing at a
- * 32-byte aligned UB stride of chunkStride elements. Vector lanes run across
- * channels, the reduction runs over rows. Rows are split over cores in
+ * 32-byte aligned UB stride of chunkStride elements. A short ragged row (all
+ * channels in one chunk, C not a multiple of 32 bytes, under 512 bytes) would
+ * make short bursts, so then the tile moves as ONE burst of tileRows * C
+ * elements, packed in UB: a UB stride holds rowGroup rows (the fewest whose
+ * elements fill whole 32-byte blocks, chunkStride = rowGroup * C), lane i
+ * holding channel i % C. Vector lanes run across channels, the reduction runs
+ * over rows. Rows are split over cores in
  * contiguous ranges (rowsBase each, one more for the first rowsRem cores) and
  * every core walks all chunks of its rows, chunk-major. The reducing kernels
  * therefore produce one partial row (C,) per core, merged by a second launch
@@ -109,16 +114,16 @@ struct BnClastTiling {
     uint64_t rows;         // R: product of all dims but C
     uint64_t c;            // channels (innermost, contiguous)
     uint64_t chanChunk;    // channels per chunk
-    uint64_t chunkStride;  // UB row stride in elements: chanChunk rounded up to 32 bytes of T
+    uint64_t chunkStride;  // UB stride in elements: chanChunk rounded up to 32 bytes of T, or rowGroup * c
     uint64_t chunks;       // ceil(c / chanChunk)
-    uint64_t tileRows;     // rows per tile, <= BN_MAX_BLOCK_COUNT
-    uint64_t tileElems;    // UB elements of one tile buffer: tileRows * chunkStride
+    uint64_t tileRows;     // rows per tile (<= BN_MAX_BLOCK_COUNT unless packed)
+    uint64_t tileElems;    // UB elements of one tile buffer: ceil(tileRows / rowGroup) * chunkStride
     uint64_t rowsBase;     // rows per core ...
     uint64_t rowsRem;      // ... plus one for the first rowsRem cores
     uint32_t dtype;        // BnDtype of the big tensors
     uint32_t blockDim;     // cores to launch
     uint32_t countChunk;   // floats of the per-rank count batch (backward_elemt), else 0
-    uint32_t reserved;
+    uint32_t rowGroup;     // rows per UB stride: 1, or > 1 for packed tiles (then chunks == 1)
 };
 
 struct BnClastStatsTiling {

@@ -66,7 +66,7 @@ public:
                 const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
                 bn::EnQueRows(dyQueue_, dyGm_, t_, ch, rows_.begin + r, rows);
                 bn::EnQueRows(xQueue_, xGm_, t_, ch, rows_.begin + r, rows);
-                Compute(static_cast<int32_t>(rows * ch.stride));
+                Compute(bn::Lanes(ch, rows));
                 bn::DeQueRowsOut(dxGm_, dxQueue_, t_, ch, rows_.begin + r, rows);
             }
         }
@@ -92,10 +92,10 @@ private:
         bn::LoadGradCoefficients(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), kBuf_.Get<float>(), aBuf_.Get<float>(),
                                  bBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, hasWeight_,
                                  invTotal_, ch.c0, ch.len);
-        bn::BroadcastRows(meanTile_.Get<float>(), meanBuf_.Get<float>(), ch.stride, usedRows_);
-        bn::BroadcastRows(aTile_.Get<float>(), aBuf_.Get<float>(), ch.stride, usedRows_);
-        bn::BroadcastRows(bTile_.Get<float>(), bBuf_.Get<float>(), ch.stride, usedRows_);
-        bn::BroadcastRows(kTile_.Get<float>(), kBuf_.Get<float>(), ch.stride, usedRows_);
+        bn::BroadcastRows(meanTile_.Get<float>(), meanBuf_.Get<float>(), ch, usedRows_);
+        bn::BroadcastRows(aTile_.Get<float>(), aBuf_.Get<float>(), ch, usedRows_);
+        bn::BroadcastRows(bTile_.Get<float>(), bBuf_.Get<float>(), ch, usedRows_);
+        bn::BroadcastRows(kTile_.Get<float>(), kBuf_.Get<float>(), ch, usedRows_);
     }
 
     __aicore__ inline void Compute(int32_t elems) {

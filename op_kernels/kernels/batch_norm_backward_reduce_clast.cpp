@@ -61,15 +61,15 @@ private:
         LocalTensor<float> accXmu = accXmuBuf_.Get<float>();
         bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, ch.c0, ch.len);
         PipeBarrier<PIPE_ALL>();
-        bn::BroadcastRows(meanT, meanBuf_.Get<float>(), ch.stride, usedRows_);
-        const int32_t used = static_cast<int32_t>(usedRows_ * ch.stride);
+        bn::BroadcastRows(meanT, meanBuf_.Get<float>(), ch, usedRows_);
+        const int32_t used = static_cast<int32_t>(bn::Strides(ch, usedRows_) * ch.stride);
         Duplicate(accDy, 0.0f, used);
         Duplicate(accXmu, 0.0f, used);
         for (uint64_t r = 0; r < rows_.count; r += t_.tileRows) {
             const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
             bn::EnQueRows(dyQueue_, dyGm_, t_, ch, rows_.begin + r, rows);
             bn::EnQueRows(xQueue_, xGm_, t_, ch, rows_.begin + r, rows);
-            const int32_t elems = static_cast<int32_t>(rows * ch.stride);
+            const int32_t elems = bn::Lanes(ch, rows);
             bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Sub(xf, xf, meanT, elems);  // sum of dy * (x - mean), never dy * x - mean * dy
@@ -77,8 +77,8 @@ private:
             Add(accDy, accDy, dyf, elems);
             Add(accXmu, accXmu, xf, elems);
         }
-        bn::FoldRows(accDy, ch.stride, usedRows_);
-        bn::FoldRows(accXmu, ch.stride, usedRows_);
+        bn::FoldRows(accDy, ch, usedRows_);
+        bn::FoldRows(accXmu, ch, usedRows_);
     }
 
     __aicore__ inline void WriteChunk(const bn::Chunk& ch) {

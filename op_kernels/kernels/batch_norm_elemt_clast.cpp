@@ -53,7 +53,7 @@ public:
             for (uint64_t r = 0; r < rows_.count; r += t_.tileRows) {
                 const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
                 bn::EnQueRows(inQueue_, xGm_, t_, ch, rows_.begin + r, rows);
-                Compute(static_cast<int32_t>(rows * ch.stride));
+                Compute(bn::Lanes(ch, rows));
                 bn::DeQueRowsOut(yGm_, outQueue_, t_, ch, rows_.begin + r, rows);
             }
         }
@@ -71,9 +71,9 @@ private:
         }
         bn::LoadNormWindow(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), scaleBuf_.Get<float>(), meanGm_,
                            invstdGm_, weightGm_, hasWeight_, ch.c0, ch.len);
-        bn::BroadcastRows(meanTile_.Get<float>(), meanBuf_.Get<float>(), ch.stride, usedRows_);
-        bn::BroadcastRows(scaleTile_.Get<float>(), scaleBuf_.Get<float>(), ch.stride, usedRows_);
-        bn::BroadcastRows(biasTile_.Get<float>(), bias, ch.stride, usedRows_);
+        bn::BroadcastRows(meanTile_.Get<float>(), meanBuf_.Get<float>(), ch, usedRows_);
+        bn::BroadcastRows(scaleTile_.Get<float>(), scaleBuf_.Get<float>(), ch, usedRows_);
+        bn::BroadcastRows(biasTile_.Get<float>(), bias, ch, usedRows_);
     }
 
     // (x - mean) first, then the scale: keeps float precision when |mean| >> std.

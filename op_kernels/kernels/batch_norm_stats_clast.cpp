@@ -59,22 +59,22 @@ private:
         LocalTensor<float> shift = shiftBuf_.Get<float>();
         LocalTensor<float> sum = sumBuf_.Get<float>();
         LocalTensor<float> sq = sqBuf_.Get<float>();
-        const int32_t used = static_cast<int32_t>(usedRows_ * ch.stride);
+        const int32_t used = static_cast<int32_t>(bn::Strides(ch, usedRows_) * ch.stride);
         Duplicate(sum, 0.0f, used);
         Duplicate(sq, 0.0f, used);
         for (uint64_t r = 0; r < rows_.count; r += t_.tileRows) {
             const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
             bn::EnQueRows(inQueue_, xGm_, t_, ch, rows_.begin + r, rows);
-            const int32_t elems = static_cast<int32_t>(rows * ch.stride);
+            const int32_t elems = bn::Lanes(ch, rows);
             bn::DeQueToFloat<T>(xf, inQueue_, elems);
-            if (r == 0) bn::BroadcastRows(shift, xf, ch.stride, usedRows_);  // K = the first row
+            if (r == 0) bn::BroadcastRows(shift, xf, ch, usedRows_);  // K = the first row
             Sub(xf, xf, shift, elems);
             Add(sum, sum, xf, elems);
             Mul(xf, xf, xf, elems);
             Add(sq, sq, xf, elems);
         }
-        bn::FoldRows(sum, ch.stride, usedRows_);
-        bn::FoldRows(sq, ch.stride, usedRows_);
+        bn::FoldRows(sum, ch, usedRows_);
+        bn::FoldRows(sq, ch, usedRows_);
     }
 
     // mean = K + s1 / n, var = (s2 - s1 * s1 / n) / n (>= 0), invstd; row core_ of the outputs.

@@ -27,11 +27,14 @@ __aicore__ inline RowRange CoreRows(const BnClastTiling& t, uint64_t k) {
     return r;
 }
 
-// Channels [c0, c0 + len) of chunk j; UB rows of its tiles are `stride` elements apart.
+// Channels [c0, c0 + len) of chunk j. A UB stride of `stride` elements holds
+// `group` rows: one padded row (group 1), or group packed rows of a tile that
+// moves as one burst (BnClastTiling::rowGroup; then the chunk is all of C).
 struct Chunk {
     uint64_t c0;
     uint64_t len;
     uint64_t stride;
+    uint64_t group;
 };
 
 template <typename T>
@@ -39,27 +42,44 @@ __aicore__ inline Chunk ChunkOf(const BnClastTiling& t, uint64_t j) {
     Chunk ch;
     ch.c0 = j * t.chanChunk;
     ch.len = Min(t.chanChunk, t.c - ch.c0);
-    ch.stride = AlignUp(ch.len, BLOCK_BYTES / sizeof(T));
+    ch.group = t.rowGroup;
+    ch.stride = ch.group > 1 ? t.chunkStride : AlignUp(ch.len, BLOCK_BYTES / sizeof(T));
     return ch;
 }
 
-// Rows [row0, row0 + rows) x channels of `ch` from (R, C) GM into UB, rows
-// ch.stride apart, pad lanes 0: one burst of ch.len elements per row.
+// UB strides that `rows` rows occupy, and the lanes the vector ops cover.
+__aicore__ inline uint64_t Strides(const Chunk& ch, uint64_t rows) { return CeilDiv(rows, ch.group); }
+__aicore__ inline int32_t Lanes(const Chunk& ch, uint64_t rows) {
+    return static_cast<int32_t>(ch.group > 1 ? rows * ch.len : rows * ch.stride);
+}
+
+// The GM side of a tile copy: one block of rows * len elements when packed,
+// else `rows` blocks of len elements, C elements apart.
+template <typename T>
+__aicore__ inline DataCopyExtParams RowBlocks(const BnClastTiling& t, const Chunk& ch, uint64_t rows, bool in) {
+    const uint64_t blocks = ch.group > 1 ? 1 : rows;
+    const uint64_t len = ch.group > 1 ? rows * ch.len : ch.len;
+    const uint32_t gap = static_cast<uint32_t>((t.c - ch.len) * sizeof(T));
+    return DataCopyExtParams(static_cast<uint16_t>(blocks), static_cast<uint32_t>(len * sizeof(T)), in ? gap : 0,
+                             in ? 0 : gap, 0);
+}
+
+// Rows [row0, row0 + rows) x channels of `ch` from (R, C) GM into UB, pad lanes
+// 0: one burst of ch.len elements per row, or one of the whole tile when packed.
 template <typename T>
 __aicore__ inline void CopyRowsIn(const LocalTensor<T>& dst, const GlobalTensor<T>& src, const BnClastTiling& t,
                                   const Chunk& ch, uint64_t row0, uint64_t rows) {
-    DataCopyExtParams p(static_cast<uint16_t>(rows), static_cast<uint32_t>(ch.len * sizeof(T)),
-                        static_cast<uint32_t>((t.c - ch.len) * sizeof(T)), 0, 0);
-    DataCopyPadExtParams<T> pad(true, 0, static_cast<uint8_t>(ch.stride - ch.len), ScalarOf<T>(0.0f));
+    const DataCopyExtParams p = RowBlocks<T>(t, ch, rows, true);
+    const uint64_t len = p.blockLen / sizeof(T);
+    const uint8_t right = static_cast<uint8_t>(AlignUp(len, BLOCK_BYTES / sizeof(T)) - len);
+    DataCopyPadExtParams<T> pad(true, 0, right, ScalarOf<T>(0.0f));
     DataCopyPad(dst, src[row0 * t.c + ch.c0], p, pad);
 }
 
 template <typename T>
 __aicore__ inline void CopyRowsOut(const GlobalTensor<T>& dst, const LocalTensor<T>& src, const BnClastTiling& t,
                                    const Chunk& ch, uint64_t row0, uint64_t rows) {
-    DataCopyExtParams p(static_cast<uint16_t>(rows), static_cast<uint32_t>(ch.len * sizeof(T)), 0,
-                        static_cast<uint32_t>((t.c - ch.len) * sizeof(T)), 0);
-    DataCopyPad(dst[row0 * t.c + ch.c0], src, p);
+    DataCopyPad(dst[row0 * t.c + ch.c0], src, RowBlocks<T>(t, ch, rows, false));
 }
 
 template <typename T, typename Q>
@@ -78,22 +98,47 @@ __aicore__ inline void DeQueRowsOut(const GlobalTensor<T>& dst, Q& q, const BnCl
     q.FreeTensor(src);
 }
 
-// dst rows [0, rows) = the `stride` floats of vec, by doubling: log2(rows) copies.
-__aicore__ inline void BroadcastRows(const LocalTensor<float>& dst, const LocalTensor<float>& vec, uint64_t stride,
+// dst = the per-channel floats of vec (ch.len valid lanes) for `rows` rows of
+// a tile: the first stride filled (packed: vec repeated group times, by scalar
+// copies between barriers; the packed offsets are not 32-byte aligned), then
+// doubled: log2(strides) vector copies.
+__aicore__ inline void BroadcastRows(const LocalTensor<float>& dst, const LocalTensor<float>& vec, const Chunk& ch,
                                      uint64_t rows) {
-    Adds(dst, vec, 0.0f, static_cast<int32_t>(stride));
-    for (uint64_t have = 1; have < rows; have *= 2) {
-        const uint64_t n = Min(have, rows - have);
-        Adds(dst[have * stride], dst, 0.0f, static_cast<int32_t>(n * stride));
+    const uint64_t strides = Strides(ch, rows);
+    if (ch.group > 1) {
+        Adds(dst, vec, 0.0f, static_cast<int32_t>(ch.len));
+        PipeBarrier<PIPE_ALL>();
+        for (uint64_t j = 1; j < ch.group; ++j) {
+            for (uint64_t c = 0; c < ch.len; ++c) dst.SetValue(j * ch.len + c, dst.GetValue(c));
+        }
+        PipeBarrier<PIPE_ALL>();
+    } else {
+        Adds(dst, vec, 0.0f, static_cast<int32_t>(ch.stride));
+    }
+    for (uint64_t have = 1; have < strides; have *= 2) {
+        const uint64_t n = Min(have, strides - have);
+        Adds(dst[have * ch.stride], dst, 0.0f, static_cast<int32_t>(n * ch.stride));
     }
 }
 
-// acc rows [0, rows) summed lane-wise into row 0 by halving (operands never overlap).
-__aicore__ inline void FoldRows(const LocalTensor<float>& acc, uint64_t stride, uint64_t rows) {
-    while (rows > 1) {
-        const uint64_t half = (rows + 1) / 2;
-        Add(acc, acc, acc[half * stride], static_cast<int32_t>((rows - half) * stride));
-        rows = half;
+// Per-lane sums over `rows` rows folded into the first ch.len lanes: strides
+// halved by vector adds (operands never overlap), then, when packed, the group
+// rows of the first stride added by scalar (their offsets are not aligned).
+__aicore__ inline void FoldRows(const LocalTensor<float>& acc, const Chunk& ch, uint64_t rows) {
+    uint64_t strides = Strides(ch, rows);
+    while (strides > 1) {
+        const uint64_t half = (strides + 1) / 2;
+        Add(acc, acc, acc[half * ch.stride], static_cast<int32_t>((strides - half) * ch.stride));
+        strides = half;
+    }
+    if (ch.group > 1) {
+        PipeBarrier<PIPE_ALL>();
+        for (uint64_t c = 0; c < ch.len; ++c) {
+            float sum = acc.GetValue(c);
+            for (uint64_t j = 1; j < ch.group; ++j) sum += acc.GetValue(j * ch.len + c);
+            acc.SetValue(c, sum);
+        }
+        PipeBarrier<PIPE_ALL>();
     }
 }
 

@@ -343,7 +343,7 @@ int twin_clast_tiling(uint32_t op, uint64_t rows, uint64_t c, uint32_t dtype, ui
     if (st != BN_TILING_OK) return Refuse("tiling", st);
     const uint64_t fields[14] = {t.rows,     t.c,        t.chanChunk, t.chunkStride, t.chunks,
                                  t.tileRows, t.tileElems, t.rowsBase, t.rowsRem,     t.dtype,
-                                 t.blockDim, t.countChunk, t.reserved, BnClastUbBytes(static_cast<BnOp>(op), t)};
+                                 t.blockDim, t.countChunk, t.rowGroup, BnClastUbBytes(static_cast<BnOp>(op), t)};
     std::memcpy(out14, fields, sizeof(fields));
     return 0;
 }
