@@ -13,13 +13,17 @@ the same name on CPU tensors (the library is built on first use):
   -> (sum_dy, sum_dy_xmu, grad_weight, grad_bias)``, None for outputs not asked for
 * ``batch_norm_backward_elemt(grad_out, x, mean, invstd, weight, sum_dy, sum_dy_xmu, count) -> dx``
 
-``x`` is (N, C, *) of float32, float16 or bfloat16 (channels_last is made
-contiguous here); per-channel tensors are (C,), stats come back float32.
+``x`` is (N, C, *) of float32, float16 or bfloat16; per-channel tensors are
+(C,), stats come back float32. The layout comes from x's strides, as the
+device's host side (op_kernels/host/bn_ops.h) chooses it: contiguous NC* runs
+the row kernels; channels_last, channels_last_3d and 2-D (N, C) input run the
+C-last kernels (``*_clast``) with no layout copy; anything else not dense takes
+one ``.contiguous()`` copy. Outputs keep x's memory format.
 Every function takes ``block_dim`` (emulated cores: 1 up to the vector cores of
 the emulated SoC, 48 on Ascend910B2, the default; ``set_soc`` or
 ``NPU_SYNCBN_SOC`` selects another, e.g. Ascend910B4 with 40, and a launch
-above its cores is a :class:`TwinError`). ``traffic()`` gives the GM bytes of
-the last launch. A kernel that breaks a rule raises :class:`TwinError`. Needs
+above its cores is a :class:`TwinError`). ``traffic()`` gives the GM bytes and
+burst sizes of the last op (both launches of a C-last reducing op). A kernel that breaks a rule raises :class:`TwinError`. Needs
 neither torch_npu nor an NPU.
 """
 from __future__ import annotations
@@ -43,6 +47,8 @@ __all__ = [
     "batch_norm_backward_reduce",
     "batch_norm_backward_elemt",
     "traffic",
+    "burst_summary",
+    "layout_of",
     "library",
     "set_soc",
     "set_auto_sync",
@@ -52,8 +58,10 @@ __all__ = [
 MAX_BLOCK_DIM = 48
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _OUT_SUMS, _OUT_GRAD_WEIGHT, _OUT_GRAD_BIAS = 1, 2, 4
-# GM buffers that are not op arguments: excluded from traffic()["read"/"written"].
+# GM buffers that are not op arguments (also "workspace.*": the C-last partial
+# rows between an op's two launches): excluded from traffic()["read"/"written"].
 _INTERNAL = ("workspace", "tiling")
+ROW, CLAST = "row", "clast"
 
 
 class TwinError(RuntimeError):
@@ -83,6 +91,12 @@ _SIGNATURES = {
     "twin_row_tiling": [_U32, _U64, _U64, _U64, _U32, _U32, _U32, _P],
     "twin_tiling_cover": [_U32, _U64, _U64, _U64, _U32, _U32, _U32, _P],
     "twin_gather_tiling": [_U64, _U64, _U32, _U32, _P],
+    "twin_batch_norm_stats_clast": [_P, _U32, _U64, _U64, _F, _U32, _P, _P],
+    "twin_batch_norm_elemt_clast": [_P, _U32, _U64, _U64, _P, _P, _P, _P, _U32, _P],
+    "twin_batch_norm_backward_reduce_clast": [_P, _P, _U32, _U64, _U64, _P, _P, _U32, _U32, _P, _P, _P, _P],
+    "twin_batch_norm_backward_elemt_clast": [_P, _P, _U32, _U64, _U64, _P, _P, _P, _P, _P, _P, _U64, _U32, _P],
+    "twin_clast_tiling": [_U32, _U64, _U64, _U32, _U32, _U32, _P],
+    "twin_traffic_bursts": [ctypes.c_int, ctypes.c_int, _P, _P],
     "twin_run_test_kernel": [ctypes.c_char_p, _U32],
     "twin_set_soc": [ctypes.c_char_p],
     "twin_set_auto_sync": [ctypes.c_int],
@@ -144,28 +158,62 @@ def _check(rc: int) -> None:
         raise ValueError(msg)
 
 
+def _internal(name: str) -> bool:
+    return name in _INTERNAL or name.startswith("workspace.")
+
+
+def burst_summary(hist: Dict[int, int]) -> Dict[str, int]:
+    """``count``, ``smallest`` and (lower) ``median`` bytes of a burst histogram {bytes: how many}."""
+    total = sum(hist.values())
+    if total == 0:
+        return {"count": 0, "smallest": 0, "median": 0}
+    seen, median = 0, 0
+    for size in sorted(hist):
+        seen += hist[size]
+        if 2 * seen >= total:
+            median = size
+            break
+    return {"count": total, "smallest": min(hist), "median": median}
+
+
 def _record_traffic() -> None:
     lib = library()
     buffers = {}
     name = ctypes.create_string_buffer(64)
     read, written = ctypes.c_uint64(), ctypes.c_uint64()
+    sizes, counts = (ctypes.c_uint64 * 256)(), (ctypes.c_uint64 * 256)()
+    everything: Dict[int, int] = {}
+    per_buffer = {}
     for i in range(lib.twin_traffic_count()):
         lib.twin_traffic_get(i, name, 64, ctypes.byref(read), ctypes.byref(written))
-        buffers[name.value.decode()] = {"read": read.value, "written": written.value}
-    args = {k: v for k, v in buffers.items() if k not in _INTERNAL}
+        k = min(lib.twin_traffic_bursts(i, 256, sizes, counts), 256)
+        hist = {int(sizes[j]): int(counts[j]) for j in range(k)}
+        key = name.value.decode()
+        buffers[key] = {"read": read.value, "written": written.value}
+        if hist and key != "tiling":
+            per_buffer[key] = {**burst_summary(hist), "hist": hist}
+            for size, n in hist.items():
+                everything[size] = everything.get(size, 0) + n
+    args = {k: v for k, v in buffers.items() if not _internal(k)}
     _last.clear()
     _last.update(
         read=sum(v["read"] for v in args.values()),
         written=sum(v["written"] for v in args.values()),
         buffers=buffers,
+        bursts=burst_summary(everything),
+        buffer_bursts=per_buffer,
         block_dim=int(lib.twin_last_block_dim()),
     )
 
 
 def traffic() -> Dict[str, object]:
-    """GM bytes of the last launch: ``read`` / ``written`` summed over the op's
-    arguments, ``buffers`` per GM buffer (workspace included) and ``block_dim``,
-    the cores the tiling actually used."""
+    """GM traffic of the last op (all its launches): ``read`` / ``written``
+    bytes summed over the op's arguments; ``buffers``: ``read`` / ``written``
+    per GM buffer (workspace and the C-last partial rows ``workspace.*``
+    included); ``bursts``: ``count``, ``smallest`` and ``median`` bytes of the
+    bursts (contiguous GM runs of one copy) over every buffer but the tiling;
+    ``buffer_bursts``: the same per buffer, plus ``hist`` {bytes: count};
+    ``block_dim``, the cores the (first) launch used."""
     return dict(_last)
 
 
@@ -185,10 +233,32 @@ def _block_dim(block_dim) -> int:
     return block_dim
 
 
-def _input(x, name: str = "input") -> Tuple[Tensor, int, Tuple[int, int, int]]:
+def layout_of(x: Tensor) -> Tuple[str, Tensor]:
+    """(layout, tensor the kernels read), the rule of bn_ops.h's Choose: C
+    innermost and dense (channels_last, channels_last_3d, 2-D) -> C-last with
+    no copy; contiguous NC* -> row; when x is both (a dim of size 1), the
+    layout with the longer contiguous run; anything else -> one
+    ``.contiguous()`` copy, then the same rule."""
+    c = x.shape[1]
+    inner = x.numel() // max(1, x.shape[0] * c)
+    clast, row = x.movedim(1, -1).is_contiguous(), x.is_contiguous()
+    if clast and (not row or c >= inner):
+        return CLAST, x
+    if row:
+        return ROW, x
+    return layout_of(x.contiguous())
+
+
+def _as_layout(t: Tensor, layout: str) -> Tensor:
+    """t in the memory order of `layout` (itself when it already is)."""
+    return t.movedim(1, -1).contiguous().movedim(-1, 1) if layout == CLAST else t.contiguous()
+
+
+def _input(x, name: str = "input") -> Tuple[Tensor, int, Tuple[int, int, int], str]:
     """checks.check_input, narrowed to the twin: its kernels take no float64 (an
     (N, C, *) tensor of another dtype is refused naming the twin's dtypes), and
-    only CPU tensors."""
+    only CPU tensors. Returns x as the kernels read it, its BnDtype, (N, C,
+    inner) and the layout."""
     if isinstance(x, Tensor) and x.dim() >= 2 and x.dtype not in _DTYPES:
         raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
     c = checks.check_input(x, name)
@@ -198,16 +268,17 @@ def _input(x, name: str = "input") -> Tuple[Tensor, int, Tuple[int, int, int]]:
     inner = 1
     for s in x.shape[2:]:
         inner *= s
-    return x.contiguous(), _DTYPES[x.dtype], (n, c, inner)
+    layout, x = layout_of(x)
+    return x, _DTYPES[x.dtype], (n, c, inner), layout
 
 
-def _like(t, ref: Tensor, name: str, ref_name: str) -> Tensor:
+def _like(t, ref: Tensor, name: str, ref_name: str, layout: str = ROW) -> Tensor:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.shape != ref.shape or t.dtype != ref.dtype:
         raise ValueError(f"{name} must match {ref_name}: shape {tuple(ref.shape)} and dtype {ref.dtype}, "
                          f"got {tuple(t.shape)} {t.dtype}")
-    return t.contiguous()
+    return _as_layout(t, layout)
 
 
 def _vec(t, c: int, name: str, optional: bool = False) -> Optional[Tensor]:
@@ -240,13 +311,18 @@ def batch_norm_stats(x: Tensor, eps: float, *, block_dim: int = 8) -> Tuple[Tens
     """Per-channel (mean, invstd) of x (N, C, *); invstd = 1/sqrt(biased var + eps).
     Both float32 (C,). An empty x gives mean 0 and invstd 1/sqrt(eps)."""
     cores = _block_dim(block_dim)
-    x, dtype, (n, c, inner) = _input(x)
+    x, dtype, (n, c, inner), layout = _input(x)
     eps = _eps(eps)
     mean = torch.zeros(c, dtype=torch.float32)
     invstd = torch.full((c,), eps, dtype=torch.float32).rsqrt()
     if x.numel() == 0:
         return mean, invstd
-    _launch("twin_batch_norm_stats", x.data_ptr(), dtype, n, c, inner, eps, cores, mean.data_ptr(), invstd.data_ptr())
+    if layout == CLAST:
+        _launch("twin_batch_norm_stats_clast", x.data_ptr(), dtype, n * inner, c, eps, cores, mean.data_ptr(),
+                invstd.data_ptr())
+    else:
+        _launch("twin_batch_norm_stats", x.data_ptr(), dtype, n, c, inner, eps, cores, mean.data_ptr(),
+                invstd.data_ptr())
     return mean, invstd
 
 
@@ -296,17 +372,21 @@ def batch_norm_gather_stats(input: Tensor, mean: Tensor, invstd: Tensor, running
 def batch_norm_elemt(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor, invstd: Tensor,
                      eps: float, *, block_dim: int = 8) -> Tensor:
     """y = (x - mean) * invstd * weight + bias per channel; y has x's dtype and
-    shape (contiguous). ``eps`` is unused, as in aten (invstd already has it)."""
+    shape and memory format. ``eps`` is unused, as in aten (invstd already has it)."""
     cores = _block_dim(block_dim)
-    x, dtype, (n, c, inner) = _input(x)
+    x, dtype, (n, c, inner), layout = _input(x)
     _eps(eps)
     w, b = _vec(weight, c, "weight", True), _vec(bias, c, "bias", True)
     m, s = _vec(mean, c, "mean"), _vec(invstd, c, "invstd")
     y = torch.empty_like(x)
     if x.numel() == 0:
         return y
-    _launch("twin_batch_norm_elemt", x.data_ptr(), dtype, n, c, inner, _ptr(w), _ptr(b), m.data_ptr(), s.data_ptr(),
-            cores, y.data_ptr())
+    if layout == CLAST:
+        _launch("twin_batch_norm_elemt_clast", x.data_ptr(), dtype, n * inner, c, _ptr(w), _ptr(b), m.data_ptr(),
+                s.data_ptr(), cores, y.data_ptr())
+    else:
+        _launch("twin_batch_norm_elemt", x.data_ptr(), dtype, n, c, inner, _ptr(w), _ptr(b), m.data_ptr(),
+                s.data_ptr(), cores, y.data_ptr())
     return y
 
 
@@ -318,13 +398,16 @@ def batch_norm_backward_reduce(grad_out: Tensor, x: Tensor, mean: Tensor, invstd
     (float32 without weight) when weight_g / bias_g; outputs not asked for are
     None, like aten's undefined tensors."""
     cores = _block_dim(block_dim)
-    x, dtype, (n, c, inner) = _input(x)
-    dy = _like(grad_out, x, "grad_out", "input")
+    x, dtype, (n, c, inner), layout = _input(x)
+    dy = _like(grad_out, x, "grad_out", "input", layout)
     m, s = _vec(mean, c, "mean"), _vec(invstd, c, "invstd")
     _vec(weight, c, "weight", True)
     mask = (_OUT_SUMS if input_g else 0) | (_OUT_GRAD_WEIGHT if weight_g else 0) | (_OUT_GRAD_BIAS if bias_g else 0)
     outs = [torch.zeros(c, dtype=torch.float32) for _ in range(4)]
-    if x.numel() > 0 and mask:
+    if x.numel() > 0 and mask and layout == CLAST:
+        _launch("twin_batch_norm_backward_reduce_clast", dy.data_ptr(), x.data_ptr(), dtype, n * inner, c,
+                m.data_ptr(), s.data_ptr(), mask, cores, *[o.data_ptr() for o in outs])
+    elif x.numel() > 0 and mask:
         _launch("twin_batch_norm_backward_reduce", dy.data_ptr(), x.data_ptr(), dtype, n, c, inner, m.data_ptr(),
                 s.data_ptr(), mask, cores, *[o.data_ptr() for o in outs])
     wd = weight.dtype if weight is not None else torch.float32
@@ -342,8 +425,8 @@ def batch_norm_backward_elemt(grad_out: Tensor, x: Tensor, mean: Tensor, invstd:
     """dx = (dy - sum_dy/N - (x - mean) * invstd^2 * sum_dy_xmu/N) * invstd * weight
     with N = count.sum() (count: per-rank counts, (W,)); dx has dy's dtype."""
     cores = _block_dim(block_dim)
-    x, dtype, (n, c, inner) = _input(x)
-    dy = _like(grad_out, x, "grad_out", "input")
+    x, dtype, (n, c, inner), layout = _input(x)
+    dy = _like(grad_out, x, "grad_out", "input", layout)
     m, s = _vec(mean, c, "mean"), _vec(invstd, c, "invstd")
     w = _vec(weight, c, "weight", True)
     sdy, sxmu = _vec(sum_dy, c, "sum_dy"), _vec(sum_dy_xmu, c, "sum_dy_xmu")
@@ -353,6 +436,10 @@ def batch_norm_backward_elemt(grad_out: Tensor, x: Tensor, mean: Tensor, invstd:
     dx = torch.empty_like(x)
     if x.numel() == 0:
         return dx
-    _launch("twin_batch_norm_backward_elemt", dy.data_ptr(), x.data_ptr(), dtype, n, c, inner, m.data_ptr(),
-            s.data_ptr(), _ptr(w), sdy.data_ptr(), sxmu.data_ptr(), cnt.data_ptr(), cnt.numel(), cores, dx.data_ptr())
+    args = (m.data_ptr(), s.data_ptr(), _ptr(w), sdy.data_ptr(), sxmu.data_ptr(), cnt.data_ptr(), cnt.numel(), cores,
+            dx.data_ptr())
+    if layout == CLAST:
+        _launch("twin_batch_norm_backward_elemt_clast", dy.data_ptr(), x.data_ptr(), dtype, n * inner, c, *args)
+    else:
+        _launch("twin_batch_norm_backward_elemt", dy.data_ptr(), x.data_ptr(), dtype, n, c, inner, *args)
     return dx

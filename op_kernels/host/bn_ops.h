@@ -14,6 +14,19 @@
  * where args are the kernel's GM arguments in its entry's order and ubPlan the
  * UB bytes the tiling planned per core (the twin checks the kernel against it).
  * Per-channel tensors reach the kernels as contiguous float32.
+ *
+ * Layout (Arrange): chosen once per op from the input's strides.
+ *   C innermost and dense: channels_last (4-D), channels_last_3d (5-D), 2-D
+ *     (N, C) (already C-last in memory) -> the C-last kernels (*_clast), on
+ *     the input as it is: no layout copy;
+ *   contiguous (N, C, *) -> the row kernels;
+ *   both at once (a dim of size 1) -> the layout with the longer contiguous
+ *     run (C-last when C >= the inner size);
+ *   anything else (not dense: a strided slice, a permutation of other dims) ->
+ *     ONE copy, x.contiguous(), then the rule above.
+ * grad_out takes the layout chosen for input (a copy only when it differs).
+ * Outputs of the input's shape keep its memory format (at::empty_like), as
+ * torch's BatchNorm does; the (C,) outputs are unchanged.
  */
 #ifndef NPU_SYNCBN_HOST_BN_OPS_H
 #define NPU_SYNCBN_HOST_BN_OPS_H
@@ -42,7 +55,10 @@ struct DeviceLimits {
     uint32_t ubBytes;  // UB per vector core the tiling may plan
 };
 
-enum class Kernel { Stats, GatherStats, Elemt, BackwardReduce, BackwardElemt };
+enum class Kernel {
+    Stats, GatherStats, Elemt, BackwardReduce, BackwardElemt,
+    StatsClast, ElemtClast, BackwardReduceClast, BackwardElemtClast, SumRows,
+};
 
 inline const char* KernelName(Kernel k) {
     switch (k) {
@@ -51,6 +67,11 @@ inline const char* KernelName(Kernel k) {
         case Kernel::Elemt: return "batch_norm_elemt";
         case Kernel::BackwardReduce: return "batch_norm_backward_reduce";
         case Kernel::BackwardElemt: return "batch_norm_backward_elemt";
+        case Kernel::StatsClast: return "batch_norm_stats_clast";
+        case Kernel::ElemtClast: return "batch_norm_elemt_clast";
+        case Kernel::BackwardReduceClast: return "batch_norm_backward_reduce_clast";
+        case Kernel::BackwardElemtClast: return "batch_norm_backward_elemt_clast";
+        case Kernel::SumRows: return "batch_norm_sum_rows";
     }
     return "?";
 }
@@ -106,6 +127,24 @@ inline std::tuple<uint64_t, uint64_t, uint64_t> Shape(const Tensor& x) {
     return {n, c, n > 0 && c > 0 ? uint64_t(x.numel()) / (n * c) : 0};
 }
 
+enum class Layout { Row, CLast };
+
+// input as the kernels read it, and its layout (the rule at the top of this file).
+inline std::tuple<Tensor, Layout> Arrange(const Tensor& input) {
+    auto [n, c, l] = Shape(input);
+    (void)n;
+    const bool clast = input.movedim(1, -1).is_contiguous();
+    const bool row = input.is_contiguous();
+    if (clast && (!row || c >= l)) return {input, Layout::CLast};
+    if (row) return {input, Layout::Row};
+    return Arrange(input.contiguous());  // the one documented copy of a non-dense input
+}
+
+// t in the memory order of `layout` (t itself when it already is).
+inline Tensor InLayout(const Tensor& t, Layout layout) {
+    return layout == Layout::CLast ? t.movedim(1, -1).contiguous().movedim(-1, 1) : t.contiguous();
+}
+
 inline Tensor F32(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
 inline Tensor F32(const OptTensor& t) { return t.has_value() && t->defined() ? F32(*t) : Tensor(); }
 
@@ -114,6 +153,13 @@ template <typename Tiling>
 Tensor DeviceTiling(const Tiling& t, const Tensor& like) {
     Tensor host = at::empty({int64_t(sizeof(Tiling))}, at::TensorOptions().dtype(at::kByte));
     std::memcpy(host.data_ptr(), &t, sizeof(Tiling));
+    return host.to(like.device());
+}
+
+// Host floats as a device tensor (the per-core row counts of a C-last merge).
+inline Tensor DeviceFloats(const std::vector<float>& v, const Tensor& like) {
+    Tensor host = at::empty({int64_t(v.size())}, at::TensorOptions().dtype(at::kFloat));
+    std::memcpy(host.data_ptr(), v.data(), v.size() * sizeof(float));
     return host.to(like.device());
 }
 
@@ -130,11 +176,15 @@ struct Ops {
     static std::tuple<Tensor, Tensor> Stats(const Tensor& input, double eps) {
         const c10::DeviceGuard guard(input.device());
         const DeviceLimits lim = Device::Limits(input);
-        const Tensor x = input.contiguous();
+        auto [x, layout] = Arrange(input);
         auto [n, c, l] = Shape(x);
         Tensor mean = at::zeros({int64_t(c)}, x.options().dtype(at::kFloat));
         Tensor invstd = at::full({int64_t(c)}, 1.0 / std::sqrt(eps), x.options().dtype(at::kFloat));
         if (x.numel() == 0) return {mean, invstd};
+        if (layout == Layout::CLast) {
+            StatsClast(x, n * l, c, eps, lim, mean, invstd);
+            return {mean, invstd};
+        }
         BnStatsTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_STATS, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_stats");
         t.eps = float(eps);
@@ -158,15 +208,8 @@ struct Ops {
         Tensor rm = F32(runningMean), rv = F32(runningVar);
         Tensor meanOut = at::empty({int64_t(c)}, m.options());
         Tensor invstdOut = at::empty({int64_t(c)}, m.options());
-        BnGatherTiling t{};
-        CheckTiling(BnGatherTilingFor(c, world, lim.cores, lim.ubBytes, rm.defined(), rv.defined(), float(momentum),
-                                      float(eps), &t),
-                    "batch_norm_gather_stats_with_counts");
-        Device::Launch(Kernel::GatherStats, "batch_norm_gather_stats_with_counts", t.blockDim,
-                       {{"mean", m}, {"invstd", s}, {"running_mean", rm}, {"running_var", rv}, {"counts", cnt},
-                        {"mean_out", meanOut}, {"invstd_out", invstdOut}, {"workspace", Workspace(0, m)},
-                        {"tiling", DeviceTiling(t, m)}},
-                       BnGatherUbBytes(t));
+        Gather("batch_norm_gather_stats_with_counts", m, s, rm, rv, cnt, momentum, eps, lim.cores, lim, meanOut,
+               invstdOut);
         // In place, in the caller's dtype / layout (no-op copies when already float32 contiguous).
         if (rm.defined() && !rm.is_same(*runningMean)) runningMean->copy_(rm);
         if (rv.defined() && !rv.is_same(*runningVar)) runningVar->copy_(rv);
@@ -178,11 +221,23 @@ struct Ops {
         (void)eps;  // invstd already holds it, as in aten
         const c10::DeviceGuard guard(input.device());
         const DeviceLimits lim = Device::Limits(input);
-        const Tensor x = input.contiguous();
+        auto [x, layout] = Arrange(input);
         auto [n, c, l] = Shape(x);
-        Tensor y = at::empty_like(x);
+        Tensor y = at::empty_like(x);  // x's memory format
         if (x.numel() == 0) return y;
         const Tensor w = F32(weight), b = F32(bias), m = F32(mean), s = F32(invstd);
+        if (layout == Layout::CLast) {
+            BnClastElemtTiling t{};
+            CheckTiling(BnClastTilingFor(BN_OP_ELEMT, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
+                        "batch_norm_elemt");
+            t.hasWeight = w.defined();
+            t.hasBias = b.defined();
+            Device::Launch(Kernel::ElemtClast, "batch_norm_elemt", t.g.blockDim,
+                           {{"input", x}, {"weight", w}, {"bias", b}, {"mean", m}, {"invstd", s}, {"output", y},
+                            {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+                           BnClastUbBytes(BN_OP_ELEMT, t.g));
+            return y;
+        }
         BnElemtTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
         t.hasWeight = w.defined();
@@ -202,13 +257,16 @@ struct Ops {
         (void)inputG, (void)weightG, (void)biasG;
         const c10::DeviceGuard guard(input.device());
         const DeviceLimits lim = Device::Limits(input);
-        const Tensor x = input.contiguous(), dy = gradOut.contiguous();
+        auto [x, layout] = Arrange(input);
+        const Tensor dy = InLayout(gradOut, layout);
         TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
         auto [n, c, l] = Shape(x);
         auto f32 = x.options().dtype(at::kFloat);
         Tensor sumDy = at::zeros({int64_t(c)}, f32), sumDyXmu = at::zeros({int64_t(c)}, f32);
         Tensor gradWeight = at::zeros({int64_t(c)}, f32), gradBias = at::zeros({int64_t(c)}, f32);
-        if (x.numel() > 0) {
+        if (x.numel() > 0 && layout == Layout::CLast) {
+            BackwardReduceClast(dy, x, n * l, c, F32(mean), F32(invstd), lim, sumDy, sumDyXmu, gradWeight, gradBias);
+        } else if (x.numel() > 0) {
             BnBackwardReduceTiling t{};
             CheckTiling(BnRowTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
                         "batch_norm_backward_reduce");
@@ -233,13 +291,28 @@ struct Ops {
                                 const Tensor& count) {
         const c10::DeviceGuard guard(input.device());
         const DeviceLimits lim = Device::Limits(input);
-        const Tensor x = input.contiguous(), dy = gradOut.contiguous();
+        auto [x, layout] = Arrange(input);
+        const Tensor dy = InLayout(gradOut, layout);
         TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
         auto [n, c, l] = Shape(x);
-        Tensor dx = at::empty_like(x);
+        Tensor dx = at::empty_like(x);  // x's (and dy's) memory format
         if (x.numel() == 0) return dx;
         const Tensor cnt = F32(count.reshape({-1}));
         TORCH_CHECK(cnt.numel() >= 1, "count must have at least one element");
+        if (layout == Layout::CLast) {
+            BnClastBackwardElemtTiling t{};
+            CheckTiling(BnClastTilingFor(BN_OP_BACKWARD_ELEMT, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
+                        "batch_norm_backward_elemt");
+            const Tensor w = F32(weight);
+            t.hasWeight = w.defined();
+            t.world = uint32_t(cnt.numel());
+            Device::Launch(Kernel::BackwardElemtClast, "batch_norm_backward_elemt", t.g.blockDim,
+                           {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)}, {"weight", w},
+                            {"sum_dy", F32(sumDy)}, {"sum_dy_xmu", F32(sumDyXmu)}, {"count", cnt}, {"grad_input", dx},
+                            {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+                           BnClastUbBytes(BN_OP_BACKWARD_ELEMT, t.g));
+            return dx;
+        }
         BnBackwardElemtTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_BACKWARD_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
                     "batch_norm_backward_elemt");
@@ -252,6 +325,70 @@ struct Ops {
                         {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
                        BnUbBytes(BN_OP_BACKWARD_ELEMT, t.rows));
         return dx;
+    }
+
+private:
+    // The gather kernel over (W, C) rows: the ranks of GatherStats, or the
+    // per-core partial rows of the C-last stats (then on `cores` cores).
+    static void Gather(const char* op, const Tensor& m, const Tensor& s, const Tensor& rm, const Tensor& rv,
+                       const Tensor& cnt, double momentum, double eps, uint32_t cores, const DeviceLimits& lim,
+                       const Tensor& meanOut, const Tensor& invstdOut) {
+        BnGatherTiling t{};
+        CheckTiling(BnGatherTilingFor(uint64_t(m.size(1)), uint64_t(m.size(0)), cores, lim.ubBytes, rm.defined(),
+                                      rv.defined(), float(momentum), float(eps), &t),
+                    op);
+        Device::Launch(Kernel::GatherStats, op, t.blockDim,
+                       {{"mean", m}, {"invstd", s}, {"running_mean", rm}, {"running_var", rv}, {"counts", cnt},
+                        {"mean_out", meanOut}, {"invstd_out", invstdOut}, {"workspace", Workspace(0, m)},
+                        {"tiling", DeviceTiling(t, m)}},
+                       BnGatherUbBytes(t));
+    }
+
+    // C-last stats: per-core (mean, invstd) rows of x (rows, c), then their
+    // Chan merge by the gather kernel (counts: rows per core) on the same
+    // stream: the stream order is the barrier, no kernel waits for another core.
+    static void StatsClast(const Tensor& x, uint64_t rows, uint64_t c, double eps, const DeviceLimits& lim,
+                           const Tensor& mean, const Tensor& invstd) {
+        BnClastStatsTiling t{};
+        CheckTiling(BnClastTilingFor(BN_OP_STATS, rows, c, Dtype(x), lim.cores, lim.ubBytes, &t.g), "batch_norm_stats");
+        t.eps = float(eps);
+        auto f32 = x.options().dtype(at::kFloat);
+        const int64_t w = t.g.blockDim;
+        Tensor pm = at::empty({w, int64_t(c)}, f32), ps = at::empty({w, int64_t(c)}, f32);
+        Device::Launch(Kernel::StatsClast, "batch_norm_stats", t.g.blockDim,
+                       {{"input", x}, {"mean", pm}, {"invstd", ps}, {"workspace", Workspace(0, x)},
+                        {"tiling", DeviceTiling(t, x)}},
+                       BnClastUbBytes(BN_OP_STATS, t.g));
+        std::vector<float> counts(static_cast<size_t>(w));
+        for (uint32_t k = 0; k < uint32_t(w); ++k) counts[k] = float(BnClastCoreRows(t.g, k));
+        Gather("batch_norm_stats", pm, ps, Tensor(), Tensor(), DeviceFloats(counts, x), 0.0, eps,
+               BnMergeCores(c, lim.cores), lim, mean, invstd);
+    }
+
+    // C-last backward_reduce: per-core (sum_dy, sum_dy_xmu) rows, then their
+    // sums (and grad_weight / grad_bias) by batch_norm_sum_rows on the same stream.
+    static void BackwardReduceClast(const Tensor& dy, const Tensor& x, uint64_t rows, uint64_t c, const Tensor& mean,
+                                    const Tensor& invstd, const DeviceLimits& lim, const Tensor& sumDy,
+                                    const Tensor& sumDyXmu, const Tensor& gradWeight, const Tensor& gradBias) {
+        BnClastBackwardReduceTiling t{};
+        CheckTiling(BnClastTilingFor(BN_OP_BACKWARD_REDUCE, rows, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
+                    "batch_norm_backward_reduce");
+        t.outputMask = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
+        auto f32 = x.options().dtype(at::kFloat);
+        const int64_t w = t.g.blockDim;
+        Tensor pdy = at::empty({w, int64_t(c)}, f32), pxmu = at::empty({w, int64_t(c)}, f32);
+        Device::Launch(Kernel::BackwardReduceClast, "batch_norm_backward_reduce", t.g.blockDim,
+                       {{"grad_out", dy}, {"input", x}, {"mean", mean}, {"sum_dy", pdy}, {"sum_dy_xmu", pxmu},
+                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+                       BnClastUbBytes(BN_OP_BACKWARD_REDUCE, t.g));
+        BnSumRowsTiling m{};
+        CheckTiling(BnSumRowsTilingFor(c, uint64_t(w), lim.cores, lim.ubBytes, t.outputMask, &m),
+                    "batch_norm_backward_reduce");
+        Device::Launch(Kernel::SumRows, "batch_norm_backward_reduce", m.blockDim,
+                       {{"partial_sum_dy", pdy}, {"partial_sum_dy_xmu", pxmu}, {"invstd", invstd}, {"sum_dy", sumDy},
+                        {"sum_dy_xmu", sumDyXmu}, {"grad_weight", gradWeight}, {"grad_bias", gradBias},
+                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(m, x)}},
+                       BnSumRowsUbBytes(m));
     }
 };
 

@@ -27,6 +27,11 @@
 #include "aclrtlaunch_batch_norm_elemt.h"
 #include "aclrtlaunch_batch_norm_gather_stats_with_counts.h"
 #include "aclrtlaunch_batch_norm_stats.h"
+#include "aclrtlaunch_batch_norm_stats_clast.h"
+#include "aclrtlaunch_batch_norm_elemt_clast.h"
+#include "aclrtlaunch_batch_norm_backward_reduce_clast.h"
+#include "aclrtlaunch_batch_norm_backward_elemt_clast.h"
+#include "aclrtlaunch_batch_norm_sum_rows.h"
 #include "bn_ops.h"
 
 namespace {
@@ -92,6 +97,25 @@ struct AclDevice {
             case Kernel::BackwardElemt:
                 rc = ACLRT_LAUNCH_KERNEL(batch_norm_backward_elemt)(blockDim, stream, p[0], p[1], p[2], p[3], p[4], p[5],
                                                                     p[6], p[7], p[8], p[9], p[10]);
+                break;
+            case Kernel::StatsClast:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_stats_clast)(blockDim, stream, p[0], p[1], p[2], p[3], p[4]);
+                break;
+            case Kernel::ElemtClast:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_elemt_clast)(blockDim, stream, p[0], p[1], p[2], p[3], p[4], p[5],
+                                                                 p[6], p[7]);
+                break;
+            case Kernel::BackwardReduceClast:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_backward_reduce_clast)(blockDim, stream, p[0], p[1], p[2], p[3],
+                                                                           p[4], p[5], p[6]);
+                break;
+            case Kernel::BackwardElemtClast:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_backward_elemt_clast)(blockDim, stream, p[0], p[1], p[2], p[3],
+                                                                          p[4], p[5], p[6], p[7], p[8], p[9], p[10]);
+                break;
+            case Kernel::SumRows:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_sum_rows)(blockDim, stream, p[0], p[1], p[2], p[3], p[4], p[5],
+                                                              p[6], p[7], p[8]);
                 break;
         }
         TORCH_CHECK(rc == 0, "npu_syncbn::", op, ": kernel ", bn_ops::KernelName(k), " launch failed (", rc, ")");

@@ -2,6 +2,7 @@
 #include "tiling.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace {
 
@@ -172,4 +173,125 @@ int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubByt
 uint64_t BnGatherUbBytes(const BnGatherTiling& t) {
     // mean acc, M2 acc, rank mean, rank invstd, tmp, running mean, running var; counts
     return 7 * AlignUp(uint64_t(t.chunk) * 4, kBlock) + AlignUp(uint64_t(t.countChunk) * 4, kBlock);
+}
+
+// ---------------------------------------------------------------- C-last path
+namespace {
+
+constexpr uint64_t kClastMinRows = 8;     // rows a tile should hold before channels are cut into chunks
+constexpr uint32_t kClastCountChunk = 256;  // per-rank counts per UB batch (backward_elemt)
+constexpr uint64_t kMergeMinChannels = 128; // channels per core of a merge launch: 512-byte float bursts
+constexpr uint32_t kSumRowsChunk = 1024;
+constexpr uint64_t kClastPackedRowBytes = 512;  // ragged rows shorter than this pack (BnClastTiling::rowGroup)
+
+// Bytes per tile element: the queues of T (double-buffered) plus float tiles.
+uint64_t ClastPerElemBytes(BnOp op, uint64_t sz) {
+    switch (op) {
+        case BN_OP_STATS: return 2 * sz + 4 * 4;            // x queue; xf, shift K (broadcast), acc(x-K), acc((x-K)^2)
+        case BN_OP_ELEMT: return 4 * sz + 4 * 4;            // x, y queues; xf, mean, scale, bias (broadcast)
+        case BN_OP_BACKWARD_REDUCE: return 4 * sz + 5 * 4;  // dy, x queues; dyf, xf, mean (broadcast), acc(dy), acc(dy*xmu)
+        case BN_OP_BACKWARD_ELEMT: return 6 * sz + 6 * 4;   // dy, x, dx queues; dyf, xf, mean, a, b, k (broadcast)
+    }
+    return 0;
+}
+
+// Per-channel float vectors of one chunk (chunkStride floats each).
+uint64_t ClastVectors(BnOp op) {
+    switch (op) {
+        case BN_OP_STATS: return 4;            // mean, tmp, var, ones
+        case BN_OP_ELEMT: return 4;            // mean, invstd, scale, bias
+        case BN_OP_BACKWARD_REDUCE: return 1;  // mean
+        case BN_OP_BACKWARD_ELEMT: return 5;   // mean, invstd, k, a, b
+    }
+    return 0;
+}
+
+uint64_t ClastFixedBytes(BnOp op, uint64_t stride, uint64_t countChunk) {
+    return ClastVectors(op) * AlignUp(stride * 4, kBlock) + AlignUp(countChunk * 4, kBlock);
+}
+
+}  // namespace
+
+int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
+                     BnClastTiling* out) {
+    if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
+    const uint64_t sz = BnDtypeSize(dtype);
+    if (sz == 0) return BN_TILING_BAD_DTYPE;
+    if (rows == 0 || c == 0) return BN_TILING_EMPTY;
+
+    BnClastTiling t{};
+    t.rows = rows;
+    t.c = c;
+    t.dtype = dtype;
+    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, rows));
+    t.rowsBase = rows / t.blockDim;
+    t.rowsRem = rows % t.blockDim;
+    t.countChunk = op == BN_OP_BACKWARD_ELEMT ? kClastCountChunk : 0;
+    const uint64_t coreRows = t.rowsBase + (t.rowsRem ? 1 : 0);
+    const uint64_t wantRows = std::min<uint64_t>(kClastMinRows, coreRows);
+    const uint64_t epb = kBlock / sz;
+    const uint64_t perElem = ClastPerElemBytes(op, sz);
+
+    // A short ragged row packs: rowGroup rows fill whole 32-byte blocks, and a
+    // tile is one burst (one DataCopyPad block) however short a row is.
+    const bool packed = c % epb != 0 && c * sz < kClastPackedRowBytes;
+    t.rowGroup = packed ? static_cast<uint32_t>(epb / std::gcd<uint64_t>(c, epb)) : 1;
+
+    // Fewest chunks whose tile holds wantRows rows: the longest bursts. Chunks
+    // are balanced (and 32-byte multiples but the last) so that no chunk is a
+    // short remainder: every burst stays near c / chunks elements.
+    uint64_t chunks = packed ? 1 : std::max<uint64_t>(1, CeilDiv(c * perElem * wantRows, ubBytes));
+    uint64_t fitRows = 0;
+    for (;; ++chunks) {
+        const uint64_t cc = std::min<uint64_t>(c, AlignUp(CeilDiv(c, chunks), epb));
+        const uint64_t stride = packed ? t.rowGroup * c : AlignUp(cc, epb);
+        const uint64_t fixed = ClastFixedBytes(op, stride, t.countChunk);
+        fitRows = ubBytes > fixed ? (ubBytes - fixed) / (perElem * stride) * t.rowGroup : 0;
+        if (fitRows >= wantRows) {
+            t.chanChunk = cc;
+            t.chunkStride = stride;
+            break;
+        }
+        if (cc <= epb || packed) return BN_TILING_UB_TOO_SMALL;
+    }
+    t.chunks = CeilDiv(c, t.chanChunk);
+    // rows of a packed tile are one block (no blockCount limit), else one block each
+    t.tileRows = std::min<uint64_t>({fitRows, coreRows, packed ? fitRows : BN_MAX_BLOCK_COUNT});
+    t.tileElems = CeilDiv(t.tileRows, t.rowGroup) * t.chunkStride;
+    *out = t;
+    return BN_TILING_OK;
+}
+
+uint64_t BnClastUbBytes(BnOp op, const BnClastTiling& t) {
+    return ClastPerElemBytes(op, BnDtypeSize(t.dtype)) * t.tileElems + ClastFixedBytes(op, t.chunkStride, t.countChunk);
+}
+
+uint64_t BnClastCoreRows(const BnClastTiling& t, uint32_t k) { return t.rowsBase + (k < t.rowsRem ? 1 : 0); }
+
+uint32_t BnMergeCores(uint64_t c, uint32_t cores) {
+    return static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(cores, c / kMergeMinChannels)));
+}
+
+int BnSumRowsTilingFor(uint64_t c, uint64_t rows, uint32_t cores, uint32_t ubBytes, uint32_t outputMask,
+                       BnSumRowsTiling* out) {
+    if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
+    if (c == 0) return BN_TILING_EMPTY;
+    if (rows == 0) return BN_TILING_BAD_WORLD;
+    BnSumRowsTiling t{};
+    t.c = c;
+    t.rows = rows;
+    t.blockDim = BnMergeCores(c, cores);
+    t.chanBase = c / t.blockDim;
+    t.chanRem = c % t.blockDim;
+    t.chunk = static_cast<uint32_t>(std::min<uint64_t>(kSumRowsChunk, AlignUp(t.chanBase + (t.chanRem ? 1 : 0), 8)));
+    t.outputMask = outputMask;
+    while (BnSumRowsUbBytes(t) > ubBytes && t.chunk > 8) t.chunk /= 2;
+    if (BnSumRowsUbBytes(t) > ubBytes) return BN_TILING_UB_TOO_SMALL;
+    *out = t;
+    return BN_TILING_OK;
+}
+
+uint64_t BnSumRowsUbBytes(const BnSumRowsTiling& t) {
+    // acc sum_dy, acc sum_dy_xmu, one row of each, invstd
+    return 5 * AlignUp(uint64_t(t.chunk) * 4, kBlock);
 }

@@ -57,4 +57,32 @@ int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubByt
 // UB bytes the gather kernel allocates for tiling `t`.
 uint64_t BnGatherUbBytes(const BnGatherTiling& t);
 
+// ---------------------------------------------------------------- C-last path
+// Tiling of one of the four kernels on (R, C) input with C innermost
+// (include/batch_norm_tiling.h, BnClastTiling). The reducing kernels (stats,
+// backward_reduce) write one partial row per core; the host merges them with a
+// second launch on the same stream, stream order being the barrier:
+//   stats:           per-core (mean, invstd) rows and row counts -> the gather
+//                    kernel (Chan's merge, the same one that merges ranks);
+//   backward_reduce: per-core (sum_dy, sum_dy_xmu) rows -> batch_norm_sum_rows.
+int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
+                     BnClastTiling* out);
+
+// UB bytes the C-last kernel of `op` allocates for tiling `t`.
+uint64_t BnClastUbBytes(BnOp op, const BnClastTiling& t);
+
+// Rows of core k: [begin, begin + count).
+uint64_t BnClastCoreRows(const BnClastTiling& t, uint32_t k);
+
+// Cores for a merge launch over c channels: as many as keep >= 128 channels
+// (a 512-byte float32 burst) per core, at least one, at most `cores`.
+uint32_t BnMergeCores(uint64_t c, uint32_t cores);
+
+// Tiling of batch_norm_sum_rows over (rows, c) partial sums.
+int BnSumRowsTilingFor(uint64_t c, uint64_t rows, uint32_t cores, uint32_t ubBytes, uint32_t outputMask,
+                       BnSumRowsTiling* out);
+
+// UB bytes batch_norm_sum_rows allocates for tiling `t`.
+uint64_t BnSumRowsUbBytes(const BnSumRowsTiling& t);
+
 #endif  // NPU_SYNCBN_HOST_TILING_H

@@ -90,4 +90,78 @@ struct BnGatherTiling {
     uint32_t reserved;
 };
 
+/*
+ * C-last geometry ("channel-inner tiling"), a tiling path of its own for input
+ * whose channels are innermost in memory: channels_last (NHWC), channels_last_3d
+ * (NDHWC) and 2-D (N, C). The input is viewed as (R, C) row-major, R = N *
+ * spatial. Channels are cut into `chunks` chunks of chanChunk channels (the
+ * last may be shorter); one *tile* is tileRows consecutive rows of one chunk,
+ * copied with one DataCopyPad whose bursts are chanChunk elements each (the
+ * whole row when one chunk holds every channel), each row landing at a
+ * 32-byte aligned UB stride of chunkStride elements. A short ragged row (all
+ * channels in one chunk, C not a multiple of 32 bytes, under 512 bytes) would
+ * make short bursts, so then the tile moves as ONE burst of tileRows * C
+ * elements, packed in UB: a UB stride holds rowGroup rows (the fewest whose
+ * elements fill whole 32-byte blocks, chunkStride = rowGroup * C), lane i
+ * holding channel i % C. Vector lanes run across channels, the reduction runs
+ * over rows. Rows are split over cores in
+ * contiguous ranges (rowsBase each, one more for the first rowsRem cores) and
+ * every core walks all chunks of its rows, chunk-major. The reducing kernels
+ * therefore produce one partial row (C,) per core, merged by a second launch
+ * on the same stream (see host/tiling.h, BnClastTilingFor): no barrier.
+ */
+struct BnClastTiling {
+    uint64_t rows;         // R: product of all dims but C
+    uint64_t c;            // channels (innermost, contiguous)
+    uint64_t chanChunk;    // channels per chunk
+    uint64_t chunkStride;  // UB stride in elements: chanChunk rounded up to 32 bytes of T, or rowGroup * c
+    uint64_t chunks;       // ceil(c / chanChunk)
+    uint64_t tileRows;     // rows per tile (<= BN_MAX_BLOCK_COUNT unless packed)
+    uint64_t tileElems;    // UB elements of one tile buffer: ceil(tileRows / rowGroup) * chunkStride
+    uint64_t rowsBase;     // rows per core ...
+    uint64_t rowsRem;      // ... plus one for the first rowsRem cores
+    uint32_t dtype;        // BnDtype of the big tensors
+    uint32_t blockDim;     // cores to launch
+    uint32_t countChunk;   // floats of the per-rank count batch (backward_elemt), else 0
+    uint32_t rowGroup;     // rows per UB stride: 1, or > 1 for packed tiles (then chunks == 1)
+};
+
+struct BnClastStatsTiling {
+    BnClastTiling g;
+    float eps;
+    uint32_t reserved;
+};
+
+struct BnClastElemtTiling {
+    BnClastTiling g;
+    uint32_t hasWeight;
+    uint32_t hasBias;
+};
+
+struct BnClastBackwardReduceTiling {
+    BnClastTiling g;
+    uint32_t hasWeight;
+    uint32_t outputMask;  // BnReduceOutputs (of the merge launch; the partials are always written)
+};
+
+struct BnClastBackwardElemtTiling {
+    BnClastTiling g;
+    uint32_t hasWeight;
+    uint32_t world;       // length of the count tensor (ranks)
+};
+
+// The merge launch of the C-last backward_reduce: sums `rows` partial rows
+// (rows, C) of sum_dy and sum_dy_xmu over the rows, channels split over cores
+// in contiguous ranges, `chunk` channels at a time; writes the outputs of mask.
+struct BnSumRowsTiling {
+    uint64_t c;
+    uint64_t rows;
+    uint64_t chanBase;    // channels per core ...
+    uint64_t chanRem;     // ... plus one for the first chanRem cores
+    uint32_t blockDim;
+    uint32_t chunk;       // channels per UB batch
+    uint32_t outputMask;  // BnReduceOutputs
+    uint32_t reserved;
+};
+
 #endif  // NPU_SYNCBN_BATCH_NORM_TILING_H

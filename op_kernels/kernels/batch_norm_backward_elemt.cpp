@@ -82,19 +82,9 @@ private:
     __aicore__ inline void LoadWindow(uint64_t c0) {
         windowBegin_ = c0;
         windowEnd_ = bn::Min(c0 + t_.paramChunk, lastChannel_ + 1);
-        const uint64_t nc = windowEnd_ - c0;
-        const int32_t n = static_cast<int32_t>(nc);
-        LocalTensor<float> invstd = invstdBuf_.Get<float>();
-        LocalTensor<float> a = aBuf_.Get<float>();
-        LocalTensor<float> b = bBuf_.Get<float>();
-        bn::CopyChannelsIn(a, sumDyGm_, c0, nc);
-        bn::CopyChannelsIn(b, sumDyXmuGm_, c0, nc);
-        bn::LoadNormWindow(meanBuf_.Get<float>(), invstd, kBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, hasWeight_,
-                           c0, nc);  // k = invstd * weight
-        Muls(a, a, invTotal_, n);
-        Muls(b, b, invTotal_, n);
-        Mul(b, b, invstd, n);
-        Mul(b, b, invstd, n);
+        bn::LoadGradCoefficients(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), kBuf_.Get<float>(), aBuf_.Get<float>(),
+                                 bBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, hasWeight_,
+                                 invTotal_, c0, windowEnd_ - c0);
         PipeBarrier<PIPE_ALL>();
     }
 

@@ -241,6 +241,26 @@ __aicore__ inline void LoadNormWindow(const LocalTensor<float>& mean, const Loca
     Mul(scale, scale, invstd, static_cast<int32_t>(n));
 }
 
+// Per-channel coefficients of backward_elemt for channels [c0, c0 + n):
+// mean, invstd, k = invstd * weight, a = sum_dy / N, b = sum_dy_xmu / N * invstd^2
+// (invTotal = 1 / N). Waits for its copies with LoadNormWindow's barrier; the
+// caller orders the results before their next use.
+__aicore__ inline void LoadGradCoefficients(const LocalTensor<float>& mean, const LocalTensor<float>& invstd,
+                                            const LocalTensor<float>& k, const LocalTensor<float>& a,
+                                            const LocalTensor<float>& b, const GlobalTensor<float>& meanGm,
+                                            const GlobalTensor<float>& invstdGm, const GlobalTensor<float>& weightGm,
+                                            const GlobalTensor<float>& sumDyGm, const GlobalTensor<float>& sumDyXmuGm,
+                                            bool hasWeight, float invTotal, uint64_t c0, uint64_t count) {
+    const int32_t n = static_cast<int32_t>(count);
+    CopyChannelsIn(a, sumDyGm, c0, count);
+    CopyChannelsIn(b, sumDyXmuGm, c0, count);
+    LoadNormWindow(mean, invstd, k, meanGm, invstdGm, weightGm, hasWeight, c0, count);
+    Muls(a, a, invTotal, n);
+    Muls(b, b, invTotal, n);
+    Mul(b, b, invstd, n);
+    Mul(b, b, invstd, n);
+}
+
 // Kernel entry: runs Kernel<T> for the input dtype of the tiling (half, bfloat16, else float).
 template <template <typename> class Kernel, typename... Args>
 __aicore__ inline void RunForDtype(uint32_t dtype, const Args&... args) {

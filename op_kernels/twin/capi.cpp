@@ -42,9 +42,31 @@ namespace {
 
 std::string gError;
 uint32_t gBlockDim = 0;
+std::vector<twin::Traffic> gTraffic;  // GM traffic of the last op: its launches, same-named buffers summed
 
 int Report(const std::string& err) {
     gError = err;
+    gTraffic = twin::LastTraffic();
+    return err.empty() ? 0 : 1;
+}
+
+// The merge launch of a two-launch op (C-last stats / backward_reduce): its
+// traffic adds to the first launch's. Called only after the first succeeded.
+int ReportMerge(const std::string& err) {
+    std::vector<twin::Traffic> first = gTraffic;
+    Report(err);
+    for (const twin::Traffic& m : gTraffic) {
+        bool found = false;
+        for (twin::Traffic& f : first) {
+            if (f.name != m.name) continue;
+            f.read += m.read;
+            f.written += m.written;
+            for (const auto& kv : m.bursts) f.bursts[kv.first] += kv.second;
+            found = true;
+        }
+        if (!found) first.push_back(m);
+    }
+    gTraffic = first;
     return err.empty() ? 0 : 1;
 }
 
@@ -63,17 +85,32 @@ const char* twin_last_error() { return gError.c_str(); }
 
 uint32_t twin_last_block_dim() { return gBlockDim; }
 
-int twin_traffic_count() { return static_cast<int>(twin::LastTraffic().size()); }
+int twin_traffic_count() { return static_cast<int>(gTraffic.size()); }
 
 // name of buffer i (NUL-terminated into `name`), its read and written bytes.
 int twin_traffic_get(int i, char* name, int nameLen, uint64_t* read, uint64_t* written) {
-    const auto& all = twin::LastTraffic();
+    const auto& all = gTraffic;
     if (i < 0 || i >= static_cast<int>(all.size()) || nameLen < 1) return 2;
     std::strncpy(name, all[i].name.c_str(), nameLen - 1);
     name[nameLen - 1] = '\0';
     *read = all[i].read;
     *written = all[i].written;
     return 0;
+}
+
+// Bursts of buffer i: up to `cap` (bytes, count) pairs, smallest first; returns
+// how many distinct burst sizes the buffer had (-1 for a bad index).
+int twin_traffic_bursts(int i, int cap, uint64_t* bytes, uint64_t* counts) {
+    if (i < 0 || i >= static_cast<int>(gTraffic.size())) return -1;
+    int k = 0;
+    for (const auto& kv : gTraffic[i].bursts) {
+        if (k < cap) {
+            bytes[k] = kv.first;
+            counts[k] = kv.second;
+        }
+        ++k;
+    }
+    return k;
 }
 
 int twin_batch_norm_stats(const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l, float eps,
@@ -182,6 +219,138 @@ int twin_batch_norm_backward_elemt(const void* dy, const void* x, uint32_t dtype
                                       Gm(count), Gm(dx), nullptr, Gm(&t));
         },
         BnUbBytes(BN_OP_BACKWARD_ELEMT, t.rows)));
+}
+
+// ---------------------------------------------------------------- C-last path
+// x is (rows, c) with c innermost (channels_last, channels_last_3d, 2-D).
+// The reducing ops are two launches, as bn_ops.h does them: the partials'
+// kernel, then the merge (host/tiling.h, BnClastTilingFor).
+
+int twin_batch_norm_stats_clast(const void* x, uint32_t dtype, uint64_t rows, uint64_t c, float eps, uint32_t cores,
+                                float* mean, float* invstd) {
+    BnClastStatsTiling t{};
+    int st = BnClastTilingFor(BN_OP_STATS, rows, c, dtype, cores, BN_UB_BYTES, &t.g);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_stats_clast", st);
+    t.eps = eps;
+    const uint64_t w = t.g.blockDim;
+    std::vector<float> pm(w * c), ps(w * c), counts(w);
+    for (uint32_t k = 0; k < w; ++k) counts[k] = static_cast<float>(BnClastCoreRows(t.g, k));
+    gBlockDim = t.g.blockDim;
+    int rc = Report(twin::Launch("batch_norm_stats_clast", t.g.blockDim,
+                                 {{"input", Gm(x), rows * c * BnDtypeSize(dtype)}, {"workspace.mean", pm.data(), w * c * 4},
+                                  {"workspace.invstd", ps.data(), w * c * 4}, {"tiling", &t, sizeof(t)}},
+                                 [&] { batch_norm_stats_clast(Gm(x), Gm(pm.data()), Gm(ps.data()), nullptr, Gm(&t)); },
+                                 BnClastUbBytes(BN_OP_STATS, t.g)));
+    if (rc != 0) return rc;
+    BnGatherTiling g{};
+    st = BnGatherTilingFor(c, w, BnMergeCores(c, cores), BN_UB_BYTES, false, false, 0.0f, eps, &g);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_gather_stats_with_counts", st);
+    return ReportMerge(twin::Launch(
+        "batch_norm_gather_stats_with_counts", g.blockDim,
+        {{"workspace.mean", pm.data(), w * c * 4}, {"workspace.invstd", ps.data(), w * c * 4},
+         {"workspace.counts", counts.data(), w * 4}, {"mean", mean, c * 4}, {"invstd", invstd, c * 4},
+         {"tiling", &g, sizeof(g)}},
+        [&] {
+            batch_norm_gather_stats_with_counts(Gm(pm.data()), Gm(ps.data()), nullptr, nullptr, Gm(counts.data()),
+                                                Gm(mean), Gm(invstd), nullptr, Gm(&g));
+        },
+        BnGatherUbBytes(g)));
+}
+
+int twin_batch_norm_elemt_clast(const void* x, uint32_t dtype, uint64_t rows, uint64_t c, const float* weight,
+                                const float* bias, const float* mean, const float* invstd, uint32_t cores, void* y) {
+    BnClastElemtTiling t{};
+    const int st = BnClastTilingFor(BN_OP_ELEMT, rows, c, dtype, cores, BN_UB_BYTES, &t.g);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_elemt_clast", st);
+    t.hasWeight = weight != nullptr;
+    t.hasBias = bias != nullptr;
+    gBlockDim = t.g.blockDim;
+    const uint64_t bytes = rows * c * BnDtypeSize(dtype);
+    return Report(twin::Launch("batch_norm_elemt_clast", t.g.blockDim,
+                               {{"input", Gm(x), bytes}, {"weight", Gm(weight), weight ? c * 4 : 0},
+                                {"bias", Gm(bias), bias ? c * 4 : 0}, {"mean", Gm(mean), c * 4},
+                                {"invstd", Gm(invstd), c * 4}, {"output", y, bytes}, {"tiling", &t, sizeof(t)}},
+                               [&] {
+                                   batch_norm_elemt_clast(Gm(x), Gm(weight), Gm(bias), Gm(mean), Gm(invstd), Gm(y),
+                                                          nullptr, Gm(&t));
+                               },
+                               BnClastUbBytes(BN_OP_ELEMT, t.g)));
+}
+
+int twin_batch_norm_backward_reduce_clast(const void* dy, const void* x, uint32_t dtype, uint64_t rows, uint64_t c,
+                                          const float* mean, const float* invstd, uint32_t outputMask, uint32_t cores,
+                                          float* sumDy, float* sumDyXmu, float* gradWeight, float* gradBias) {
+    BnClastBackwardReduceTiling t{};
+    int st = BnClastTilingFor(BN_OP_BACKWARD_REDUCE, rows, c, dtype, cores, BN_UB_BYTES, &t.g);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_backward_reduce_clast", st);
+    t.outputMask = outputMask;
+    t.hasWeight = gradWeight != nullptr;
+    const uint64_t w = t.g.blockDim;
+    std::vector<float> pdy(w * c), pxmu(w * c);
+    gBlockDim = t.g.blockDim;
+    const uint64_t bytes = rows * c * BnDtypeSize(dtype);
+    int rc = Report(twin::Launch(
+        "batch_norm_backward_reduce_clast", t.g.blockDim,
+        {{"grad_out", Gm(dy), bytes}, {"input", Gm(x), bytes}, {"mean", Gm(mean), c * 4},
+         {"workspace.sum_dy", pdy.data(), w * c * 4}, {"workspace.sum_dy_xmu", pxmu.data(), w * c * 4},
+         {"tiling", &t, sizeof(t)}},
+        [&] {
+            batch_norm_backward_reduce_clast(Gm(dy), Gm(x), Gm(mean), Gm(pdy.data()), Gm(pxmu.data()), nullptr, Gm(&t));
+        },
+        BnClastUbBytes(BN_OP_BACKWARD_REDUCE, t.g)));
+    if (rc != 0) return rc;
+    BnSumRowsTiling m{};
+    st = BnSumRowsTilingFor(c, w, cores, BN_UB_BYTES, outputMask, &m);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_sum_rows", st);
+    const bool sums = outputMask & BN_OUT_SUMS;
+    return ReportMerge(twin::Launch(
+        "batch_norm_sum_rows", m.blockDim,
+        {{"workspace.sum_dy", pdy.data(), w * c * 4}, {"workspace.sum_dy_xmu", pxmu.data(), w * c * 4},
+         {"invstd", Gm(invstd), c * 4}, {"sum_dy", sumDy, sums ? c * 4 : 0}, {"sum_dy_xmu", sumDyXmu, sums ? c * 4 : 0},
+         {"grad_weight", gradWeight, (outputMask & BN_OUT_GRAD_WEIGHT) ? c * 4 : 0},
+         {"grad_bias", gradBias, (outputMask & BN_OUT_GRAD_BIAS) ? c * 4 : 0}, {"tiling", &m, sizeof(m)}},
+        [&] {
+            batch_norm_sum_rows(Gm(pdy.data()), Gm(pxmu.data()), Gm(invstd), Gm(sumDy), Gm(sumDyXmu), Gm(gradWeight),
+                                Gm(gradBias), nullptr, Gm(&m));
+        },
+        BnSumRowsUbBytes(m)));
+}
+
+int twin_batch_norm_backward_elemt_clast(const void* dy, const void* x, uint32_t dtype, uint64_t rows, uint64_t c,
+                                         const float* mean, const float* invstd, const float* weight,
+                                         const float* sumDy, const float* sumDyXmu, const float* count, uint64_t world,
+                                         uint32_t cores, void* dx) {
+    BnClastBackwardElemtTiling t{};
+    const int st = BnClastTilingFor(BN_OP_BACKWARD_ELEMT, rows, c, dtype, cores, BN_UB_BYTES, &t.g);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_backward_elemt_clast", st);
+    if (world == 0) return Refuse("batch_norm_backward_elemt_clast", BN_TILING_BAD_WORLD);
+    t.hasWeight = weight != nullptr;
+    t.world = static_cast<uint32_t>(world);
+    gBlockDim = t.g.blockDim;
+    const uint64_t bytes = rows * c * BnDtypeSize(dtype);
+    return Report(twin::Launch(
+        "batch_norm_backward_elemt_clast", t.g.blockDim,
+        {{"grad_out", Gm(dy), bytes}, {"input", Gm(x), bytes}, {"mean", Gm(mean), c * 4}, {"invstd", Gm(invstd), c * 4},
+         {"weight", Gm(weight), weight ? c * 4 : 0}, {"sum_dy", Gm(sumDy), c * 4}, {"sum_dy_xmu", Gm(sumDyXmu), c * 4},
+         {"count", Gm(count), world * 4}, {"grad_input", dx, bytes}, {"tiling", &t, sizeof(t)}},
+        [&] {
+            batch_norm_backward_elemt_clast(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(weight), Gm(sumDy), Gm(sumDyXmu),
+                                            Gm(count), Gm(dx), nullptr, Gm(&t));
+        },
+        BnClastUbBytes(BN_OP_BACKWARD_ELEMT, t.g)));
+}
+
+// BnClastTiling fields in declaration order, then the UB bytes of op's plan.
+int twin_clast_tiling(uint32_t op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
+                      uint64_t* out14) {
+    BnClastTiling t{};
+    const int st = BnClastTilingFor(static_cast<BnOp>(op), rows, c, dtype, cores, ubBytes, &t);
+    if (st != BN_TILING_OK) return Refuse("tiling", st);
+    const uint64_t fields[14] = {t.rows,     t.c,        t.chanChunk, t.chunkStride, t.chunks,
+                                 t.tileRows, t.tileElems, t.rowsBase, t.rowsRem,     t.dtype,
+                                 t.blockDim, t.countChunk, t.rowGroup, BnClastUbBytes(static_cast<BnOp>(op), t)};
+    std::memcpy(out14, fields, sizeof(fields));
+    return 0;
 }
 
 // ---------------------------------------------------------------- tiling, for tests

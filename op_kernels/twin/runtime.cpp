@@ -85,6 +85,16 @@ GmBuffer* FindGm(const void* p, uint64_t bytes) {
     return nullptr;
 }
 
+void RecordBursts(GmBuffer* buf, uint64_t bytes, uint64_t count, bool joined) {
+    if (count == 0 || bytes == 0) return;
+    std::lock_guard<std::mutex> lock(buf->burstMu);
+    if (joined) {
+        buf->bursts[bytes * count] += 1;
+    } else {
+        buf->bursts[bytes] += count;
+    }
+}
+
 void Defer(const std::string& rule, const std::string& detail) {
     CoreContext& core = Core();
     if (core.deferred.empty()) core.deferred = rule + ": " + detail;
@@ -203,7 +213,7 @@ std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vect
     }
 
     gLastTraffic.clear();
-    for (auto& b : state.buffers) gLastTraffic.push_back({b->name, b->read.load(), b->written.load()});
+    for (auto& b : state.buffers) gLastTraffic.push_back({b->name, b->read.load(), b->written.load(), b->bursts});
     return state.error;
 }
 

@@ -50,6 +50,20 @@ struct TwinDevice {
                     case Kernel::BackwardElemt:
                         batch_norm_backward_elemt(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]);
                         break;
+                    case Kernel::StatsClast: batch_norm_stats_clast(p[0], p[1], p[2], p[3], p[4]); break;
+                    case Kernel::ElemtClast:
+                        batch_norm_elemt_clast(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
+                        break;
+                    case Kernel::BackwardReduceClast:
+                        batch_norm_backward_reduce_clast(p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+                        break;
+                    case Kernel::BackwardElemtClast:
+                        batch_norm_backward_elemt_clast(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
+                                                        p[10]);
+                        break;
+                    case Kernel::SumRows:
+                        batch_norm_sum_rows(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
+                        break;
                 }
             },
             ubPlan);

@@ -23,7 +23,8 @@
  *     ("misaligned DataCopy"); DataCopyPad moves any length, each block landing
  *     32-byte aligned in UB, pads filled only when isPad is set (else poisoned).
  *   - Vector operands must start 32-byte aligned and fit their tensors.
- *   - GM accesses must stay inside the launch's buffers and are counted.
+ *   - GM accesses must stay inside the launch's buffers and are counted, with
+ *     the byte size of every burst (one contiguous GM run of a copy).
  * Fresh UB is poisoned with 0xFF bytes (NaN as float), so reading data that was
  * never written shows up as NaN in results.
  */
@@ -247,6 +248,7 @@ public:
     T GetValue(uint64_t i) const {
         Check(i, 1, "GlobalTensor::GetValue");
         buf_->read += sizeof(T);
+        twin::RecordBursts(buf_, sizeof(T), 1, true);
         T v;
         std::memcpy(&v, addr_ + i, sizeof(T));
         return v;
@@ -254,6 +256,7 @@ public:
     void SetValue(uint64_t i, T v) const {
         Check(i, 1, "GlobalTensor::SetValue");
         buf_->written += sizeof(T);
+        twin::RecordBursts(buf_, sizeof(T), 1, true);
         std::memcpy(addr_ + i, &v, sizeof(T));
     }
     GlobalTensor operator[](uint64_t offset) const {

@@ -83,7 +83,9 @@ inline void CopyBlocks(T* dst, const T* src, uint32_t blockCount, const BlockSte
 template <typename T>
 inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint32_t count) {
     const uint64_t bytes = twin_detail::CheckContiguousCopy(dst, count);
-    src.Check(0, count, "DataCopy")->read += bytes;
+    twin::GmBuffer* buf = src.Check(0, count, "DataCopy");
+    buf->read += bytes;
+    twin::RecordBursts(buf, bytes, 1, true);
     twin::PipeWrite("DataCopy", twin::kPipeMte2, dst.GetPhyAddr(), bytes);
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
@@ -91,7 +93,9 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint
 template <typename T>
 inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint32_t count) {
     const uint64_t bytes = twin_detail::CheckContiguousCopy(src, count);
-    dst.Check(0, count, "DataCopy")->written += bytes;
+    twin::GmBuffer* buf = dst.Check(0, count, "DataCopy");
+    buf->written += bytes;
+    twin::RecordBursts(buf, bytes, 1, true);
     twin::PipeRead("DataCopy", twin::kPipeMte3, src.GetPhyAddr(), bytes);
     std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
@@ -107,6 +111,7 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, cons
     twin::PipeWrite("DataCopy", twin::kPipeMte2, dst.GetPhyAddr(), ((p.blockCount - 1) * s.dstStep + s.len) * sizeof(T));
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->read += p.blockCount * s.len * sizeof(T);
+    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, p.srcStride == 0 && p.dstStride == 0);
 }
 
 template <typename T>
@@ -119,6 +124,7 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, cons
     twin::PipeRead("DataCopy", twin::kPipeMte3, src.GetPhyAddr(), ((p.blockCount - 1) * s.srcStep + s.len) * sizeof(T));
     twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->written += p.blockCount * s.len * sizeof(T);
+    twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, p.srcStride == 0 && p.dstStride == 0);
 }
 
 namespace twin_detail {
@@ -159,6 +165,7 @@ inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor<T>& src, c
         std::memcpy(row + pad.leftPadding, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->read += uint64_t(p.blockCount) * p.blockLen;
+    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.srcStride == 0 && dstStep == len);
 }
 
 // Unaligned copy UB -> GM: blocks are read 32-byte aligned from UB (srcStride in
@@ -179,6 +186,7 @@ inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, c
         std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->written += uint64_t(p.blockCount) * p.blockLen;
+    twin::RecordBursts(buf, p.blockLen, p.blockCount, p.dstStride == 0 && srcStep == len);
 }
 
 }  // namespace AscendC

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -46,7 +47,14 @@ struct GmBuffer {
     std::atomic<uint64_t> read{0};
     std::atomic<uint64_t> written{0};
     bool zeroAtLaunch = false;  // every byte 0 before the launch (checked for buffers up to 1 MiB)
+    std::mutex burstMu;
+    std::map<uint64_t, uint64_t> bursts;  // bytes of one contiguous GM run of a copy -> how many
 };
+
+// Counts the GM bursts of one copy: `count` blocks of `bytes` each, or one
+// burst of count * bytes when `joined` (the blocks touch in GM and in UB, so
+// the copy is one contiguous run on both sides).
+void RecordBursts(GmBuffer* buf, uint64_t bytes, uint64_t count, bool joined);
 
 // All-core barrier that can be broken: when a core fails, or finishes while
 // others wait, the waiters leave instead of hanging.
@@ -108,6 +116,7 @@ struct GmArg {
 struct Traffic {
     std::string name;
     uint64_t read, written;
+    std::map<uint64_t, uint64_t> bursts;  // burst bytes -> count
 };
 
 // Runs `body` once per emulated core on blockDim threads. Returns "" on success,

@@ -66,6 +66,10 @@ inline void Muls(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, c
     twin_detail::Unary("Muls", d, a, n, [s](T x) { return T(x * s); });
 }
 template <typename T>
+inline void Maxs(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
+    twin_detail::Unary("Maxs", d, a, n, [s](T x) { return x > s ? x : s; });
+}
+template <typename T>
 inline void Sqrt(const LocalTensor<T>& d, const LocalTensor<T>& a, const int32_t& n) {
     twin_detail::Unary("Sqrt", d, a, n, [](T x) { return T(std::sqrt(x)); });
 }

@@ -1,0 +1,115 @@
+"""GM traffic and burst sizes of the AscendC kernels per layout, measured in the twin.
+
+Usage::
+
+    python -m npu_syncbn.twin_bench                    # float32, 48 cores, the default shapes
+    python -m npu_syncbn.twin_bench --dtype bfloat16 --cores 40 --markdown
+
+For each layout (NCHW, NHWC, NDHWC, (N, C)) and each of the four (N, C, *)
+kernels it runs the op once in the twin (npu_syncbn.twin) and prints the bytes
+read and written on the activation-sized buffers (x, dy, y, dx) over the
+activation's size (1.00 = one pass; an op reading x and dy shows 2.00), the
+other bytes moved (per-channel parameters and outputs, the C-last partial rows
+between an op's two launches), and the median and smallest GM burst (one
+contiguous GM run of one copy) over the activation-sized buffers and over all
+buffers. Bytes and bursts are what the twin counts on every
+DataCopy / DataCopyPad, the same copies the kernels issue on an NPU; no
+timing is measured.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from . import twin
+
+# layout name -> (shape, memory format or None)
+LAYOUTS = {
+    "NCHW": ((8, 256, 14, 14), torch.contiguous_format),
+    "NHWC": ((8, 256, 14, 14), torch.channels_last),
+    "NDHWC": ((2, 256, 4, 7, 7), torch.channels_last_3d),
+    "(N, C)": ((1568, 256), torch.contiguous_format),
+}
+KERNELS = ("stats", "elemt", "backward_reduce", "backward_elemt")
+_ACTIVATIONS = ("input", "grad_out", "output", "grad_input")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _run(kernel: str, x: torch.Tensor, dy: torch.Tensor, cores: int) -> Dict[str, object]:
+    c = x.shape[1]
+    w, b, m, s = torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c)
+    if kernel == "stats":
+        twin.batch_norm_stats(x, 1e-5, block_dim=cores)
+    elif kernel == "elemt":
+        twin.batch_norm_elemt(x, w, b, m, s, 1e-5, block_dim=cores)
+    elif kernel == "backward_reduce":
+        twin.batch_norm_backward_reduce(dy, x, m, s, w, True, True, True, block_dim=cores)
+    else:
+        twin.batch_norm_backward_elemt(dy, x, m, s, w, m, m, torch.tensor([x.numel() // c]), block_dim=cores)
+    return twin.traffic()
+
+
+def measure(layouts: Optional[Dict[str, tuple]] = None, dtype: torch.dtype = torch.float32,
+            cores: int = 48) -> List[Dict[str, object]]:
+    """One row per (layout, kernel): ``layout``, ``shape``, ``kernel``, ``path``
+    (row / clast), ``act_bytes``, ``act_read`` / ``act_written`` (bytes on the
+    activation-sized buffers), ``other`` (bytes on every other buffer but the
+    tiling, workspace rows included),
+    ``median`` / ``smallest`` (burst bytes of the activation-sized buffers) and
+    ``smallest_any`` (over every buffer)."""
+    rows = []
+    for name, (shape, fmt) in (layouts or LAYOUTS).items():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=fmt)
+        dy = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=fmt)
+        act = x.numel() * x.element_size()
+        for kernel in KERNELS:
+            t = _run(kernel, x, dy, cores)
+            bufs = t["buffers"]
+            act_read = sum(bufs[k]["read"] for k in _ACTIVATIONS if k in bufs)
+            act_written = sum(bufs[k]["written"] for k in _ACTIVATIONS if k in bufs)
+            moved = sum(v["read"] + v["written"] for k, v in bufs.items() if k != "tiling")
+            hist: Dict[int, int] = {}
+            for k in _ACTIVATIONS:
+                for size, n in t["buffer_bursts"].get(k, {}).get("hist", {}).items():
+                    hist[size] = hist.get(size, 0) + n
+            act_bursts = twin.burst_summary(hist)
+            rows.append(dict(layout=name, shape=tuple(shape), kernel=kernel, path=twin.layout_of(x)[0],
+                             act_bytes=act, act_read=act_read, act_written=act_written,
+                             other=moved - act_read - act_written,
+                             median=act_bursts["median"], smallest=act_bursts["smallest"],
+                             smallest_any=t["bursts"]["smallest"]))
+    return rows
+
+
+def format_table(rows: Sequence[Dict[str, object]], markdown: bool = False) -> str:
+    head = ["layout", "kernel", "path", "read/act", "written/act", "other B", "median burst B",
+            "smallest burst B", "smallest any B"]
+    body = [[r["layout"], r["kernel"], r["path"], f"{r['act_read'] / r['act_bytes']:.2f}",
+             f"{r['act_written'] / r['act_bytes']:.2f}", str(r["other"]), str(r["median"]), str(r["smallest"]),
+             str(r["smallest_any"])] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*b) for b in body])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m npu_syncbn.twin_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+    p.add_argument("--cores", type=int, default=48, help="emulated vector cores (block_dim), default 48")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    a = p.parse_args(argv)
+    rows = measure(dtype=_DTYPES[a.dtype], cores=a.cores)
+    print(f"twin GM traffic per kernel, {a.dtype}, {a.cores} cores; shapes: "
+          + ", ".join(f"{k} {v[0]}" for k, v in LAYOUTS.items()))
+    print(format_table(rows, a.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
