@@ -83,11 +83,14 @@ def test_scalar_read_after_deque_needs_an_event_without_compiler_auto_sync(auto_
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_our_kernels_need_no_compiler_auto_sync(auto_sync_off, dtype):
-    """Every cross-pipe dependency of the five kernels has its own barrier or
-    event pair, so they stay correct in a build with --cce-auto-sync=off."""
-    for shape in [(4, 13, 37), (2, 3, 70000), (64, 13), (1, 300, 5)]:
+    """Every cross-pipe dependency of the kernels (row and C-last paths) has its
+    own barrier or event pair, so they stay correct with --cce-auto-sync=off."""
+    for shape in [(4, 13, 37), (2, 3, 70000), (64, 13), (1, 300, 5), (4, 13, 5, 7), (2, 9, 2, 3, 4)]:
         c = shape[1]
         x, dy = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+        if x.dim() > 3:  # the C-last kernels
+            fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+            x, dy = x.to(memory_format=fmt), dy.to(memory_format=fmt)
         z, o = torch.zeros(c), torch.ones(c)
         twin.batch_norm_stats(x, 1e-5, block_dim=4)
         twin.batch_norm_elemt(x, o, z, z, o, 1e-5, block_dim=4)
