@@ -105,3 +105,22 @@ def cpu_alias(t: torch.Tensor) -> torch.Tensor:
 def adopt_cpu(t: torch.Tensor, device_index: int) -> torch.Tensor:
     """An npu tensor over a CPU tensor's memory (no copy): a kernel's output."""
     return extension().adopt_cpu(t, device_index)
+
+
+def host_kernel(fn):
+    """A CPU kernel as an npu kernel: ``fn`` runs on CPU views of the npu
+    arguments' memory and its tensors come back as npu tensors (no copies, no
+    host transfers). For the ops torch-npu runs as aclnn kernels on an NPU but
+    torch has no CPU kernel of (``torch.batch_norm_stats`` and kin)."""
+
+    def run(*args):
+        index = next((a.device.index for a in args if isinstance(a, torch.Tensor) and a.device.type == "npu"), 0)
+        out = fn(*[cpu_alias(a) if isinstance(a, torch.Tensor) and a.device.type == "npu" else a for a in args])
+
+        def back(t):
+            return adopt_cpu(t, index) if isinstance(t, torch.Tensor) and t.device.type == "cpu" else t
+
+        return tuple(back(t) for t in out) if isinstance(out, (tuple, list)) else back(out)
+
+    run.__name__ = f"{getattr(fn, '__name__', 'kernel')}_on_host"
+    return run

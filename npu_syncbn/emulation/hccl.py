@@ -62,9 +62,20 @@ class EmulatedHccl(dist.ProcessGroup):
     def __init__(self, store, rank: int, size: int, timeout: datetime.timedelta):
         super().__init__(rank, size)
         self._gloo = c10d.ProcessGroupGloo(store, rank, size, timeout)
+        self._group_name = ""
 
     def getBackendName(self) -> str:  # noqa: N802 (torch's name)
         return BACKEND
+
+    # torch keeps a group's name in its per-device backends, and this group has
+    # none (it is its own backend): without these, destroying a subgroup fails
+    # with "ProcessGroup name not set".
+    def _set_group_name(self, name: str) -> None:
+        self._group_name = name
+
+    @property
+    def group_name(self) -> str:
+        return self._group_name
 
     def _run(self, name: str, results, *args):
         inner = getattr(self._gloo, name)(*[_cpu(a) for a in args])

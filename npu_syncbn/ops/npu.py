@@ -4,7 +4,8 @@ Three routes, chosen once at import (``ROUTE`` says which):
 
 0. ``"emulated"``: under ``NPU_SYNCBN_EMULATE_NPU=1`` (``npu_syncbn.emulation``)
    the emulated device's library registers route 1's kernels, run in the CPU
-   twin; float64 takes route 2 there too.
+   twin; float64, which they do not take, runs our CPU kernels on the device
+   memory (torch has no CPU kernel of the aten ops route 2 calls).
 
 1. ``"ascendc"``: our AscendC kernels, when ``libnpu_syncbn_npu.so`` has been
    built on an Ascend machine (op_kernels/CMakeLists.txt, at install or by
@@ -125,8 +126,12 @@ def register() -> str:
     if emulation.active():
         # The emulated device's library registered the npu_syncbn_ascendc kernels
         # (our AscendC sources in the twin, launched as npu_ops.cpp launches them).
+        from ..emulation import device as emulated
+
         ascendc = _ascendc_ops()
-        kernels = {name: routed(name, ascendc[name], fn) for name, fn in FALLBACK_KERNELS.items()}
+        on_host = {name: emulated.host_kernel(getattr(getattr(torch.ops, NAMESPACE), name).default)
+                   for name in FALLBACK_KERNELS}
+        kernels = {name: routed(name, ascendc[name], on_host[name]) for name in FALLBACK_KERNELS}
         route = "emulated"
     elif path is not None:
         ascendc = _load_custom_kernels(path)

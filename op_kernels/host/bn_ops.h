@@ -107,6 +107,14 @@ inline std::tuple<uint64_t, uint64_t, uint64_t> Shape(const Tensor& x) {
 }
 
 inline Tensor F32(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+// The kernels write contiguous (N, C, *); an input in channels_last(_3d) gets
+// its output back in that layout, as aten's batch norm gives it (the next
+// channels_last conv would otherwise convert it again).
+inline Tensor InLayoutOf(const Tensor& out, const Tensor& input) {
+    const c10::MemoryFormat fmt = input.suggest_memory_format();
+    return fmt == c10::MemoryFormat::Contiguous ? out : out.contiguous(fmt);
+}
 inline Tensor F32(const OptTensor& t) { return t.has_value() && t->defined() ? F32(*t) : Tensor(); }
 
 // The tiling struct as a device tensor of bytes (the kernels' `tiling` argument).
@@ -181,7 +189,7 @@ struct Ops {
         const Tensor x = input.contiguous();
         auto [n, c, l] = Shape(x);
         Tensor y = at::empty_like(x);
-        if (x.numel() == 0) return y;
+        if (x.numel() == 0) return InLayoutOf(y, input);
         const Tensor w = F32(weight), b = F32(bias), m = F32(mean), s = F32(invstd);
         BnElemtTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
@@ -191,7 +199,7 @@ struct Ops {
                        {{"input", x}, {"weight", w}, {"bias", b}, {"mean", m}, {"invstd", s}, {"output", y},
                         {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
                        BnUbBytes(BN_OP_ELEMT, t.rows));
-        return y;
+        return InLayoutOf(y, input);
     }
 
     static std::tuple<Tensor, Tensor, Tensor, Tensor> BackwardReduce(const Tensor& gradOut, const Tensor& input,
@@ -237,7 +245,7 @@ struct Ops {
         TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
         auto [n, c, l] = Shape(x);
         Tensor dx = at::empty_like(x);
-        if (x.numel() == 0) return dx;
+        if (x.numel() == 0) return InLayoutOf(dx, input);
         const Tensor cnt = F32(count.reshape({-1}));
         TORCH_CHECK(cnt.numel() >= 1, "count must have at least one element");
         BnBackwardElemtTiling t{};
@@ -251,7 +259,7 @@ struct Ops {
                         {"sum_dy", F32(sumDy)}, {"sum_dy_xmu", F32(sumDyXmu)}, {"count", cnt}, {"grad_input", dx},
                         {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
                        BnUbBytes(BN_OP_BACKWARD_ELEMT, t.rows));
-        return dx;
+        return InLayoutOf(dx, input);
     }
 };
 
