@@ -264,6 +264,11 @@ def destroy_group(name: str) -> None:
         dist.destroy_process_group(pg)
 
 
+# torch 2.13 deprecates all_gather_into_tensor (a FutureWarning per call) for
+# all_gather_single, which torch < 2.13 does not have.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def _uses_list_all_gather(pg: dist.ProcessGroup) -> bool:
     # gloo has no all_gather_into_tensor.
     return dist.get_backend(pg) == "gloo"
@@ -290,7 +295,7 @@ def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: in
         dist.all_gather(rows, buf, group=pg)
         return torch.stack(rows)
     out = buf.new_empty(world_size, buf.numel())
-    dist.all_gather_into_tensor(out, buf, group=pg)
+    _all_gather_single(out, buf, group=pg)
     return out
 
 

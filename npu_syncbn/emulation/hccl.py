@@ -25,9 +25,14 @@ BACKEND = "hccl"
 
 
 def _cpu(x):
-    """npu tensors (in lists, to any depth) as CPU views of their memory."""
+    """npu tensors (in lists, to any depth) as CPU views of their memory.
+    Other tensors are refused, as HCCL refuses them: a script that sends CPU
+    tensors through "hccl" would fail on an NPU, so it fails here too."""
     if isinstance(x, torch.Tensor):
-        return device.cpu_alias(x) if x.device.type == "npu" else x
+        if x.device.type != "npu":
+            raise RuntimeError(f"hccl (emulated): collectives take npu tensors only, as HCCL does; got a tensor on "
+                               f"{x.device} (move it with .npu() or use a gloo group for CPU tensors)")
+        return device.cpu_alias(x)
     if isinstance(x, (list, tuple)):
         return [_cpu(e) for e in x]
     return x
