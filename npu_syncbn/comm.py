@@ -294,9 +294,11 @@ def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: in
         rows = [torch.empty_like(buf) for _ in range(world_size)]
         dist.all_gather(rows, buf, group=pg)
         return torch.stack(rows)
-    out = buf.new_empty(world_size, buf.numel())
+    # Flat (concatenation form): dynamo's functional remap of the stacked (W, n)
+    # form copies a flat result into it and fails under torch.compile.
+    out = buf.new_empty(world_size * buf.numel())
     _all_gather_single(out, buf, group=pg)
-    return out
+    return out.view(world_size, buf.numel())
 
 
 def all_reduce_sum_start(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Optional[dist.Work]:
