@@ -104,14 +104,31 @@ FALLBACK_KERNELS = {
 }
 
 
+# Each op's validator and how many of the op's leading arguments it takes.
+VALIDATORS = {
+    "batch_norm_stats": (checks.validate_stats, 2),
+    "batch_norm_gather_stats_with_counts": (checks.validate_gather, 8),
+    "batch_norm_elemt": (checks.validate_elemt, 5),
+    "batch_norm_backward_reduce": (checks.validate_backward_reduce, 5),
+    "batch_norm_backward_elemt": (checks.validate_backward_elemt, 8),
+}
+
+
 def routed(name: str, kernel, fallback):
     """PrivateUse1 kernel of op `name`: `kernel` (ours), but `fallback` for float64
-    input, whose float64 statistics our float32/float16/bfloat16 kernels cannot give."""
+    input, whose float64 statistics our float32/float16/bfloat16 kernels cannot give.
+    Our kernels get the op's validation first, as the CPU kernels do: the host
+    glue sizes launches from the input alone, so a short weight would be read
+    out of bounds on the device."""
     schema = getattr(getattr(torch.ops, NAMESPACE), name).default._schema
     position = [a.name for a in schema.arguments].index("input")
+    validate, nargs = VALIDATORS[name]
 
     def route(*args):
-        return (fallback if args[position].dtype == torch.float64 else kernel)(*args)
+        if args[position].dtype == torch.float64:
+            return fallback(*args)
+        validate(*args[:nargs])
+        return kernel(*args)
 
     route.__name__ = f"{name}_routed"
     return route
