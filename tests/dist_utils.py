@@ -118,15 +118,24 @@ class RankPool:
             q.put((fn, args))
         values, failures = {}, {}
         deadline = time.monotonic() + timeout
+        first_failure = float("inf")
         while len(values) + len(failures) < self.world_size:
-            left = deadline - time.monotonic()
             if failures:  # the others may now be stuck in a collective: don't wait long
-                left = min(left, 10.0)
-            try:
-                rank, ok, value = self.results.get(timeout=max(left, 0.01))
-            except queue.Empty:
+                deadline = min(deadline, first_failure + 10.0)
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
+            try:  # in slices, to notice a rank that died (a segfault sends no result)
+                rank, ok, value = self.results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                for r, p in enumerate(self.procs):
+                    if not p.is_alive() and r not in values and r not in failures:
+                        failures[r] = f"the rank's process died with exit code {p.exitcode} (a crash: no traceback)"
+                        first_failure = min(first_failure, time.monotonic())
+                continue
             (values if ok else failures)[rank] = value
+            if not ok:
+                first_failure = min(first_failure, time.monotonic())
         missing = [r for r in range(self.world_size) if r not in values and r not in failures]
         if failures or missing:
             self.close()

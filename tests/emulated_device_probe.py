@@ -55,6 +55,19 @@ def device_module():
     return out
 
 
+def _deepcopy_keeps(t):
+    c = copy.deepcopy(nn.ParameterList([nn.Parameter(t)]))[0]
+    return [dev(c), torch.equal(c.detach().cpu(), t.cpu()), c.data_ptr() != t.data_ptr()]
+
+
+def _save_load_keeps(t):
+    buffer = io.BytesIO()
+    torch.save({"t": t}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)["t"]
+    return [dev(loaded), torch.equal(loaded.cpu(), t.cpu())]
+
+
 @probe
 def placement():
     x = torch.arange(6.0).reshape(2, 3)
@@ -63,7 +76,9 @@ def placement():
         "to": dev(x.to("npu")), "to_index": dev(x.to("npu:2")), "npu": dev(x.npu()), "npu_index": dev(x.npu(3)),
         "is_npu": x.npu().is_npu, "round_trip_equal": torch.equal(x.npu().cpu(), x), "cpu": dev(x.npu().cpu()),
         "module": dev(next(nn.Linear(2, 2).npu().parameters())),
+        "deepcopy": _deepcopy_keeps(x.npu()), "save_load": _save_load_keeps(x.npu()),
     }
+
 
 
 @probe

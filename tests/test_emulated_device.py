@@ -62,6 +62,7 @@ def test_placement_and_factories():
     assert (seen["device_1"], seen["to"], seen["to_index"], seen["npu"], seen["npu_index"]) == (
         "npu:1", "npu:0", "npu:2", "npu:0", "npu:3")
     assert seen["is_npu"] and seen["round_trip_equal"] and seen["cpu"] == "cpu" and seen["module"] == "npu:0"
+    assert seen["deepcopy"] == ["npu:0", True, True] and seen["save_load"] == ["npu:0", True]
     for name, (device, equal) in record("factories").items():
         assert device == "npu:0" and equal, name
 

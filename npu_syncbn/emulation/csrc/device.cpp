@@ -65,6 +65,8 @@ struct HostAllocator final : c10::Allocator {
 };
 
 HostAllocator gAllocator;
+// torch allocates "npu" storages of its own too (deepcopy, torch.load, UntypedStorage(n, device="npu")).
+REGISTER_ALLOCATOR(kNpu, &gAllocator);
 
 // Sets the thread's current device for the scope (allocations take their device from it).
 struct DeviceScope {
