@@ -95,20 +95,16 @@ class EmulatedHccl final : public c10d::Backend {
     const std::string getBackendName() const override { return "hccl"; }
 
     intrusive_ptr<Work> broadcast(std::vector<Tensor>& ts, const c10d::BroadcastOptions& o) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->broadcast(h, o), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->broadcast(h, o); });
     }
     intrusive_ptr<Work> allreduce(std::vector<Tensor>& ts, const c10d::AllreduceOptions& o) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->allreduce(h, o), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->allreduce(h, o); });
     }
     intrusive_ptr<Work> allreduce_coalesced(std::vector<Tensor>& ts, const c10d::AllreduceCoalescedOptions& o) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->allreduce_coalesced(h, o), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->allreduce_coalesced(h, o); });
     }
     intrusive_ptr<Work> reduce(std::vector<Tensor>& ts, const c10d::ReduceOptions& o) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->reduce(h, o), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->reduce(h, o); });
     }
     intrusive_ptr<Work> allgather(std::vector<std::vector<Tensor>>& outs, std::vector<Tensor>& ins,
                                   const c10d::AllgatherOptions& o) override {
@@ -159,20 +155,24 @@ class EmulatedHccl final : public c10d::Backend {
         return Wrap(gloo_->alltoall_base(ho, hi, outSplits, inSplits, o), {out});
     }
     intrusive_ptr<Work> send(std::vector<Tensor>& ts, int dst, int tag) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->send(h, dst, tag), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->send(h, dst, tag); });
     }
     intrusive_ptr<Work> recv(std::vector<Tensor>& ts, int src, int tag) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->recv(h, src, tag), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->recv(h, src, tag); });
     }
     intrusive_ptr<Work> recvAnysource(std::vector<Tensor>& ts, int tag) override {
-        auto h = Host(ts);
-        return Wrap(gloo_->recvAnysource(h, tag), ts);
+        return OnViews(ts, [&](std::vector<Tensor>& h) { return gloo_->recvAnysource(h, tag); });
     }
     intrusive_ptr<Work> barrier(const c10d::BarrierOptions& o) override { return gloo_->barrier(o); }
 
    private:
+    // A collective of one tensor list: gloo runs it on the lists' CPU views.
+    template <class Call>
+    static intrusive_ptr<Work> OnViews(std::vector<Tensor>& ts, Call call) {
+        auto h = Host(ts);
+        return Wrap(call(h), ts);
+    }
+
     static intrusive_ptr<Work> Wrap(intrusive_ptr<Work> inner, std::vector<Tensor> results) {
         return c10::make_intrusive<NpuWork>(std::move(inner), std::move(results));
     }
