@@ -71,14 +71,15 @@ def test_training_step_uses_global_statistics(group):
     y.backward(grad_y.to(_device()))
 
     # Reference: BatchNorm2d in float64 on the concatenated batch of both ranks.
-    shards = [torch.empty_like(input_x) for _ in range(world)]
-    dist.all_gather(shards, input_x)
-    grads = [torch.empty_like(grad_y) for _ in range(world)]
-    dist.all_gather(grads, grad_y)
-    X = torch.cat(shards).double().requires_grad_(True)
+    # (gathered on the device: HCCL takes device tensors only)
+    shards = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(shards, x.detach())
+    grads = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(grads, grad_y.to(_device()))
+    X = torch.cat(shards).cpu().double().requires_grad_(True)
     ref = torch.nn.BatchNorm2d(2, eps=EPS, momentum=0.1).double()
     Y = ref(X)
-    Y.backward(torch.cat(grads).double())
+    Y.backward(torch.cat(grads).cpu().double())
     mine = slice(2 * rank, 2 * rank + 2)
 
     torch.testing.assert_close(y.detach().cpu().double(), Y.detach()[mine], rtol=1e-5, atol=1e-5)
@@ -97,3 +98,4 @@ def test_training_step_uses_global_statistics(group):
     ref.eval()
     torch.testing.assert_close(z.cpu().double(), ref(X.detach())[mine], rtol=1e-5, atol=1e-5)
     print(f"SEED-EXAMPLE-TRAINING-OK rank {rank}")
+    print(f"SEED-EXAMPLE-DEVICE {y.device} backend {dist.get_backend()}")

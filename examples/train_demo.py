@@ -1,4 +1,6 @@
-"""2-rank CPU training demo of npu_syncbn.SyncBatchNorm (gloo).
+"""2-rank training demo of npu_syncbn.SyncBatchNorm: on CPU (gloo), on Ascend
+NPUs (device "npu", backend "hccl") or on the emulated NPU (the same NPU path,
+``npu-syncbn-run --emulate_npu`` / ``bash ci/run_demo.sh --emulate-npu``).
 
 Trains a small conv net with SyncBatchNorm under DistributedDataParallel on
 synthetic images for a few steps, each rank seeing half of every global batch.
@@ -12,6 +14,7 @@ Run it through the launcher (what the README does):
         --log_dir=demo_log --join=True examples/train_demo.py
 or directly, in which case it starts its own 2 processes:
     python examples/train_demo.py [--steps 20]
+The script is the same everywhere: it trains on "npu" when init() chose "hccl".
 """
 from __future__ import annotations
 
@@ -49,13 +52,18 @@ def global_batch(step: int):
 
 
 def train(steps: int) -> int:
-    npu_syncbn.init()
+    npu_syncbn.init()  # hccl with an NPU (or the emulated one), else gloo
     rank, world = npu_syncbn.get_rank(), npu_syncbn.get_group_size()
     torch.set_num_threads(1)
     local_batch = GLOBAL_BATCH // world
+    # init() made this rank's NPU (LOCAL_RANK) current under hccl
+    device = torch.device("npu", torch.npu.current_device()) if dist.get_backend() == "hccl" else torch.device("cpu")
+    if rank == 0:
+        print(f"route: backend {dist.get_backend()}, device {device}, npu_syncbn op route "
+              f"{npu_syncbn.ops.npu.ROUTE if device.type == 'npu' else 'cpu'}", flush=True)
 
-    reference = make_net()  # plain BatchNorm2d, global batch, one process
-    model = nn.parallel.DistributedDataParallel(npu_syncbn.convert_sync_batchnorm(make_net()))
+    reference = make_net()  # plain BatchNorm2d, global batch, one process, on CPU
+    model = nn.parallel.DistributedDataParallel(npu_syncbn.convert_sync_batchnorm(make_net()).to(device))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
@@ -63,7 +71,7 @@ def train(steps: int) -> int:
     for step in range(steps):
         images, labels = global_batch(step)
         shard = slice(rank * local_batch, (rank + 1) * local_batch)
-        loss = loss_fn(model(images[shard]), labels[shard])
+        loss = loss_fn(model(images[shard].to(device)), labels[shard].to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -81,8 +89,8 @@ def train(steps: int) -> int:
     images, _ = global_batch(steps)
     model.eval(), reference.eval()
     with torch.no_grad():
-        out_diff = float((model(images) - reference(images)).abs().max())
-    param_diff = max(float((p - q).abs().max()) for p, q in zip(model.module.state_dict().values(), reference.state_dict().values()))
+        out_diff = float((model(images.to(device)).cpu() - reference(images)).abs().max())
+    param_diff = max(float((p.cpu() - q).abs().max()) for p, q in zip(model.module.state_dict().values(), reference.state_dict().values()))
     if rank == 0:
         print(f"largest difference from single-process BatchNorm on the global batch: "
               f"outputs {out_diff:.2e}, parameters and running stats {param_diff:.2e}")

@@ -270,6 +270,11 @@ def destroy_group(name: str) -> None:
         dist.destroy_process_group(pg)
 
 
+# torch 2.13 deprecates all_gather_into_tensor (a FutureWarning per call) for
+# all_gather_single, which torch < 2.13 does not have.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def _uses_list_all_gather(pg: dist.ProcessGroup) -> bool:
     # gloo has no all_gather_into_tensor.
     return dist.get_backend(pg) == "gloo"
@@ -295,9 +300,11 @@ def all_gather_rows(buf: Tensor, pg: Optional[dist.ProcessGroup], world_size: in
         rows = [torch.empty_like(buf) for _ in range(world_size)]
         dist.all_gather(rows, buf, group=pg)
         return torch.stack(rows)
-    out = buf.new_empty(world_size, buf.numel())
-    dist.all_gather_into_tensor(out, buf, group=pg)
-    return out
+    # Flat (concatenation form): dynamo's functional remap of the stacked (W, n)
+    # form copies a flat result into it and fails under torch.compile.
+    out = buf.new_empty(world_size * buf.numel())
+    _all_gather_single(out, buf, group=pg)
+    return out.view(world_size, buf.numel())
 
 
 def all_reduce_sum_start(buf: Tensor, pg: Optional[dist.ProcessGroup]) -> Optional[dist.Work]:

@@ -60,6 +60,11 @@ are launched and leave them running: the launcher re-runs itself, detached
 ``<log_dir>/launcher_node<node_rank>.log``, prints that pid and the log
 locations, and exits 0.  Check the logs (or that pid) for the outcome.
 
+``--emulate_npu`` (not msrun's): every worker gets NPU_SYNCBN_EMULATE_NPU=1,
+so ``import npu_syncbn`` there makes the emulated Ascend device "npu" and
+backend "hccl" (see ``npu_syncbn.emulation``): an Ascend training script runs
+unchanged on a machine without NPUs.
+
 Not supported from msrun: ``--sim_level``, ``--sim_rank_id``,
 ``--rank_table_file``, ``--worker_log_name``, ``--tail_worker_log`` and the
 MindSpore-only MS_* variables.  In a multi-node job the agents are only
@@ -81,6 +86,7 @@ MONITOR_INTERVAL = 0.2  # seconds between the agent's checks of its workers
 MAX_STOP_GRACE = 30  # seconds a stopped worker gets between SIGTERM and SIGKILL
 LOG_TAIL_LINES = 20
 _HANDLED_SIGNALS = [getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, n)]
+EMULATE_ENV = "NPU_SYNCBN_EMULATE_NPU"  # read by `import npu_syncbn` (npu_syncbn.emulation)
 _EXEC_WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch_exec.py")
 
 
@@ -163,6 +169,12 @@ def build_parser():
                    metavar="True|False",
                    help="True: pin each local worker to its own disjoint share of this process's CPU cores "
                         "(default: False)")
+    # A bare switch (no =True): an optional value would swallow the task script after it.
+    p.add_argument("--emulate_npu", action="store_true",
+                   help="run every worker on the emulated Ascend device: sets NPU_SYNCBN_EMULATE_NPU=1 for all "
+                        "workers, so `import npu_syncbn` makes device \"npu\" (host memory, our AscendC kernels "
+                        "in the CPU twin) and backend \"hccl\" (over gloo) where torch_npu is not importable "
+                        "(default: off)")
     p.add_argument("--_background", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("task_script", nargs="?",
                    help="a Python script (*.py, run with this Python) or any command on PATH (e.g. pytest)")
@@ -376,6 +388,11 @@ def _run_joined(plan):
         groups = ", ".join(f"local rank {i}: {g}" for i, g in enumerate(plan.cpu_groups))
         _say(f"--bind_core: {groups}")
 
+    saved_emulate = os.environ.get(EMULATE_ENV)
+    if args.emulate_npu:  # the workers inherit the launcher's environment (restored below: main() may run in-process)
+        os.environ[EMULATE_ENV] = "1"
+        _say(f"--emulate_npu: {EMULATE_ENV}=1 for all workers")
+
     started = time.monotonic()
     # the agent installs its own SIGTERM/SIGINT/... handlers; put ours back afterwards (main() may run in-process)
     saved_handlers = {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS}
@@ -416,6 +433,10 @@ def _run_joined(plan):
             _say(f"check that --master_port={args.master_port} is free on {args.master_addr}", sys.stderr)
         return 1
     finally:
+        if saved_emulate is None:
+            os.environ.pop(EMULATE_ENV, None)
+        else:
+            os.environ[EMULATE_ENV] = saved_emulate
         for sig, handler in saved_handlers.items():
             if handler is not None:
                 try:
@@ -439,7 +460,7 @@ def _run_background(plan):
         f"--master_addr={args.master_addr}", f"--master_port={args.master_port}",
         f"--node_rank={args.node_rank}", f"--log_dir={plan.log_dir}", "--join=True",
         f"--cluster_time_out={args.cluster_time_out}", f"--bind_core={args.bind_core}",
-        "--_background", args.task_script, *args.task_script_args,
+        *(["--emulate_npu"] if args.emulate_npu else []), "--_background", args.task_script, *args.task_script_args,
     ]
     env = os.environ.copy()
     # make sure the child finds this very package, however we were imported

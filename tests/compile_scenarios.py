@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 import npu_syncbn
+from dist_utils import rank_device
 
 
 def _net(sync_mode: str) -> nn.Module:
@@ -22,13 +23,14 @@ def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph
     import torch._dynamo
 
     torch._dynamo.reset()
-    eager, compiled = _net(sync_mode), _net(sync_mode)
+    dev = rank_device()
+    eager, compiled = _net(sync_mode).to(dev), _net(sync_mode).to(dev)
     fast = torch.compile(compiled, fullgraph=fullgraph, backend=backend)
     opt_e = torch.optim.SGD(eager.parameters(), lr=0.1)
     opt_c = torch.optim.SGD(compiled.parameters(), lr=0.1)
     worst = {"output": 0.0, "grad_input": 0.0}
     for step in range(3):
-        x = torch.randn(3 + rank, 3, 6, 6, generator=torch.Generator().manual_seed(10 * step + rank))
+        x = torch.randn(3 + rank, 3, 6, 6, generator=torch.Generator().manual_seed(10 * step + rank)).to(dev)
         xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
         ye, yc = eager(xe), fast(xc)
         ye.square().mean().backward()
@@ -41,8 +43,21 @@ def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph
         worst["output"] = max(worst["output"], float((ye - yc).detach().abs().max()))
         worst["grad_input"] = max(worst["grad_input"], float((xe.grad - xc.grad).abs().max()))
     worst["state"] = max(float((a.float() - b.float()).abs().max()) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()))
-    worst["graph_breaks"] = torch._dynamo.explain(_net(sync_mode))(torch.randn(2, 3, 6, 6)).graph_break_count if fullgraph else -1
+    worst["graph_breaks"] = torch._dynamo.explain(_net(sync_mode).to(dev))(torch.randn(2, 3, 6, 6, device=dev)).graph_break_count if fullgraph else -1
     return worst
+
+
+def compiled_matches_eager_or_why_not(rank: int, world_size: int, sync_mode: str, fullgraph: bool, backend: str):
+    """:func:`compiled_matches_eager`, or ``{"unsupported": why}`` when inductor
+    has no code generator for the device (every rank fails alike, at the first
+    compile, before any collective)."""
+    try:
+        return compiled_matches_eager(rank, world_size, sync_mode, fullgraph, backend)
+    except Exception as exc:
+        text = str(exc)
+        if type(exc).__name__ == "InductorError" and "KeyError: 'npu'" in text:
+            return {"unsupported": text.strip().splitlines()[0]}
+        raise
 
 
 HOST_SYNC_OPS = {"aten._local_scalar_dense", "aten.equal", "aten.is_nonzero", "aten.item"}

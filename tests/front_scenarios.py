@@ -3,7 +3,9 @@ tests/test_mindspore_front.py), run with ``ranks(n).run(fn, *args)``.
 
 Each rank builds the same global batch, keeps its shard, runs a front for a
 few training steps and compares with torch.nn.BatchNorm2d in float64 on the
-concatenated batch of its group. Returns the worst relative errors.
+concatenated batch of its group. Returns the worst relative errors. On the
+emulated npu device the front and its input live on "npu" (CPU copies are
+compared).
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ import npu_syncbn
 from npu_syncbn import comm
 from npu_syncbn import mindspore as ms_front
 from npu_syncbn import mint
+from dist_utils import rank_device
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
+    a, b = a.detach().cpu().double(), b.detach().double()
     if b.numel() == 0:
         return 0.0
     return float((a - b).abs().max() / b.abs().max().clamp_min(1.0))
@@ -41,14 +44,17 @@ def _compare(mod, members: List[int], rank: int, counts: List[int], C: int, torc
     start = sum(counts[:idx])
     sl = slice(start, start + counts[idx])
     pg = comm.resolve_group(mod.process_group)
+    dev = rank_device()
+    mod.to(dev)
     for step in range(steps):
         g = torch.Generator().manual_seed(100 + step)
         shape = (sum(counts), C) + tuple(inner)
         X = torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1.5
         G = torch.randn(shape, generator=g, dtype=torch.float64)
-        x = X[sl].clone().requires_grad_(True)
+        x = X[sl].clone().to(dev).requires_grad_(True)
         y = mod(x)
-        (y * G[sl]).sum().backward()
+        assert y.device == x.device
+        (y * G[sl].to(dev)).sum().backward()
         Xr = X.clone().requires_grad_(True)
         yr = ref(Xr)
         (yr * G).sum().backward()
@@ -144,7 +150,7 @@ def ms_process_groups_error(rank: int, world_size: int, process_groups) -> str:
 
 def ms_no_stats_sync_in_inference(rank: int, world_size: int) -> List[float]:
     """use_batch_statistics=True in inference mode syncs (batch stats of the whole world)."""
-    mod = ms_front.SyncBatchNorm(2, use_batch_statistics=True, dtype="float64")
-    x = torch.full((2, 2), float(rank * 10), dtype=torch.float64)
+    mod = ms_front.SyncBatchNorm(2, use_batch_statistics=True, dtype="float64").to(rank_device())
+    x = torch.full((2, 2), float(rank * 10), dtype=torch.float64, device=rank_device())
     mod(x)  # inference mode: still batch statistics of both ranks, moving stats updated
-    return mod.moving_mean.tolist()
+    return mod.moving_mean.cpu().tolist()

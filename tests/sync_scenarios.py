@@ -4,7 +4,9 @@ Every rank builds the same global batch, keeps its shard, runs
 npu_syncbn.SyncBatchNorm for a few training steps and compares against
 torch.nn.BatchNorm{1,2,3}d in float64 on the concatenated global batch of its
 group: outputs, input gradients, weight/bias gradients summed over the group,
-running statistics. Returns the worst relative errors seen.
+running statistics. Returns the worst relative errors seen. On the emulated
+npu device (``dist_utils.rank_device``) the module and its input live on
+"npu" and CPU copies are compared with the same CPU references.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 import npu_syncbn
+from dist_utils import rank_device
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REFERENCE_BN = {0: torch.nn.BatchNorm1d, 1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}
@@ -24,7 +27,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max(1, max |b|): a relative error that is safe near zero."""
     if b.numel() == 0:
         return 0.0
-    a, b = a.double(), b.double()
+    a, b = a.detach().cpu().double(), b.double()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1.0))
 
 
@@ -70,6 +73,8 @@ def _compare_with_local_bn(rank: int, world_size: int, cfg: Dict) -> Dict[str, f
                 mod.weight.copy_(w), mod.bias.copy_(b)
                 ref.weight.copy_(w), ref.bias.copy_(b)
 
+        dev = rank_device()
+        mod.to(dev)
         errs = {"output": 0.0, "grad_input": 0.0, "grad_weight": 0.0, "grad_bias": 0.0}
         start = sum(counts[:idx])
         for step in range(cfg.get("steps", 3)):
@@ -78,7 +83,7 @@ def _compare_with_local_bn(rank: int, world_size: int, cfg: Dict) -> Dict[str, f
             X = (torch.randn(shape, generator=g) * cfg.get("std", 2.0) + cfg.get("mean", 0.5)).to(dtype)
             G = torch.randn(shape, generator=g)
 
-            x = X[start : start + counts[idx]].clone()
+            x = X[start : start + counts[idx]].clone().to(dev)
             if cfg.get("channels_last"):
                 x = x.to(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
             x.requires_grad_(True)
@@ -87,7 +92,8 @@ def _compare_with_local_bn(rank: int, world_size: int, cfg: Dict) -> Dict[str, f
                 fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
                 assert y.is_contiguous(memory_format=fmt), "channels_last input must give channels_last output"
             assert y.dtype == dtype and y.shape == x.shape
-            (y.double() * G[start : start + counts[idx]].double()).sum().backward()
+            assert y.device == x.device
+            (y.double() * G[start : start + counts[idx]].double().to(dev)).sum().backward()
 
             Xr = X.double().requires_grad_(True)
             yr = ref(Xr)

@@ -248,7 +248,7 @@ def test_help_documents_every_flag(capsys):
     assert launch.main(["--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--worker_num", "--local_worker_num", "--master_addr", "--master_port", "--node_rank",
-                 "--log_dir", "--join", "--cluster_time_out", "--bind_core", "task_script"):
+                 "--log_dir", "--join", "--cluster_time_out", "--bind_core", "--emulate_npu", "task_script"):
         assert flag in text
     assert "_background" not in text
 
@@ -260,3 +260,7 @@ def test_defaults_follow_msrun():
     assert (args.log_dir, args.join, args.cluster_time_out, args.bind_core) == (".", False, 600, False)
     assert launch.build_parser().parse_args(["--join", "True", "train.py"]).join is True
     assert launch.build_parser().parse_args(["--join", "False", "train.py"]).join is False
+    assert args.emulate_npu is False
+    # a bare switch: the script after it stays the script
+    args = launch.build_parser().parse_args(["--emulate_npu", "train.py", "--lr", "1"])
+    assert args.emulate_npu is True and args.task_script == "train.py" and args.task_script_args == ["--lr", "1"]

@@ -362,31 +362,35 @@ def test_load_converted_mindspore_checkpoint():
 # ----------------------------------------------------------------------------- several ranks
 
 
+@pytest.mark.parametrize("device", ["cpu", "npu"])  # npu: the emulated device over "hccl"
 @pytest.mark.parametrize("process_groups, counts", [(None, [3, 5]), ([[0, 1]], [4, 0]), ([[1, 0]], [2, 2])])
-def test_two_ranks_equal_batchnorm_on_global_batch(ranks, process_groups, counts):
+def test_two_ranks_equal_batchnorm_on_global_batch(ranks, process_groups, counts, device):
     members = [0, 1] if process_groups is None else process_groups[0]
-    for errs in ranks(2).run(front_scenarios.ms_equivalence, process_groups, {members[0]: counts}):
+    for errs in ranks(2, device).run(front_scenarios.ms_equivalence, process_groups, {members[0]: counts}):
         assert errs.pop("group_size") == 2.0
         assert errs.pop("num_batches_tracked_equal") == 1.0
         for key, err in errs.items():
             assert err < 1e-10, (key, errs)
 
 
-def test_two_ranks_2d_input_and_momentum(ranks):
-    for errs in ranks(2).run(front_scenarios.ms_equivalence, None, {0: [5, 3]}, 0.6, ()):
+@pytest.mark.parametrize("device", ["cpu", "npu"])
+def test_two_ranks_2d_input_and_momentum(ranks, device):
+    for errs in ranks(2, device).run(front_scenarios.ms_equivalence, None, {0: [5, 3]}, 0.6, ()):
         errs.pop("group_size"), errs.pop("num_batches_tracked_equal")
         assert max(errs.values()) < 1e-10, errs
 
 
-def test_use_batch_statistics_true_syncs_in_inference_mode(ranks):
-    for means in ranks(2).run(front_scenarios.ms_no_stats_sync_in_inference):
+@pytest.mark.parametrize("device", ["cpu", "npu"])
+def test_use_batch_statistics_true_syncs_in_inference_mode(ranks, device):
+    for means in ranks(2, device).run(front_scenarios.ms_no_stats_sync_in_inference):
         assert means == pytest.approx([0.5, 0.5])  # (1 - 0.9) * mean of {0, 0, 10, 10}
 
 
-def test_world_of_four_split_in_two_groups(ranks):
+@pytest.mark.parametrize("device", ["cpu", "npu"])
+def test_world_of_four_split_in_two_groups(ranks, device):
     groups = [[0, 1], [2, 3]]
     counts = {0: [3, 2], 2: [1, 4]}
-    for errs in ranks(4).run(front_scenarios.ms_equivalence, groups, counts):
+    for errs in ranks(4, device).run(front_scenarios.ms_equivalence, groups, counts):
         assert errs.pop("group_size") == 2.0
         assert errs.pop("num_batches_tracked_equal") == 1.0
         assert max(errs.values()) < 1e-10, errs

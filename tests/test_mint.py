@@ -156,8 +156,9 @@ def test_affine_false_keeps_unlearnable_gamma_beta():
 @pytest.mark.parametrize("group_name, counts, sync_mode", [
     (None, [3, 5], "auto"), ("0-1", [4, 2], "allgather"), ("0-1", [2, 5], "allreduce"), (None, [0, 4], "auto"),
 ])
-def test_two_ranks_equal_batchnorm_on_global_batch(ranks, group_name, counts, sync_mode):
-    for errs in ranks(2).run(front_scenarios.mint_equivalence, group_name, counts, sync_mode):
+@pytest.mark.parametrize("device", ["cpu", "npu"])  # npu: the emulated device over "hccl"
+def test_two_ranks_equal_batchnorm_on_global_batch(ranks, group_name, counts, sync_mode, device):
+    for errs in ranks(2, device).run(front_scenarios.mint_equivalence, group_name, counts, sync_mode):
         assert errs.pop("num_batches_tracked_equal") == 1.0
         for key, err in errs.items():
             assert err < 1e-10, (key, errs)

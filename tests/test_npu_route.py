@@ -27,7 +27,9 @@ def _spy(calls, tag):
 
 @pytest.mark.parametrize("name", sorted(INPUT_POSITION))
 @pytest.mark.parametrize("marked", ["input", "other", "none"])
-def test_float64_input_takes_fallback(name, marked):
+def test_float64_input_takes_fallback(name, marked, monkeypatch):
+    # routing only: stand-in arguments, so the ops' validators are switched off here
+    monkeypatch.setattr(npu, "VALIDATORS", {k: (lambda *a: None, n) for k, (_, n) in npu.VALIDATORS.items()})
     calls = []
     route = npu.routed(name, _spy(calls, "ascendc"), _spy(calls, "fallback"))
     n_args = len(getattr(torch.ops.npu_syncbn, name).default._schema.arguments)
@@ -39,6 +41,18 @@ def test_float64_input_takes_fallback(name, marked):
         args[(pos + 1) % n_args] = types.SimpleNamespace(dtype=torch.float64)
     assert route(*args) == ("fallback" if marked == "input" else "ascendc")
     assert len(calls) == 1
+
+
+def test_our_kernels_get_the_ops_validation_first():
+    """The host glue sizes a launch from the input alone: a short weight must be
+    refused before the kernel would read past it on the device."""
+    calls = []
+    route = npu.routed("batch_norm_elemt", _spy(calls, "ascendc"), _spy(calls, "fallback"))
+    x, c = torch.randn(4, 6, 5), torch.ones(6)
+    with pytest.raises(ValueError, match=r"weight must have shape \(6,\)"):
+        route(x, torch.ones(3), None, c, c, 1e-5)
+    assert calls == []
+    assert route(x, c, None, c, c, 1e-5) == "ascendc"
 
 
 def test_float64_fallback_gives_float64_statistics():

@@ -1,9 +1,11 @@
-"""SyncBatchNorm over gloo ranks equals float64 BatchNorm on the global batch."""
+"""SyncBatchNorm over gloo ranks, and over "hccl" ranks on the emulated npu
+device, equals float64 BatchNorm on the global batch."""
 import pytest
 import torch
 
 import npu_syncbn
 import sync_scenarios
+from dist_utils import rank_device
 
 # Allowed max |err| / max(1, |ref|) per input dtype: a few ulps of the dtype.
 TOLERANCE = {"float64": 1e-10, "float32": 2e-5, "float16": 4e-3, "bfloat16": 3e-2}
@@ -36,29 +38,35 @@ def _check(errs_by_rank, dtype):
         assert not bad, f"rank {rank}: errors above {tol}: {bad}"
 
 
+@pytest.mark.parametrize("device", ["cpu", "npu"])
 @pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_two_ranks_match_global_batchnorm(ranks, name, sync_mode):
+def test_two_ranks_match_global_batchnorm(ranks, request, name, sync_mode, device):
+    """"npu": the emulated device, our AscendC kernels in the twin, "hccl"."""
+    if name == "large_mean":
+        _xfail_unshifted_npu_allreduce(request, device, sync_mode)
     cfg = dict(SCENARIOS[name], sync_mode=sync_mode)
     tol_dtype = cfg.get("dtype", "float32")
     if name == "large_mean":
         tol_dtype = "float16"  # |mean|/std = 1e4 costs ~4 decimal digits of float32 in y = x*scale + shift
-    _check(ranks(2).run(sync_scenarios.compare_with_local_bn, cfg), tol_dtype)
+    _check(ranks(2, device).run(sync_scenarios.compare_with_local_bn, cfg), tol_dtype)
 
 
-@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
-def test_four_ranks_uneven_with_empty(ranks, sync_mode):
+@pytest.mark.parametrize("device", ["cpu", "npu"])
+@pytest.mark.parametrize("sync_mode", ["allgather", "allreduce", "auto"])
+def test_four_ranks_uneven_with_empty(ranks, sync_mode, device):
+    """"auto" with W = 4 takes the allreduce path (allgather only up to W = 2)."""
     cfg = dict(C=3, inner=(5,), counts=[4, 0, 1, 6], momentum=None, sync_mode=sync_mode)
-    _check(ranks(4).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
+    _check(ranks(4, device).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
-@pytest.mark.parametrize("transport", ["auto", "shm"])
-def test_two_subgroups_of_two_in_world_of_four(ranks, transport):
+@pytest.mark.parametrize("transport, device", [("auto", "cpu"), ("shm", "cpu"), ("auto", "npu")])
+def test_two_subgroups_of_two_in_world_of_four(ranks, transport, device):
     """Groups [0,1] and [2,3] made with create_group each normalize over their
     own batch only ("auto": gloo here, 4 processes on fewer cores; "shm":
-    two shared-memory channels side by side)."""
+    two shared-memory channels side by side; on "npu": two "hccl" subgroups)."""
     cfg = dict(C=3, inner=(4,), counts=[3, 2], groups=[[0, 1], [2, 3]], transport=transport)
-    _check(ranks(4).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
+    _check(ranks(4, device).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
 @pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
@@ -73,23 +81,35 @@ def test_group_of_one_in_a_world_of_two(ranks):
     _check(ranks(2).run(sync_scenarios.compare_with_local_bn, cfg), "float32")
 
 
+def _xfail_unshifted_npu_allreduce(request, device, sync_mode):
+    # Known defect the emulated device exposed: off CPU the allreduce payload is
+    # float32 and shifted by the running mean only; on a first step (running
+    # mean 0) with mean 1e4 and std 1, n*(m - s)^2 ~ 1e8 swallows the variance.
+    if device == "npu" and sync_mode == "allreduce":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "accelerator allreduce payload: float32 shifted by the running mean; a first step far from it "
+            "(mean 1e4, std 1, running mean 0) cancels the variance (function._reduce_global_stats)")))
+
+
 def _merged_running_var(rank, world_size, sync_mode):
     """float32 input with mean 1e4, std 1, split over the ranks; momentum 1
     makes running_var the unbiased global variance. The running mean starts
     at 0, so the allreduce mode's shift is as far from the mean as it gets."""
     g = torch.Generator().manual_seed(7)
     X = torch.randn(2 * world_size, 4, 500, generator=g, dtype=torch.float64) + 1e4
-    shard = X.chunk(world_size)[rank].float()
-    m = npu_syncbn.SyncBatchNorm(4, momentum=1.0, sync_mode=sync_mode)
+    shard = X.chunk(world_size)[rank].float().to(rank_device())
+    m = npu_syncbn.SyncBatchNorm(4, momentum=1.0, sync_mode=sync_mode).to(rank_device())
     m(shard)
     truth = X.float().double().transpose(0, 1).reshape(4, -1).var(dim=1, unbiased=True)
-    return float(((m.running_var.double() - truth).abs() / truth).max())
+    return float(((m.running_var.cpu().double() - truth).abs() / truth).max())
 
 
+@pytest.mark.parametrize("device", ["cpu", "npu"])
 @pytest.mark.parametrize("sync_mode", ["allgather", "allreduce"])
-def test_merge_is_stable_for_large_mean(ranks, sync_mode):
+def test_merge_is_stable_for_large_mean(ranks, request, sync_mode, device):
     """Merging float32 sums and sums of squares would lose every digit here."""
-    for rank, rel in enumerate(ranks(2).run(_merged_running_var, sync_mode)):
+    _xfail_unshifted_npu_allreduce(request, device, sync_mode)
+    for rank, rel in enumerate(ranks(2, device).run(_merged_running_var, sync_mode)):
         assert rel < 1e-3, f"rank {rank}: merged variance off by {rel:.2e} relative"
 
 

@@ -10,11 +10,12 @@ torch-npu is not importable) makes:
   launched as ``op_kernels/host/npu_ops.cpp`` launches them on an NPU
   (``npu_syncbn.ops.npu.ROUTE == "emulated"``);
 * process-group backend ``"hccl"`` for npu tensors, carried over gloo
-  (``hccl.py``);
+  (``hccl.py``, ``csrc/hccl.cpp``);
 * :func:`host_transfers`, the count of device-to-host copies and host reads.
 
 What it does not model: the real compiler (bisheng), the real HCCL, stream
-concurrency and speed.
+concurrency (kernels and collectives finish before the call returns; autograd
+runs npu backward on the calling thread) and speed.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ torch's extension builder and cached). See ``npu_syncbn.emulation``."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import threading
 from types import ModuleType
@@ -33,30 +34,45 @@ def device_count_from_environment() -> int:
 
 
 def _sources():
-    """The device (csrc/device.cpp), our ops' twin launches (csrc/kernels.cpp,
+    """The device (csrc/device.cpp), its "hccl" backend (csrc/hccl.cpp), our ops' twin launches (csrc/kernels.cpp,
     over op_kernels/host/bn_ops.h) and what they run: the twin runtime, the
     host tiling, the SoC table and the five AscendC kernel sources."""
     from .. import twin_build
 
     root = twin_build.kernels_root()
-    sources = [os.path.join(_CSRC, "device.cpp"), os.path.join(_CSRC, "kernels.cpp"),
+    sources = [os.path.join(_CSRC, "device.cpp"), os.path.join(_CSRC, "hccl.cpp"), os.path.join(_CSRC, "kernels.cpp"),
                os.path.join(root, "twin", "runtime.cpp"), os.path.join(root, "host", "tiling.cpp"),
                os.path.join(root, "host", "soc.cpp")]
     sources += sorted(glob.glob(os.path.join(root, "kernels", "batch_norm_*.cpp")))
-    includes = [os.path.join(root, sub) for sub in ("include", os.path.join("twin", "include"), "host", "kernels")]
+    includes = [_CSRC] + [os.path.join(root, sub) for sub in ("include", os.path.join("twin", "include"), "host", "kernels")]
     return sources, includes
 
 
+def build_name(sources, includes) -> str:
+    """The extension's name: a digest of the source and header paths and
+    contents. Under one fixed name torch rebuilds whenever another checkout
+    (or a header edit it does not track) loaded it last; digests keep one
+    build per source state side by side."""
+    digest = hashlib.sha256()
+    headers = [h for d in includes for h in sorted(glob.glob(os.path.join(d, "*.h")))]
+    for path in list(sources) + headers:
+        digest.update(path.encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return f"npu_syncbn_emulated_device_{digest.hexdigest()[:12]}"
+
+
 def extension() -> ModuleType:
-    """The compiled device library (built once per source change, then cached
-    under torch's extension directory; about a minute on two cores)."""
+    """The compiled device library (built once per source state, then cached
+    under torch's extension directory, $TORCH_EXTENSIONS_DIR; about a minute
+    on two cores)."""
     global _ext
     with _lock:
         if _ext is None:
             from torch.utils import cpp_extension
 
             sources, includes = _sources()
-            _ext = cpp_extension.load(name="npu_syncbn_emulated_device", sources=sources,
+            _ext = cpp_extension.load(name=build_name(sources, includes), sources=sources,
                                       extra_include_paths=includes, extra_cflags=["-O2"], verbose=False)
     return _ext
 
@@ -105,3 +121,22 @@ def cpu_alias(t: torch.Tensor) -> torch.Tensor:
 def adopt_cpu(t: torch.Tensor, device_index: int) -> torch.Tensor:
     """An npu tensor over a CPU tensor's memory (no copy): a kernel's output."""
     return extension().adopt_cpu(t, device_index)
+
+
+def host_kernel(fn):
+    """A CPU kernel as an npu kernel: ``fn`` runs on CPU views of the npu
+    arguments' memory and its tensors come back as npu tensors (no copies, no
+    host transfers). For the ops torch-npu runs as aclnn kernels on an NPU but
+    torch has no CPU kernel of (``torch.batch_norm_stats`` and kin)."""
+
+    def run(*args):
+        index = next((a.device.index for a in args if isinstance(a, torch.Tensor) and a.device.type == "npu"), 0)
+        out = fn(*[cpu_alias(a) if isinstance(a, torch.Tensor) and a.device.type == "npu" else a for a in args])
+
+        def back(t):
+            return adopt_cpu(t, index) if isinstance(t, torch.Tensor) and t.device.type == "cpu" else t
+
+        return tuple(back(t) for t in out) if isinstance(out, (tuple, list)) else back(out)
+
+    run.__name__ = f"{getattr(fn, '__name__', 'kernel')}_on_host"
+    return run

@@ -4,7 +4,8 @@ Three routes, chosen once at import (``ROUTE`` says which):
 
 0. ``"emulated"``: under ``NPU_SYNCBN_EMULATE_NPU=1`` (``npu_syncbn.emulation``)
    the emulated device's library registers route 1's kernels, run in the CPU
-   twin; float64 takes route 2 there too.
+   twin; float64, which they do not take, runs our CPU kernels on the device
+   memory (torch has no CPU kernel of the aten ops route 2 calls).
 
 1. ``"ascendc"``: our AscendC kernels, when ``libnpu_syncbn_npu.so`` has been
    built on an Ascend machine (op_kernels/CMakeLists.txt, at install or by
@@ -103,14 +104,31 @@ FALLBACK_KERNELS = {
 }
 
 
+# Each op's validator and how many of the op's leading arguments it takes.
+VALIDATORS = {
+    "batch_norm_stats": (checks.validate_stats, 2),
+    "batch_norm_gather_stats_with_counts": (checks.validate_gather, 8),
+    "batch_norm_elemt": (checks.validate_elemt, 5),
+    "batch_norm_backward_reduce": (checks.validate_backward_reduce, 5),
+    "batch_norm_backward_elemt": (checks.validate_backward_elemt, 8),
+}
+
+
 def routed(name: str, kernel, fallback):
     """PrivateUse1 kernel of op `name`: `kernel` (ours), but `fallback` for float64
-    input, whose float64 statistics our float32/float16/bfloat16 kernels cannot give."""
+    input, whose float64 statistics our float32/float16/bfloat16 kernels cannot give.
+    Our kernels get the op's validation first, as the CPU kernels do: the host
+    glue sizes launches from the input alone, so a short weight would be read
+    out of bounds on the device."""
     schema = getattr(getattr(torch.ops, NAMESPACE), name).default._schema
     position = [a.name for a in schema.arguments].index("input")
+    validate, nargs = VALIDATORS[name]
 
     def route(*args):
-        return (fallback if args[position].dtype == torch.float64 else kernel)(*args)
+        if args[position].dtype == torch.float64:
+            return fallback(*args)
+        validate(*args[:nargs])
+        return kernel(*args)
 
     route.__name__ = f"{name}_routed"
     return route
@@ -125,8 +143,12 @@ def register() -> str:
     if emulation.active():
         # The emulated device's library registered the npu_syncbn_ascendc kernels
         # (our AscendC sources in the twin, launched as npu_ops.cpp launches them).
+        from ..emulation import device as emulated
+
         ascendc = _ascendc_ops()
-        kernels = {name: routed(name, ascendc[name], fn) for name, fn in FALLBACK_KERNELS.items()}
+        on_host = {name: emulated.host_kernel(getattr(getattr(torch.ops, NAMESPACE), name).default)
+                   for name in FALLBACK_KERNELS}
+        kernels = {name: routed(name, ascendc[name], on_host[name]) for name in FALLBACK_KERNELS}
         route = "emulated"
     elif path is not None:
         ascendc = _load_custom_kernels(path)

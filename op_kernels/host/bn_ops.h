@@ -146,6 +146,7 @@ inline Tensor InLayout(const Tensor& t, Layout layout) {
 }
 
 inline Tensor F32(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
 inline Tensor F32(const OptTensor& t) { return t.has_value() && t->defined() ? F32(*t) : Tensor(); }
 
 // The tiling struct as a device tensor of bytes (the kernels' `tiling` argument).

@@ -30,6 +30,8 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/library.h>
 
+#include "emulated_device.h"
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -63,6 +65,8 @@ struct HostAllocator final : c10::Allocator {
 };
 
 HostAllocator gAllocator;
+// torch allocates "npu" storages of its own too (deepcopy, torch.load, UntypedStorage(n, device="npu")).
+REGISTER_ALLOCATOR(kNpu, &gAllocator);
 
 // Sets the thread's current device for the scope (allocations take their device from it).
 struct DeviceScope {
@@ -327,6 +331,8 @@ void Fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
 }  // namespace
 
+at::Tensor npu_syncbn_emulation::CpuAlias(const at::Tensor& t) { return ::CpuAlias(t); }
+
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
     m.impl("empty.memory_format", &Empty);
     m.impl("empty_strided", &EmptyStrided);
@@ -363,4 +369,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("cpu_alias", &CpuAlias, "A CPU tensor over an npu tensor's memory (no copy, not counted)");
     m.def("adopt_cpu", [](const Tensor& t, int64_t device) { return AdoptCpu(t, static_cast<c10::DeviceIndex>(device)); },
           "An npu tensor over a CPU tensor's memory (no copy)");
+    npu_syncbn_emulation::BindHccl(m);
 }
