@@ -10,9 +10,14 @@ The forward collective has two modes (see :class:`SyncPlan`):
   gathered and merged with Chan's formula by the gather op. Exact, and sends
   (W − 1)·(2C + 5) values per rank: grows with the world size W.
 * ``allreduce``: one all_reduce of [fingerprint check | n | n·(m − s) |
-  M2 + n·(m − s)²] with s a per-channel shift every rank shares (the running
-  mean, else 0), in float64 on CPU. Sends about 2·(2C + 3) values per rank
-  whatever W.
+  M2 + n·(m − s)²] with s a per-channel shift every rank shares. On CPU the
+  payload is float64 and s the running mean (else 0). Accelerators have no
+  float64 all_reduce (HCCL on 910B/910_93 sums float32 at most), so there s is
+  the layer's previous global batch mean, within a few std of this batch's
+  whatever |mean|/std; a layer's first call, which has none, takes the
+  allgather mode instead (the running mean, 0 at first and slow to follow,
+  would cancel every digit of the variance when |mean| >> std). Sends about
+  2·(2C + 3) values per rank whatever W.
 
 Every rank takes part in both collectives, including a rank whose batch is
 empty (count 0: it contributes nothing and gets empty outputs).
@@ -57,6 +62,10 @@ class SyncPlan:
     # that may be repeated leaves its own.
     reuse: Optional[tuple] = None
     keep: Optional[list] = None
+    # Accelerators, eager: the allreduce mode's shift (the previous global
+    # mean), and where this call leaves its global mean for the next one.
+    shift: Optional[Tensor] = None
+    save_shift: Optional[Tensor] = None
 
     @property
     def group_label(self) -> str:
@@ -186,7 +195,10 @@ def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, 
     # float64 payload on CPU makes even a poor shift harmless; accelerators keep
     # the stats dtype and rely on the running-mean shift.
     pd = torch.float64 if input.device.type == "cpu" else sd
-    shift = (running_mean.detach() if running_mean is not None else torch.zeros_like(mean)).to(pd)
+    if plan.shift is not None:
+        shift = plan.shift.to(pd)
+    else:
+        shift = (running_mean.detach() if running_mean is not None else torch.zeros_like(mean)).to(pd)
     # A NaN/Inf running mean (after one bad batch) must not poison later
     # batches, which local BatchNorm normalizes with batch statistics only.
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
@@ -298,6 +310,9 @@ def _op_path_forward(input, weight, bias, running_mean, running_var, eps, moment
             mean = mean + settled.to(mean.dtype)
     merge = _gather_global_stats if plan.mode == "allgather" else _reduce_global_stats
     mean, invstd, counts = merge(input, mean, invstd, count, running_mean, running_var, eps, momentum, plan, level != "never")
+    if plan.save_shift is not None:  # on the device: no host sync; a step with no data keeps the old shift
+        keep = (counts.sum() > 0) & torch.isfinite(mean)
+        plan.save_shift.copy_(torch.where(keep, mean.detach(), plan.save_shift))
     return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps), mean, invstd, counts
 
 

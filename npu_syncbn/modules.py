@@ -19,6 +19,7 @@ from .comm import GroupLike
 from .fingerprint import DTYPE_CODES, Fingerprint, construction_identity, layer_code, next_call_index
 from .function import SyncBatchNormFunction, SyncPlan
 from .ops.checks import FLOAT_DTYPES
+from .ops.schema import stats_dtype
 
 SYNC_MODES = ("auto", "allgather", "allreduce")
 
@@ -237,10 +238,12 @@ class SyncBatchNorm(_BatchNorm):
             return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps), True
         reuse = recompute.take(self, input) if recompute.in_recompute() else None
         keep = [] if reuse is None and recompute.may_be_recomputed() else None
+        plan = self._plan(group, world_size, input, reuse, keep)
         output = SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
-            self._plan(group, world_size, input, reuse, keep),
+            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, plan
         )
+        if plan.save_shift is not None:
+            self.__dict__["_sync_shift_ready"] = True
         if keep:
             recompute.record(self, input, keep[0])
         if not torch.compiler.is_compiling() and self._first_call_on(group):
@@ -252,7 +255,35 @@ class SyncBatchNorm(_BatchNorm):
         (read from __dict__: nn.Module's attribute fallback is slow)."""
         return self.__dict__.get("_synchronized_group") != id(group)
 
+    def _sync_shift_for(self, input: Tensor) -> Tensor:
+        """The layer's previous global mean on ``input``'s device in its stats
+        dtype (function.py: the accelerator allreduce shift); a new one, not
+        ready, after a move. Kept out of the buffers: not state, and DDP must
+        not broadcast it."""
+        sd = stats_dtype(input)
+        t = self.__dict__.get("_sync_shift")
+        if t is None or t.device != input.device or t.dtype != sd or t.numel() != self.num_features:
+            t = self.__dict__["_sync_shift"] = torch.zeros(self.num_features, dtype=sd, device=input.device)
+            self.__dict__["_sync_shift_ready"] = False
+        return t
+
     def _plan(self, group, world_size: int, input: Tensor, reuse=None, keep=None) -> SyncPlan:
+        mode = resolve_sync_mode(self.sync_mode, world_size, input.device)
+        shift = save_shift = None
+        if world_size > 1 and input.device.type != "cpu" and reuse is None:
+            if torch.compiler.is_compiling():
+                # A mean kept across calls cannot live in a graph: "auto" takes
+                # the exact allgather (an explicit "allreduce" keeps the
+                # running-mean shift; see function.py).
+                if self.sync_mode == "auto":
+                    mode = "allgather"
+            else:
+                save_shift = self._sync_shift_for(input)
+                if mode == "allreduce":
+                    if self.__dict__.get("_sync_shift_ready"):
+                        shift = save_shift
+                    else:
+                        mode = "allgather"  # first call: no previous mean to shift by
         fp = Fingerprint(
             layer=self._layer_code,
             channels=self.num_features,
@@ -264,7 +295,7 @@ class SyncBatchNorm(_BatchNorm):
             group=group,
             world_size=world_size,
             rank=0 if group is None else torch.distributed.get_rank(group),
-            mode=resolve_sync_mode(self.sync_mode, world_size, input.device),
+            mode=mode,
             layer_label=self.layer_label,
             group_spec=self.process_group,
             fingerprint=fp,
@@ -273,6 +304,8 @@ class SyncBatchNorm(_BatchNorm):
             first_call=torch.compiler.is_compiling() or self._first_call_on(group),
             reuse=reuse,
             keep=keep,
+            shift=shift,
+            save_shift=save_shift,
         )
 
     @classmethod
