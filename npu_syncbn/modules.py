@@ -17,10 +17,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import comm, recompute
 from .comm import GroupLike
 from .fingerprint import DTYPE_CODES, Fingerprint, construction_identity, layer_code, next_call_index
-from .function import SyncBatchNormFunction, SyncPlan
+from .function import SyncBatchNormFunction, SyncPlan, activate
 from .ops.checks import FLOAT_DTYPES
 
 SYNC_MODES = ("auto", "allgather", "allreduce")
+ACTIVATIONS = (None, "relu")
 
 
 def resolve_sync_mode(sync_mode: str, world_size: int, device: torch.device) -> str:
@@ -95,6 +96,16 @@ class SyncBatchNorm(_BatchNorm):
             :func:`npu_syncbn.fingerprint.construction_identity`): equal on
             ranks that build the same model, different between layers, so
             unnamed layers called out of step raise too.
+        activation: None, or "relu" for ``relu(bn(x) + residual)`` in one
+            fused step (apex's ``fuse_relu``): the ReLU's mask is taken from
+            the saved output, so it keeps no activation beyond what local
+            BatchNorm + ReLU keep. :func:`convert_sync_batchnorm` with
+            ``fuse=True`` sets it where a ReLU provably follows.
+
+    ``forward(input, residual=None)``: ``residual`` (input's shape and dtype,
+    any layout) is added after the affine transform and before the
+    activation, as in a ResNet block's ``relu(bn2(conv2(x)) + identity)``;
+    it receives the gradient of that sum.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -128,8 +139,11 @@ class SyncBatchNorm(_BatchNorm):
         dtype=None,
         sync_mode: str = "auto",
         layer_name: str = "",
+        activation: Optional[str] = None,
     ) -> None:
         validate_hyperparameters(num_features, eps, momentum)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         if sync_mode not in SYNC_MODES:
             raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
         if not isinstance(layer_name, str):
@@ -146,6 +160,7 @@ class SyncBatchNorm(_BatchNorm):
         self.process_group = process_group
         self.sync_mode = sync_mode
         self.layer_name = layer_name
+        self.activation = activation
 
     @property
     def layer_name(self) -> str:
@@ -194,30 +209,44 @@ class SyncBatchNorm(_BatchNorm):
             return 1.0 / (self.num_batches_tracked + 1).to(torch.float64)
         return 0.0 if self.momentum is None else self.momentum
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         # As torch: batch statistics in training, and in eval when there are no
         # running stats (then local ones: torch syncs only in training).
         use_batch_stats = self.training or self.running_mean is None
-        return self._normalize(input, use_batch_stats=use_batch_stats, sync=self.training)
+        return self._normalize(input, use_batch_stats=use_batch_stats, sync=self.training, residual=residual)
 
-    def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool) -> Tensor:
+    def _check_residual(self, input: Tensor, residual: Tensor) -> None:
+        if not isinstance(residual, Tensor):
+            raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
+        if residual.shape != input.shape or residual.dtype != input.dtype or residual.device != input.device:
+            raise ValueError(
+                f"residual must match the input's shape, dtype and device ({tuple(input.shape)}, {input.dtype}, "
+                f"{input.device}), got {tuple(residual.shape)}, {residual.dtype}, {residual.device}"
+            )
+
+    def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor] = None) -> Tensor:
         """The one place that decides what to compute (fronts call it directly).
 
         use_batch_stats: normalize with this batch's statistics (and update the
         running stats when they exist), else with the running stats (no update,
-        no communication). sync: batch statistics over the process group."""
+        no communication). sync: batch statistics over the process group.
+        residual and ``self.activation``: see the class docstring."""
         self._check_input_dim(input)
+        if residual is not None:
+            self._check_residual(input, residual)
+        relu = self.activation == "relu"
         if not use_batch_stats:
-            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            y = F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return activate(y, residual, relu)
         update = self.running_mean is not None
-        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
+        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync, residual, relu)
         if update and stepped and self.num_batches_tracked is not None:
             # Counted only once the step went through, so a step that raised
             # (e.g. ranks out of step) leaves the cumulative average intact.
             self.num_batches_tracked.add_(1)
         return output
 
-    def _batch_stats_step(self, input: Tensor, momentum, sync: bool):
+    def _batch_stats_step(self, input: Tensor, momentum, sync: bool, residual: Optional[Tensor] = None, relu: bool = False):
         """(output, stepped): stepped is False for a checkpoint recompute, which
         reuses its forward's statistics and updates nothing (recompute.py)."""
         running_mean, running_var = self.running_mean, self.running_var
@@ -231,15 +260,17 @@ class SyncBatchNorm(_BatchNorm):
                 # F.batch_norm takes a float: reading it is free on CPU only.
                 if input.device.type != "cpu":
                     return SyncBatchNormFunction.apply(
-                        input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(None, 1, input)
+                        input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
+                        self._plan(None, 1, input), residual, relu,
                     ), True
                 momentum = float(momentum)
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps), True
+            y = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
+            return activate(y, residual, relu), True
         reuse = recompute.take(self, input) if recompute.in_recompute() else None
         keep = [] if reuse is None and recompute.may_be_recomputed() else None
         output = SyncBatchNormFunction.apply(
             input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
-            self._plan(group, world_size, input, reuse, keep),
+            self._plan(group, world_size, input, reuse, keep), residual, relu,
         )
         if keep:
             recompute.record(self, input, keep[0])
@@ -291,6 +322,8 @@ class SyncBatchNorm(_BatchNorm):
             shown = f", process_group={group!r}"
         else:
             shown = ", process_group=NON_GROUP_MEMBER" if comm.is_non_member(group) else ", process_group=<ProcessGroup>"
+        if self.activation is not None:
+            shown += f", activation={self.activation!r}"
         return super().extra_repr() + shown
 
 

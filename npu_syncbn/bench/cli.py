@@ -10,7 +10,7 @@ import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .plans import BYTES_MODEL
-from .report import format_memory, format_table, make_plot
+from .report import format_floor, format_fused, format_memory, format_table, make_plot
 from .world import MALLOC_TUNING, core_groups, rank_environment, run_world
 
 DEFAULT_SHAPES: Tuple[Tuple[int, ...], ...] = ((16, 64, 56, 56), (32, 256, 14, 14), (256, 1024))
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SyncBatchNorm(sync_mode=...) (default auto: the mode sending fewer bytes per rank)")
     p.add_argument("--reps", type=_int_at_least(1), default=30, help="timed repetitions per shape (default 30)")
     p.add_argument("--warmup", type=_int_at_least(0), default=5, help="untimed repetitions first (default 5)")
+    p.add_argument("--no-fused", dest="fused", action="store_false",
+                   help="skip the fused BN+add+ReLU variants (SyncBatchNorm(activation='relu')(x, residual) "
+                        "against bn, +=, ReLU(inplace=True))")
     p.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
     p.add_argument("--plot", metavar="PNG",
                    help=f"also run the first shape at world sizes {','.join(map(str, PLOT_WORLD_SIZES))} and plot "
@@ -95,6 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "shapes": [list(s) for s in shapes], "dtype": args.dtype, "channels_last": args.channels_last,
         "threads": args.threads, "sync_mode": sync_mode, "reps": args.reps, "warmup": args.warmup,
         "timeout": args.timeout, "malloc_tuning": args.malloc_tuning, "bind_cores": args.bind_cores,
+        "fused": args.fused,
     }
     import torch
 
@@ -121,6 +125,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"npu-syncbn-bench: error: {exc}", file=sys.stderr)
         return 1
     print(format_table(rows))
+    print("floor = 4 reads + 2 copies of the activation (= 6 reads + 2 writes, what any BatchNorm step moves), "
+          "each pass timed on every rank at once in the same interleaved run:")
+    print(format_floor(rows))
+    fused = format_fused(rows)
+    if fused:
+        print("fused BN + add + ReLU (residual of the input's shape) against unfused bn, +=, ReLU(inplace=True):")
+        print(fused)
     print(BYTES_MODEL)
     for r in rows:
         plan = ", ".join(f"{p['phase']} {p['collective']} of {p['numel']} {p['dtype']}" for p in r["collective_plan"])

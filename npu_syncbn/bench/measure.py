@@ -62,6 +62,20 @@ def saved_for_backward(module, x, grad) -> Dict[str, int]:
     return {"total": total, "input": input_bytes, "extra": total - input_bytes, "tensors": len(sizes)}
 
 
+def floor_seconds(read: float, copy: float) -> float:
+    """The memory floor of one BatchNorm training step, from the time of one
+    read pass over the activation (``x.sum()``) and of one copy of it.
+
+    Any BatchNorm step reads the activation 6 times (forward: statistics,
+    normalize; backward: the reduce over dy and x, the elementwise over dy and
+    x) and writes it twice (y, dx). A copy is one read plus one write, so
+    6 reads + 2 writes = 2 copies + 4 reads::
+
+        floor = 4 * read + 2 * copy
+    """
+    return 4 * read + 2 * copy
+
+
 def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[str, Any]:
     import torch
     import torch.distributed as dist
@@ -80,22 +94,38 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     x = torch.randn(shape, generator=gen).to(dtype).to(memory_format=fmt).requires_grad_(True)
     grad = torch.randn(shape, generator=gen).to(dtype).to(memory_format=fmt)
 
+    residual = torch.randn(shape, generator=gen).to(dtype).to(memory_format=fmt).requires_grad_(True)
+    sink = torch.empty_like(x)  # the copy's destination
+
     sync = SyncBatchNorm(c, sync_mode=cfg["sync_mode"]).train()
     local = _local_cls(len(shape))(c).train()
+    fused = SyncBatchNorm(c, sync_mode=cfg["sync_mode"], activation="relu").train()
     mode = resolve_mode(sync.sync_mode, world_size, x.device.type)
     pg = dist.group.WORLD
     sd = str(stats_dtype(x)).replace("torch.", "")
 
-    def step(module):
-        x.grad = None
+    def step(module, forward=None):
+        x.grad = residual.grad = None
         for p in module.parameters():
             p.grad = None
         t0 = time.perf_counter()
-        y = module(x)
+        y = module(x) if forward is None else forward()
         t1 = time.perf_counter()
         y.backward(grad)
         t2 = time.perf_counter()
         return t1 - t0, t2 - t0
+
+    def unfused_forward():  # what torchvision's blocks do: bn, out += identity, ReLU(inplace=True)
+        y = sync(x)
+        y += residual
+        return torch.relu_(y)
+
+    def timed(fn):  # the floor's passes: (0, seconds) as a step's (forward, total)
+        t0 = time.perf_counter()
+        fn()
+        return 0.0, time.perf_counter() - t0
+
+    source = x.detach()
 
     # One traced sync step (after an untraced one, so first-call work is not
     # counted): which collectives SyncBatchNorm really issues per step.
@@ -126,7 +156,11 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
         t2 = time.perf_counter()
         return t1 - t0, t2 - t0
 
-    kinds = {"sync": lambda: step(sync), "local": lambda: step(local), "coll": coll_step}
+    kinds = {"sync": lambda: step(sync), "local": lambda: step(local), "coll": coll_step,
+             "read": lambda: timed(source.sum), "copy": lambda: timed(lambda: sink.copy_(source))}
+    if cfg.get("fused", True):
+        kinds["fused"] = lambda: step(fused, lambda: fused(x, residual))
+        kinds["unfused"] = lambda: step(sync, unfused_forward)
     order = list(kinds)
     for _ in range(cfg["warmup"]):
         for k in order:
@@ -136,7 +170,7 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
 
     times = {k: {"fwd": [], "step": []} for k in kinds}
     for rep in range(cfg["reps"]):
-        rotated = order[rep % 3:] + order[: rep % 3]
+        rotated = order[rep % len(order):] + order[: rep % len(order)]
         for k in rotated:
             dist.barrier(group=pg)
             fwd, total = kinds[k]()
@@ -151,15 +185,20 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     def slowest(kind, part):  # per repetition: the slowest rank
         return [max(g[kind][part][i] for g in gathered) for i in range(cfg["reps"])]
 
-    summary = {k: {"step_ms": summarize(slowest(k, "step")), "forward_ms": summarize(slowest(k, "fwd"))} for k in kinds}
+    passes = ("read", "copy")
+    summary = {k: {"step_ms": summarize(slowest(k, "step")), "forward_ms": summarize(slowest(k, "fwd"))}
+               for k in kinds if k not in passes}
     s, l, cl = (summary[k]["step_ms"]["median"] for k in ("sync", "local", "coll"))
+    read, copy = slowest("read", "step"), slowest("copy", "step")
+    floor = summarize([floor_seconds(r, c) for r, c in zip(read, copy)])
+    act_bytes = x.numel() * x.element_size()
+    read_ms, copy_ms = summarize(read), summarize(copy)
     bytes_per = [
         {"phase": ph, "collective": kind, "numel": n, "dtype": dt, "itemsize": b.element_size(),
          "bytes": ring_bytes_per_rank(kind, n, b.element_size(), world_size)}
         for (ph, kind, n, dt), b in zip(plan, bufs)
     ]
-    act_bytes = x.numel() * x.element_size()
-    return {
+    row = {
         "shape": list(shape),
         "dtype": cfg["dtype"],
         "layout": layout,
@@ -173,6 +212,12 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
         "collectives": summary["coll"],
         "sync_over_local": s / l,
         "sync_minus_collectives_over_local": (s - cl) / l,
+        "floor_ms": floor,
+        "read_ms": read_ms,
+        "copy_ms": copy_ms,
+        "read_GBps": act_bytes / read_ms["median"] / 1e6,
+        "copy_GBps": 2 * act_bytes / copy_ms["median"] / 1e6,  # a copy reads and writes the activation
+        "sync_over_floor": s / floor["median"],
         "collective_plan": bytes_per,
         "collective_plan_source": plan_source,
         "transport": "shm" if shm.channel_for(pg, world_size) is not None else "gloo",
@@ -188,4 +233,8 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
             "sync_over_local_saved": memory["sync"]["total"] / max(memory["local"]["total"], 1),
         },
     }
-
+    if "fused" in summary:
+        fz, uf = summary["fused"]["step_ms"]["median"], summary["unfused"]["step_ms"]["median"]
+        row.update(fused=summary["fused"], unfused=summary["unfused"], fused_over_unfused=fz / uf,
+                   fused_saving_ms=uf - fz)
+    return row

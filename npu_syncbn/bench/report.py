@@ -5,24 +5,52 @@ from typing import Any, Dict, List
 
 from .plans import modelled_bytes_per_rank
 
-COLUMNS = ("shape", "dtype", "layout", "W", "mode", "sync_ms", "local_ms", "coll_ms",
-           "sync/local", "(sync-coll)/local", "bytes/rank")
+COLUMNS = ("shape", "dtype", "layout", "W", "mode", "sync_ms", "local_ms", "coll_ms", "floor_ms",
+           "sync/local", "(sync-coll)/local", "sync/floor", "bytes/rank")
+FUSED_COLUMNS = ("shape", "dtype", "layout", "fused_ms", "unfused_ms", "fused/unfused", "saved_ms", "fused/floor")
 
 
 def _ms(stat: Dict[str, float]) -> str:
     return f"{stat['median']:.3f}±{stat['iqr'] / 2:.3f}"
 
 
-def format_table(rows: List[Dict[str, Any]]) -> str:
-    lines = [[
-        "x".join(map(str, r["shape"])), r["dtype"], r["layout"], str(r["world_size"]), r["sync_mode"],
-        _ms(r["sync"]["step_ms"]), _ms(r["local"]["step_ms"]), _ms(r["collectives"]["step_ms"]),
-        f"{r['sync_over_local']:.2f}", f"{r['sync_minus_collectives_over_local']:.2f}", f"{r['bytes_per_rank']:.0f}",
-    ] for r in rows]
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(COLUMNS)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths))]
-    out += ["  ".join(v.rjust(w) if i >= 5 else v.ljust(w) for i, (v, w) in enumerate(zip(l, widths))) for l in lines]
+def _label(r: Dict[str, Any]) -> List[str]:
+    return ["x".join(map(str, r["shape"])), r["dtype"], r["layout"]]
+
+
+def _table(head, lines: List[List[str]], right_from: int) -> str:
+    """Aligned columns; numbers (from column ``right_from`` on) right-aligned."""
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    out += ["  ".join(v.rjust(w) if i >= right_from else v.ljust(w) for i, (v, w) in enumerate(zip(l, widths)))
+            for l in lines]
     return "\n".join(out)
+
+
+def format_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [_label(r) + [
+        str(r["world_size"]), r["sync_mode"],
+        _ms(r["sync"]["step_ms"]), _ms(r["local"]["step_ms"]), _ms(r["collectives"]["step_ms"]), _ms(r["floor_ms"]),
+        f"{r['sync_over_local']:.2f}", f"{r['sync_minus_collectives_over_local']:.2f}", f"{r['sync_over_floor']:.2f}",
+        f"{r['bytes_per_rank']:.0f}",
+    ] for r in rows]
+    return _table(COLUMNS, lines, 5)
+
+
+def format_floor(rows: List[Dict[str, Any]]) -> str:
+    """The passes the floor is made of, as bandwidths."""
+    head = ("shape", "dtype", "layout", "read_ms", "copy_ms", "read_GB/s", "copy_GB/s", "floor_ms")
+    lines = [_label(r) + [_ms(r["read_ms"]), _ms(r["copy_ms"]), f"{r['read_GBps']:.1f}", f"{r['copy_GBps']:.1f}",
+                          _ms(r["floor_ms"])] for r in rows]
+    return _table(head, lines, 3)
+
+
+def format_fused(rows: List[Dict[str, Any]]) -> str:
+    """SyncBatchNorm(activation="relu")(x, residual) against bn, +=, ReLU(inplace=True)."""
+    lines = [_label(r) + [_ms(r["fused"]["step_ms"]), _ms(r["unfused"]["step_ms"]), f"{r['fused_over_unfused']:.2f}",
+                          f"{r['fused_saving_ms']:.3f}", f"{r['fused']['step_ms']['median'] / r['floor_ms']['median']:.2f}"]
+             for r in rows if "fused" in r]
+    return _table(FUSED_COLUMNS, lines, 3) if lines else ""
 
 
 def format_memory(rows: List[Dict[str, Any]]) -> str:
@@ -32,14 +60,11 @@ def format_memory(rows: List[Dict[str, Any]]) -> str:
     for r in rows:
         m = r["memory"]
         a = m["activation_bytes"]
-        lines.append(["x".join(map(str, r["shape"])), r["dtype"], r["layout"], f"{a / 2**20:.2f}",
-                      f"{m['sync_saved_activations']:.3f}", f"{m['local_saved_activations']:.3f}",
-                      f"{m['sync_extra_bytes'] / a:.4f}", f"{m['local_extra_bytes'] / a:.4f}",
-                      f"{m['sync_over_local_saved']:.3f}"])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    out += ["  ".join(v.ljust(w) for v, w in zip(l, widths)) for l in lines]
-    return "\n".join(out)
+        lines.append(_label(r) + [f"{a / 2**20:.2f}",
+                                  f"{m['sync_saved_activations']:.3f}", f"{m['local_saved_activations']:.3f}",
+                                  f"{m['sync_extra_bytes'] / a:.4f}", f"{m['local_extra_bytes'] / a:.4f}",
+                                  f"{m['sync_over_local_saved']:.3f}"])
+    return _table(head, lines, 99)
 
 
 def make_plot(sweep: List[Dict[str, Any]], path: str) -> None:

@@ -144,18 +144,29 @@ static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, fl
   }
 }
 
-template <class D>
-static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px, i64 n, float m,
+// MASK: the gradient of relu(z) with z's output y: g = y <= 0 ? 0 : dy (as
+// aten's threshold_backward), written to pz, which the elementwise pass reads.
+template <class D, bool MASK>
+static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px,
+                           const typename D::T* __restrict py, typename D::T* __restrict pz, i64 n, float m,
                            float* __restrict a1, float* __restrict a2) {
   i64 i = 0;
   for (; i + W <= n; i += W)
     for (int j = 0; j < W; ++j) {
-      const float g = D::ld(pd[i + j]);
+      float g = D::ld(pd[i + j]);
+      if (MASK) {
+        g = D::ld(py[i + j]) <= 0.f ? 0.f : g;
+        pz[i + j] = D::st(g);
+      }
       a1[j] += g;
       a2[j] += g * (D::ld(px[i + j]) - m);
     }
   for (int j = 0; i + j < n; ++j) {
-    const float g = D::ld(pd[i + j]);
+    float g = D::ld(pd[i + j]);
+    if (MASK) {
+      g = D::ld(py[i + j]) <= 0.f ? 0.f : g;
+      pz[i + j] = D::st(g);
+    }
     a1[j] += g;
     a2[j] += g * (D::ld(px[i + j]) - m);
   }
@@ -219,13 +230,16 @@ static void ncl_stats_range(const typename D::T* x, i64 C, i64 L, i64 c, i64 n0,
   }
 }
 
-template <class D>
-static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, i64 C, i64 L, i64 c, i64 n0, i64 n1,
-                             float m, double& sdy, double& sdx) {
+template <class D, bool MASK>
+static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
+                             i64 C, i64 L, i64 c, i64 n0, i64 n1, float m, double& sdy, double& sdx) {
   sdy = 0; sdx = 0;
   float a1[W] = {}, a2[W] = {};
   const i64 off = (n0 * C + c) * L;
-  for_runs(n1 - n0, C * L, L, [&](i64 o, i64 k) { add_dot<D>(dy + off + o, x + off + o, k, m, a1, a2); },
+  for_runs(n1 - n0, C * L, L,
+           [&](i64 o, i64 k) {
+             add_dot<D, MASK>(dy + off + o, x + off + o, MASK ? y + off + o : y, MASK ? dz + off + o : dz, k, m, a1, a2);
+           },
            [&] { flush(a1, sdy); flush(a2, sdx); });
 }
 
@@ -275,10 +289,10 @@ static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float
   }
 }
 
-template <class D>
-static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i64 C, i64 r0, i64 r1,
-                             const float* __restrict m, float* __restrict f1, float* __restrict f2,
-                             double* __restrict sdy, double* __restrict sdx) {
+template <class D, bool MASK>
+static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y,
+                             typename D::T* dz, i64 C, i64 r0, i64 r1, const float* __restrict m, float* __restrict f1,
+                             float* __restrict f2, double* __restrict sdy, double* __restrict sdx) {
   const i64 R = nlc_rows_per_block(C);
   for (i64 c = 0; c < C; ++c) { sdy[c] = 0; sdx[c] = 0; }
   for (i64 b0 = r0; b0 < r1; b0 += R) {
@@ -287,8 +301,14 @@ static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i6
     for (i64 r = b0; r < b1; ++r) {
       const typename D::T* __restrict pd = dy + r * C;
       const typename D::T* __restrict px = x + r * C;
+      const typename D::T* __restrict py = MASK ? y + r * C : y;
+      typename D::T* __restrict pz = MASK ? dz + r * C : dz;
       for (i64 c = 0; c < C; ++c) {
-        const float g = D::ld(pd[c]);
+        float g = D::ld(pd[c]);
+        if (MASK) {
+          g = D::ld(py[c]) <= 0.f ? 0.f : g;
+          pz[c] = D::st(g);
+        }
         f1[c] += g;
         f2[c] += g * (D::ld(px[c]) - m[c]);
       }
@@ -335,6 +355,46 @@ static void elementwise(const typename D::T* dy, const typename D::T* x, typenam
       } else {
         for (i64 c = 0; c < C; ++c) po[c] = D::st((D::ld(px[c]) - m[c]) * s[c] + b[c]);
       }
+    }
+  }
+}
+
+// The forward's epilogue act(bn + res): rounded to T after the affine and
+// after the add, as the op path's elemt, add_ and relu_ round one by one.
+template <class D, bool RES, bool RELU>
+static inline typename D::T epilogue(float v, const typename D::T* __restrict r, i64 i) {
+  v = D::ld(D::st(v));
+  if (RES) v = D::ld(D::st(v + D::ld(r[i])));
+  if (RELU) v = v < 0.f ? 0.f : v;  // -0 and NaN stay, as torch.relu leaves them
+  return D::st(v);
+}
+
+// out = act((x - m[c]) * s[c] + b[c] + res): elemt with a residual and/or ReLU.
+template <class D, bool RES, bool RELU>
+static void elemt_act(const typename D::T* x, const typename D::T* res, typename D::T* out, int layout, i64 N, i64 C,
+                      i64 L, const float* __restrict m, const float* __restrict s, const float* __restrict b, int nt) {
+  typedef typename D::T T;
+  const i64 total = N * C * L;
+  if (layout == 0) {
+    const i64 Q = N * C;
+    const int t = threads_for(nt, total, Q);
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+    for (i64 q = 0; q < Q; ++q) {
+      const i64 c = q % C;
+      const float mc = m[c], sc = s[c], bc = b[c];
+      const T* __restrict px = x + q * L;
+      const T* __restrict pr = RES ? res + q * L : res;
+      T* __restrict po = out + q * L;
+      for (i64 i = 0; i < L; ++i) po[i] = epilogue<D, RES, RELU>((D::ld(px[i]) - mc) * sc + bc, pr, i);
+    }
+  } else {
+    const int t = threads_for(nt, total, N);
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+    for (i64 r = 0; r < N; ++r) {
+      const T* __restrict px = x + r * C;
+      const T* __restrict pr = RES ? res + r * C : res;
+      T* __restrict po = out + r * C;
+      for (i64 c = 0; c < C; ++c) po[c] = epilogue<D, RES, RELU>((D::ld(px[c]) - m[c]) * s[c] + b[c], pr, c);
     }
   }
 }
@@ -389,13 +449,13 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   return 0;
 }
 
-template <class D>
-static int backward_reduce(const typename D::T* dy, const typename D::T* x, int layout, i64 N, i64 C, i64 L,
-                           const float* mean, double* sdy, double* sdx, int nt) {
+template <class D, bool MASK>
+static int backward_reduce(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
+                           int layout, i64 N, i64 C, i64 L, const float* mean, double* sdy, double* sdx, int nt) {
   int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
   if (split_by_channel(layout, N, C, t)) {
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-    for (i64 c = 0; c < C; ++c) ncl_reduce_range<D>(dy, x, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
+    for (i64 c = 0; c < C; ++c) ncl_reduce_range<D, MASK>(dy, x, y, dz, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
     return 0;
   }
   t = (int)imin(t, N);
@@ -410,10 +470,10 @@ static int backward_reduce(const typename D::T* dy, const typename D::T* x, int 
     double* p1 = part.p + k * 2 * C;
     double* p2 = p1 + C;
     if (layout == 0) {
-      for (i64 c = 0; c < C; ++c) ncl_reduce_range<D>(dy, x, C, L, c, lo, hi, mean[c], p1[c], p2[c]);
+      for (i64 c = 0; c < C; ++c) ncl_reduce_range<D, MASK>(dy, x, y, dz, C, L, c, lo, hi, mean[c], p1[c], p2[c]);
     } else {
       float* f = scratch.p + k * 2 * C;
-      nlc_reduce_range<D>(dy, x, C, lo, hi, mean, f, f + C, p1, p2);
+      nlc_reduce_range<D, MASK>(dy, x, y, dz, C, lo, hi, mean, f, f + C, p1, p2);
     }
   }
   for (i64 c = 0; c < C; ++c) {
@@ -447,13 +507,39 @@ static int run_elementwise(bool bwd, const void* dy, const void* x, void* out, i
   return 0;
 }
 
-static int run_backward_reduce(const void* dy, const void* x, int dtype, int layout, i64 N, i64 C, i64 L,
-                               const float* mean, double* sdy, double* sdx, int nt) {
-  switch (dtype) {
-    case 0: return backward_reduce<F32>((const float*)dy, (const float*)x, layout, N, C, L, mean, sdy, sdx, nt);
-    case 1: return backward_reduce<F16>((const u16*)dy, (const u16*)x, layout, N, C, L, mean, sdy, sdx, nt);
-    default: return backward_reduce<BF16>((const u16*)dy, (const u16*)x, layout, N, C, L, mean, sdy, sdx, nt);
+static int run_backward_reduce(const void* dy, const void* x, const void* y, void* dz, int dtype, int layout, i64 N,
+                               i64 C, i64 L, const float* mean, double* sdy, double* sdx, int nt) {
+  const bool mask = y != nullptr;
+  switch (dtype * 2 + (mask ? 1 : 0)) {
+    case 0: return backward_reduce<F32, false>((const float*)dy, (const float*)x, nullptr, nullptr, layout, N, C, L, mean, sdy, sdx, nt);
+    case 1: return backward_reduce<F32, true>((const float*)dy, (const float*)x, (const float*)y, (float*)dz, layout, N, C, L, mean, sdy, sdx, nt);
+    case 2: return backward_reduce<F16, false>((const u16*)dy, (const u16*)x, nullptr, nullptr, layout, N, C, L, mean, sdy, sdx, nt);
+    case 3: return backward_reduce<F16, true>((const u16*)dy, (const u16*)x, (const u16*)y, (u16*)dz, layout, N, C, L, mean, sdy, sdx, nt);
+    case 4: return backward_reduce<BF16, false>((const u16*)dy, (const u16*)x, nullptr, nullptr, layout, N, C, L, mean, sdy, sdx, nt);
+    default: return backward_reduce<BF16, true>((const u16*)dy, (const u16*)x, (const u16*)y, (u16*)dz, layout, N, C, L, mean, sdy, sdx, nt);
   }
+}
+
+template <class D>
+static void elemt_act_typed(const void* x, const void* res, void* out, int layout, i64 N, i64 C, i64 L, const float* m,
+                            const float* s, const float* b, bool relu, int nt) {
+  typedef typename D::T T;
+  const T* px = (const T*)x;
+  const T* pr = (const T*)res;
+  T* po = (T*)out;
+  if (res && relu) elemt_act<D, true, true>(px, pr, po, layout, N, C, L, m, s, b, nt);
+  else if (res) elemt_act<D, true, false>(px, pr, po, layout, N, C, L, m, s, b, nt);
+  else elemt_act<D, false, true>(px, pr, po, layout, N, C, L, m, s, b, nt);
+}
+
+static int run_elemt_act(const void* x, const void* res, void* out, int dtype, int layout, i64 N, i64 C, i64 L,
+                         const float* m, const float* s, const float* b, bool relu, int nt) {
+  switch (dtype) {
+    case 0: elemt_act_typed<F32>(x, res, out, layout, N, C, L, m, s, b, relu, nt); break;
+    case 1: elemt_act_typed<F16>(x, res, out, layout, N, C, L, m, s, b, relu, nt); break;
+    default: elemt_act_typed<BF16>(x, res, out, layout, N, C, L, m, s, b, relu, nt); break;
+  }
+  return 0;
 }
 
 }  // namespace NSB_NS
