@@ -18,6 +18,8 @@ from . import comm, recompute
 from .comm import GroupLike
 from .fingerprint import DTYPE_CODES, Fingerprint, construction_identity, layer_code, next_call_index
 from .function import SyncBatchNormFunction, SyncPlan, activate
+from .fuse import FusedReLU, original_block
+from .fuse import fold as fuse_relus
 from .ops.checks import FLOAT_DTYPES
 
 SYNC_MODES = ("auto", "allgather", "allreduce")
@@ -102,10 +104,11 @@ class SyncBatchNorm(_BatchNorm):
             BatchNorm + ReLU keep. :func:`convert_sync_batchnorm` with
             ``fuse=True`` sets it where a ReLU provably follows.
 
-    ``forward(input, residual=None)``: ``residual`` (input's shape and dtype,
-    any layout) is added after the affine transform and before the
-    activation, as in a ResNet block's ``relu(bn2(conv2(x)) + identity)``;
-    it receives the gradient of that sum.
+    ``forward(input, residual=None)``: ``residual`` (the input's dtype and
+    device) is added after the affine transform and before the activation,
+    as in a ResNet block's ``relu(bn2(conv2(x)) + identity)``, and receives
+    the gradient of that sum. Of the input's shape (any layout) it is fused;
+    one that broadcasts is added by torch after the normalization.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -215,14 +218,17 @@ class SyncBatchNorm(_BatchNorm):
         use_batch_stats = self.training or self.running_mean is None
         return self._normalize(input, use_batch_stats=use_batch_stats, sync=self.training, residual=residual)
 
-    def _check_residual(self, input: Tensor, residual: Tensor) -> None:
+    def _fusable_residual(self, input: Tensor, residual: Tensor) -> bool:
+        """True when ``residual`` has the input's shape (fused); False for one
+        that broadcasts (then torch adds it); raises for another dtype or device."""
         if not isinstance(residual, Tensor):
             raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
-        if residual.shape != input.shape or residual.dtype != input.dtype or residual.device != input.device:
+        if residual.dtype != input.dtype or residual.device != input.device:
             raise ValueError(
-                f"residual must match the input's shape, dtype and device ({tuple(input.shape)}, {input.dtype}, "
-                f"{input.device}), got {tuple(residual.shape)}, {residual.dtype}, {residual.device}"
+                f"residual must have the input's dtype and device ({input.dtype}, {input.device}), "
+                f"got {residual.dtype}, {residual.device}"
             )
+        return residual.shape == input.shape
 
     def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor] = None) -> Tensor:
         """The one place that decides what to compute (fronts call it directly).
@@ -232,9 +238,14 @@ class SyncBatchNorm(_BatchNorm):
         no communication). sync: batch statistics over the process group.
         residual and ``self.activation``: see the class docstring."""
         self._check_input_dim(input)
-        if residual is not None:
-            self._check_residual(input, residual)
         relu = self.activation == "relu"
+        if residual is not None and not self._fusable_residual(input, residual):
+            # A broadcast residual: bn(x) + residual as torch computes it, not fused.
+            return activate(self._statistics_step(input, use_batch_stats, sync, None, False), residual, relu)
+        return self._statistics_step(input, use_batch_stats, sync, residual, relu)
+
+    def _statistics_step(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor],
+                         relu: bool) -> Tensor:
         if not use_batch_stats:
             y = F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
             return activate(y, residual, relu)
@@ -307,12 +318,19 @@ class SyncBatchNorm(_BatchNorm):
         )
 
     @classmethod
-    def convert_sync_batchnorm(cls, module: torch.nn.Module, process_group: GroupLike = None) -> torch.nn.Module:
+    def convert_sync_batchnorm(cls, module: torch.nn.Module, process_group: GroupLike = None,
+                               fuse: bool = False) -> torch.nn.Module:
         """Replace every BatchNorm1d/2d/3d (and torch.nn.SyncBatchNorm) in ``module``
         by ``cls``, sharing parameters and keeping buffers, training flag and
         device. InstanceNorm layers are left alone. Returns the converted module
-        (the module itself is converted in place below the root)."""
-        return _convert(module, cls, process_group)
+        (the module itself is converted in place below the root).
+
+        ``fuse=True`` also folds the ``nn.ReLU`` that provably follows a
+        converted layer, with the residual add of a ResNet block before it,
+        into the layer (``activation="relu"``, :mod:`npu_syncbn.fuse` says
+        where that is proven); :func:`revert_sync_batchnorm` undoes it."""
+        out = _convert(module, cls, process_group)
+        return fuse_relus(out, cls) if fuse else out
 
     def extra_repr(self) -> str:
         group = self.process_group
@@ -373,9 +391,9 @@ def _convert(module: torch.nn.Module, cls: Type[SyncBatchNorm], process_group: G
     return out
 
 
-def convert_sync_batchnorm(module: torch.nn.Module, process_group: GroupLike = None) -> torch.nn.Module:
+def convert_sync_batchnorm(module: torch.nn.Module, process_group: GroupLike = None, fuse: bool = False) -> torch.nn.Module:
     """Function form of :meth:`SyncBatchNorm.convert_sync_batchnorm`."""
-    return SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    return SyncBatchNorm.convert_sync_batchnorm(module, process_group, fuse)
 
 
 def revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
@@ -384,12 +402,22 @@ def revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
 
     A layer made by :func:`convert_sync_batchnorm` goes back to its original
     class (BatchNorm1d/2d/3d); one constructed directly becomes BatchNorm2d,
-    whose only difference from 1d/3d is the input-rank check it applies."""
+    whose only difference from 1d/3d is the input-rank check it applies.
+    What ``fuse=True`` folded comes back as it was (the ``nn.ReLU`` in its
+    Sequential, the original block of a traced one); a layer constructed
+    with ``activation="relu"`` becomes ``nn.Sequential(BatchNorm2d, nn.ReLU())``."""
+    block = original_block(module)
+    if block is not None:
+        return revert_sync_batchnorm(block)
+    if isinstance(module, FusedReLU):
+        return torch.nn.ReLU(module.inplace)
     out = module
     if isinstance(module, SyncBatchNorm):
         target = getattr(module, "_reverts_to", None) or torch.nn.BatchNorm2d
         out = target(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         _copy_state(module, out)
+        if module.activation == "relu" and not getattr(module, "_relu_folded", False):
+            out = torch.nn.Sequential(out, torch.nn.ReLU())
     for name, child in module.named_children():
         out.add_module(name, revert_sync_batchnorm(child))
     return out

@@ -4,25 +4,31 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+import fuse_scenarios
 import npu_syncbn
 
 
-def _net(sync_mode: str) -> nn.Module:
+def _net(sync_mode: str, fuse: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    net = npu_syncbn.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2)))
+    layers = [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2)]
+    if fuse:  # also a residual block: bn2 folds "+= identity" and the ReLU
+        layers.append(fuse_scenarios.BasicBlock(2, 2))
+    net = npu_syncbn.convert_sync_batchnorm(nn.Sequential(*layers), fuse=fuse)
+    fused = [m for m in net.modules() if isinstance(m, npu_syncbn.SyncBatchNorm) and m.activation == "relu"]
+    assert len(fused) == (3 if fuse else 0), f"fused layers: {fused}"
     for m in net.modules():
         if isinstance(m, npu_syncbn.SyncBatchNorm):
             m.sync_mode = sync_mode
     return net
 
 
-def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph: bool, backend: str):
+def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph: bool, backend: str, fuse: bool = False):
     """Train an eager and a compiled copy side by side for 3 SGD steps; return
     the worst differences in outputs, input grads, parameters and running stats."""
     import torch._dynamo
 
     torch._dynamo.reset()
-    eager, compiled = _net(sync_mode), _net(sync_mode)
+    eager, compiled = _net(sync_mode, fuse), _net(sync_mode, fuse)
     fast = torch.compile(compiled, fullgraph=fullgraph, backend=backend)
     opt_e = torch.optim.SGD(eager.parameters(), lr=0.1)
     opt_c = torch.optim.SGD(compiled.parameters(), lr=0.1)
@@ -41,7 +47,7 @@ def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph
         worst["output"] = max(worst["output"], float((ye - yc).detach().abs().max()))
         worst["grad_input"] = max(worst["grad_input"], float((xe.grad - xc.grad).abs().max()))
     worst["state"] = max(float((a.float() - b.float()).abs().max()) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()))
-    worst["graph_breaks"] = torch._dynamo.explain(_net(sync_mode))(torch.randn(2, 3, 6, 6)).graph_break_count if fullgraph else -1
+    worst["graph_breaks"] = torch._dynamo.explain(_net(sync_mode, fuse))(torch.randn(2, 3, 6, 6)).graph_break_count if fullgraph else -1
     return worst
 
 

@@ -85,9 +85,15 @@ def test_bad_activation(bad, error):
         SyncBatchNorm(3, **bad)
 
 
+def test_broadcast_residual_is_added_as_torch_adds_it():
+    torch.manual_seed(0)
+    bn, ref = SyncBatchNorm(3, activation="relu"), torch.nn.BatchNorm2d(3)
+    x, r = torch.randn(4, 3, 5, 5), torch.randn(3, 1, 1)
+    assert torch.equal(bn(x, r), torch.relu(ref(x) + r))
+
+
 @pytest.mark.parametrize("residual, match", [
-    (torch.randn(4, 3, 5), "residual must match"),
-    (torch.randn(4, 3, 5, 5, dtype=torch.float64), "residual must match"),
+    (torch.randn(4, 3, 5, 5, dtype=torch.float64), "residual must have the input's dtype"),
     ([1.0], "residual must be a torch.Tensor"),
 ])
 def test_bad_residual(residual, match):
