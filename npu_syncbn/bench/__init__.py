@@ -8,9 +8,9 @@ Usage (console script ``npu-syncbn-bench``)::
 
 The parent process spawns W ranks (gloo on loopback, ``--threads`` torch
 threads each, default 1 so that ranks do not fight over cores). On every rank
-and for every shape, one run interleaves R repetitions of three timed steps,
+and for every shape, one run interleaves R repetitions of the timed steps,
 in a rotating order so that drift (other load, thermal, caches) hits all
-three alike:
+of them alike:
 
 * ``sync``: ``npu_syncbn.SyncBatchNorm`` in training mode, forward + ``y.backward(grad)``
   with an input that requires grad;
@@ -23,6 +23,18 @@ three alike:
   these go through the channel's Python collectives, about 10-20 us more
   each on the 2-core VM: (sync - coll) errs low by that much (~0.03 of a
   256x1024 local step).
+
+* ``read`` and ``copy``: ``x.sum()`` and a copy of the activation, on every
+  rank at once; ``floor = 4 * read + 2 * copy``, the 6 reads and 2 writes any
+  BatchNorm training step moves (see :func:`floor_seconds`), and
+  ``sync/floor`` says how close the step comes to it;
+* ``kernel:*``: the four C kernels of the fused CPU step alone (when they
+  take the dtype and layout), as GB/s against the copy's, so that the part
+  of a step that is neither kernel nor floor shows (Python, autograd,
+  waiting for the peer at the two rendezvous);
+* ``fused`` / ``unfused`` (unless ``--no-fused``):
+  ``SyncBatchNorm(activation="relu")(x, residual)`` against SyncBatchNorm,
+  ``+=`` and ``ReLU(inplace=True)`` as torchvision's blocks do.
 
 A barrier (not timed) precedes every timed step. A repetition's time is the
 largest over ranks (the step time of the slowest rank); the tables give the
@@ -52,22 +64,22 @@ Bytes sent per rank per step come from a ring model, not a measurement
 units of the input activation's size).
 
 Modules: cli (arguments, printing, --json), world (spawning the ranks),
-measure (one rank's timed steps), plans (collectives and their bytes),
-report (tables, plot).
+measure (one rank's timed steps), kernels (the C kernels alone), plans
+(collectives and their bytes), report (tables, plot).
 """
 from __future__ import annotations
 
 import importlib.util  # noqa: F401  (tests stub importlib.util.find_spec through here)
 
 from .cli import DEFAULT_SHAPES, DTYPES, PLOT_WORLD_SIZES, build_parser, main, parse_shape
-from .measure import saved_for_backward, summarize
+from .measure import floor_seconds, saved_for_backward, summarize
 from .plans import BYTES_MODEL, collective_plan, fingerprint_check_enabled, modelled_bytes_per_rank, resolve_mode, ring_bytes_per_rank
 from .report import COLUMNS, format_memory, format_table, make_plot
 from .world import MALLOC_TUNING, core_groups, rank_environment, run_world
 
 __all__ = [
     "BYTES_MODEL", "COLUMNS", "DEFAULT_SHAPES", "DTYPES", "MALLOC_TUNING", "PLOT_WORLD_SIZES", "build_parser",
-    "collective_plan", "core_groups", "fingerprint_check_enabled", "format_memory", "format_table", "main",
+    "collective_plan", "core_groups", "fingerprint_check_enabled", "floor_seconds", "format_memory", "format_table", "main",
     "make_plot", "modelled_bytes_per_rank", "parse_shape", "rank_environment", "resolve_mode",
     "ring_bytes_per_rank", "run_world", "saved_for_backward", "summarize",
 ]

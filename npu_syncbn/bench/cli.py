@@ -10,7 +10,7 @@ import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .plans import BYTES_MODEL
-from .report import format_floor, format_fused, format_memory, format_table, make_plot
+from .report import format_floor, format_fused, format_kernels, format_memory, format_table, make_plot
 from .world import MALLOC_TUNING, core_groups, rank_environment, run_world
 
 DEFAULT_SHAPES: Tuple[Tuple[int, ...], ...] = ((16, 64, 56, 56), (32, 256, 14, 14), (256, 1024))
@@ -128,6 +128,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("floor = 4 reads + 2 copies of the activation (= 6 reads + 2 writes, what any BatchNorm step moves), "
           "each pass timed on every rank at once in the same interleaved run:")
     print(format_floor(rows))
+    kernels = format_kernels(rows)
+    if kernels:
+        print("C kernels alone, timed the same way: GB/s (over the copy's GB/s); step-kernels = Python, autograd, "
+              "allocation and waiting for the peer at the two rendezvous:")
+        print(kernels)
     fused = format_fused(rows)
     if fused:
         print("fused BN + add + ReLU (residual of the input's shape) against unfused bn, +=, ReLU(inplace=True):")

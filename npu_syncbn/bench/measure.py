@@ -6,6 +6,7 @@ import statistics
 import time
 from typing import Any, Dict, List, Sequence
 
+from .kernels import kernel_passes, kernel_rows
 from .plans import _CollectiveTrace, collective_plan, resolve_mode, ring_bytes_per_rank
 
 
@@ -158,6 +159,9 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
 
     kinds = {"sync": lambda: step(sync), "local": lambda: step(local), "coll": coll_step,
              "read": lambda: timed(source.sum), "copy": lambda: timed(lambda: sink.copy_(source))}
+    kernels = kernel_passes(x, grad)
+    for name, (call, _) in kernels.items():
+        kinds["kernel:" + name] = lambda call=call: timed(call)
     if cfg.get("fused", True):
         kinds["fused"] = lambda: step(fused, lambda: fused(x, residual))
         kinds["unfused"] = lambda: step(sync, unfused_forward)
@@ -185,7 +189,7 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     def slowest(kind, part):  # per repetition: the slowest rank
         return [max(g[kind][part][i] for g in gathered) for i in range(cfg["reps"])]
 
-    passes = ("read", "copy")
+    passes = ("read", "copy") + tuple("kernel:" + k for k in kernels)
     summary = {k: {"step_ms": summarize(slowest(k, "step")), "forward_ms": summarize(slowest(k, "fwd"))}
                for k in kinds if k not in passes}
     s, l, cl = (summary[k]["step_ms"]["median"] for k in ("sync", "local", "coll"))
@@ -237,4 +241,9 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
         fz, uf = summary["fused"]["step_ms"]["median"], summary["unfused"]["step_ms"]["median"]
         row.update(fused=summary["fused"], unfused=summary["unfused"], fused_over_unfused=fz / uf,
                    fused_saving_ms=uf - fz)
+    if kernels:
+        per = kernel_rows({k: summarize(slowest("kernel:" + k, "step")) for k in kernels}, act_bytes, row["copy_GBps"])
+        total = sum(r["ms"]["median"] for r in per.values())
+        row.update(kernels=per, kernels_ms=total, kernels_over_floor=total / floor["median"],
+                   step_beyond_kernels_ms=s - total)
     return row
