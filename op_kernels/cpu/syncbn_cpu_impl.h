@@ -19,7 +19,6 @@ typedef int64_t i64;
 constexpr i64 ACC = 4096;     // elements of one float32 partial sum (W lanes)
 constexpr int W = 64;         // accumulator lanes (4 vectors of VL = 16)
 constexpr i64 SEG = 32768;    // NCL stats segment (elements of one channel, L2-resident)
-constexpr i64 BLK = 32768;    // NLC block (rows * C elements, 128 KiB of float32: L2-resident)
 constexpr i64 GRAIN = 32768;  // elements per thread below which we do not split
 
 static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
@@ -340,8 +339,11 @@ static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, co
 }
 
 // ------------------------------------------------------------------ NLC pieces
-// At most 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the NCL sums.
-static inline i64 nlc_rows_per_block(i64 C) { return imin(128, imax(16, BLK / C)); }
+// 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the
+// NCL sums. Whatever C: the statistics' two passes reuse one channel tile's
+// column of the block (16 KiB), not the whole block, and fewer rows made the
+// per-block merge of every channel cost as much as the data (C = 1024).
+static inline i64 nlc_rows_per_block(i64) { return 128; }
 
 // Statistics in channel tiles of TILE channels kept in registers across the
 // rows of a block, both passes over the tile's block from L1 (row loops over
@@ -351,7 +353,7 @@ static inline i64 nlc_rows_per_block(i64 C) { return imin(128, imax(16, BLK / C)
 // they have C / VL independent chains already). The backward reduce keeps
 // its row loop: a single pass, it ran as fast as with tiles or faster.
 constexpr i64 TILE = 2 * VL;
-static inline i64 nlc_tiled(i64 C) { return C <= 256 ? C / TILE * TILE : 0; }
+static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
 
 template <class D>
 static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1, float k, float* fs, float* f1,
