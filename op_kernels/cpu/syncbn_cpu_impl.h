@@ -451,61 +451,23 @@ static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, co
 }
 
 // ------------------------------------------------------------------ kernels
-// out = (x - m[c]) * s[c] + b[c]                      (elemt)
-// out = a[c] * dy + (x - m[c]) * s[c] + b[c]          (backward_elemt)
-template <class D, bool BWD>
-static void elementwise(const typename D::T* dy, const typename D::T* x, typename D::T* out, int layout, i64 N, i64 C,
-                        i64 L, const float* __restrict a, const float* __restrict m, const float* __restrict s,
-                        const float* __restrict b, int nt) {
-  typedef typename D::T T;
-  const i64 total = N * C * L;
-  if (layout == 0) {
-    const i64 Q = N * C;
-    const int t = threads_for(nt, total, Q);
-#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-    for (i64 q = 0; q < Q; ++q) {
-      const i64 c = q % C;
-      const float mc = m[c], sc = s[c], bc = b[c];
-      const T* __restrict px = x + q * L;
-      T* __restrict po = out + q * L;
-      if (BWD) {
-        const float ac = a[c];
-        const T* __restrict pd = dy + q * L;
-        for (i64 i = 0; i < L; ++i) po[i] = D::st(ac * D::ld(pd[i]) + ((D::ld(px[i]) - mc) * sc + bc));
-      } else {
-        for (i64 i = 0; i < L; ++i) po[i] = D::st((D::ld(px[i]) - mc) * sc + bc);
-      }
-    }
-  } else {
-    const int t = threads_for(nt, total, N);
-#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-    for (i64 r = 0; r < N; ++r) {
-      const T* __restrict px = x + r * C;
-      T* __restrict po = out + r * C;
-      if (BWD) {
-        const T* __restrict pd = dy + r * C;
-        for (i64 c = 0; c < C; ++c) po[c] = D::st(a[c] * D::ld(pd[c]) + ((D::ld(px[c]) - m[c]) * s[c] + b[c]));
-      } else {
-        for (i64 c = 0; c < C; ++c) po[c] = D::st((D::ld(px[c]) - m[c]) * s[c] + b[c]);
-      }
-    }
-  }
-}
-
 // The forward's epilogue act(bn + res): rounded to T after the affine and
 // after the add, as the op path's elemt, add_ and relu_ round one by one.
 template <class D, bool RES, bool RELU>
 static inline typename D::T epilogue(float v, const typename D::T* __restrict r, i64 i) {
+  if (!RES && !RELU) return D::st(v);
   v = D::ld(D::st(v));
   if (RES) v = D::ld(D::st(v + D::ld(r[i])));
   if (RELU) v = v < 0.f ? 0.f : v;  // -0 and NaN stay, as torch.relu leaves them
   return D::st(v);
 }
 
-// out = act((x - m[c]) * s[c] + b[c] + res): elemt with a residual and/or ReLU.
-template <class D, bool RES, bool RELU>
-static void elemt_act(const typename D::T* x, const typename D::T* res, typename D::T* out, int layout, i64 N, i64 C,
-                      i64 L, const float* __restrict m, const float* __restrict s, const float* __restrict b, int nt) {
+// out = act((x - m[c]) * s[c] + b[c] + res)          (elemt; act, res by RELU, RES)
+// out = a[c] * dy + (x - m[c]) * s[c] + b[c]          (backward_elemt)
+template <class D, bool BWD, bool RES = false, bool RELU = false>
+static void elementwise(const typename D::T* dy, const typename D::T* x, const typename D::T* res, typename D::T* out,
+                        int layout, i64 N, i64 C, i64 L, const float* __restrict a, const float* __restrict m,
+                        const float* __restrict s, const float* __restrict b, int nt) {
   typedef typename D::T T;
   const i64 total = N * C * L;
   if (layout == 0) {
@@ -518,7 +480,13 @@ static void elemt_act(const typename D::T* x, const typename D::T* res, typename
       const T* __restrict px = x + q * L;
       const T* __restrict pr = RES ? res + q * L : res;
       T* __restrict po = out + q * L;
-      for (i64 i = 0; i < L; ++i) po[i] = epilogue<D, RES, RELU>((D::ld(px[i]) - mc) * sc + bc, pr, i);
+      if (BWD) {
+        const float ac = a[c];
+        const T* __restrict pd = dy + q * L;
+        for (i64 i = 0; i < L; ++i) po[i] = D::st(ac * D::ld(pd[i]) + ((D::ld(px[i]) - mc) * sc + bc));
+      } else {
+        for (i64 i = 0; i < L; ++i) po[i] = epilogue<D, RES, RELU>((D::ld(px[i]) - mc) * sc + bc, pr, i);
+      }
     }
   } else {
     const int t = threads_for(nt, total, N);
@@ -527,7 +495,12 @@ static void elemt_act(const typename D::T* x, const typename D::T* res, typename
       const T* __restrict px = x + r * C;
       const T* __restrict pr = RES ? res + r * C : res;
       T* __restrict po = out + r * C;
-      for (i64 c = 0; c < C; ++c) po[c] = epilogue<D, RES, RELU>((D::ld(px[c]) - m[c]) * s[c] + b[c], pr, c);
+      if (BWD) {
+        const T* __restrict pd = dy + r * C;
+        for (i64 c = 0; c < C; ++c) po[c] = D::st(a[c] * D::ld(pd[c]) + ((D::ld(px[c]) - m[c]) * s[c] + b[c]));
+      } else {
+        for (i64 c = 0; c < C; ++c) po[c] = epilogue<D, RES, RELU>((D::ld(px[c]) - m[c]) * s[c] + b[c], pr, c);
+      }
     }
   }
 }
@@ -630,12 +603,12 @@ static int run_stats(const void* x, int dtype, int layout, i64 N, i64 C, i64 L, 
 static int run_elementwise(bool bwd, const void* dy, const void* x, void* out, int dtype, int layout, i64 N, i64 C, i64 L,
                            const float* a, const float* m, const float* s, const float* b, int nt) {
   switch (dtype * 2 + (bwd ? 1 : 0)) {
-    case 0: elementwise<F32, false>(nullptr, (const float*)x, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 1: elementwise<F32, true>((const float*)dy, (const float*)x, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 2: elementwise<F16, false>(nullptr, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 3: elementwise<F16, true>((const u16*)dy, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 4: elementwise<BF16, false>(nullptr, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
-    default: elementwise<BF16, true>((const u16*)dy, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 0: elementwise<F32, false>(nullptr, (const float*)x, nullptr, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 1: elementwise<F32, true>((const float*)dy, (const float*)x, nullptr, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 2: elementwise<F16, false>(nullptr, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 3: elementwise<F16, true>((const u16*)dy, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 4: elementwise<BF16, false>(nullptr, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    default: elementwise<BF16, true>((const u16*)dy, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
   }
   return 0;
 }
@@ -660,9 +633,9 @@ static void elemt_act_typed(const void* x, const void* res, void* out, int layou
   const T* px = (const T*)x;
   const T* pr = (const T*)res;
   T* po = (T*)out;
-  if (res && relu) elemt_act<D, true, true>(px, pr, po, layout, N, C, L, m, s, b, nt);
-  else if (res) elemt_act<D, true, false>(px, pr, po, layout, N, C, L, m, s, b, nt);
-  else elemt_act<D, false, true>(px, pr, po, layout, N, C, L, m, s, b, nt);
+  if (res && relu) elementwise<D, false, true, true>(nullptr, px, pr, po, layout, N, C, L, nullptr, m, s, b, nt);
+  else if (res) elementwise<D, false, true, false>(nullptr, px, pr, po, layout, N, C, L, nullptr, m, s, b, nt);
+  else elementwise<D, false, false, true>(nullptr, px, pr, po, layout, N, C, L, nullptr, m, s, b, nt);
 }
 
 static int run_elemt_act(const void* x, const void* res, void* out, int dtype, int layout, i64 N, i64 C, i64 L,
