@@ -10,9 +10,11 @@ Here the kernels write straight into this rank's slot of the channel
 
 * forward: stats -> own slot [fingerprint | mean | invstd | count] ->
   rendezvous -> fingerprint compare -> merge + running stats from all
-  slots -> elemt;
-* backward: reduce -> own slot [sum_dy | sum_dy_xmu] -> rendezvous ->
-  rank-order sum -> backward elemt.
+  slots -> elemt (with the residual add and ReLU of ``activation="relu"``
+  in its epilogue);
+* backward: reduce (through a ReLU: dy masked by the saved output, the
+  masked gradient written in the same pass) -> own slot [sum_dy |
+  sum_dy_xmu] -> rendezvous -> rank-order sum -> backward elemt.
 
 Same kernels, row layout, payload sizes and dtype, and the same rank-order
 float32 sum as the op path over the channel: the results are bitwise those
