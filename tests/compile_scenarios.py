@@ -54,7 +54,7 @@ def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph
 HOST_SYNC_OPS = {"aten._local_scalar_dense", "aten.equal", "aten.is_nonzero", "aten.item"}
 
 
-def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum):
+def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum, fused: bool = False):
     """Ops of one forward+backward that would read device values on the host.
 
     Records every op dispatched at the top level of the step (what runs on the
@@ -74,12 +74,16 @@ def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum):
 
     os.environ["NPU_SYNCBN_CHECK"] = "never"  # what accelerators get by default
     try:
-        m = npu_syncbn.SyncBatchNorm(4, momentum=momentum, sync_mode=sync_mode)
+        m = npu_syncbn.SyncBatchNorm(4, momentum=momentum, sync_mode=sync_mode, activation="relu" if fused else None)
         x = torch.randn(3, 4, 5, requires_grad=True)
+        r = torch.randn(3, 4, 5, requires_grad=True) if fused else None
+        # One step before recording: a group's first collective sets up the
+        # shared-memory channel once, reading its agreement on the host.
+        m(x, r).sum().backward()
         rec = Recorder()
         with rec:
-            y = m(x)
+            y = m(x, r)
             y.backward(torch.ones_like(y))
     finally:
         os.environ.pop("NPU_SYNCBN_CHECK")
-    return sorted(rec.names & HOST_SYNC_OPS), sorted(n for n in rec.names if n.startswith("npu_syncbn."))
+    return sorted(rec.names & HOST_SYNC_OPS), sorted(n for n in rec.names if n.startswith(("npu_syncbn.", "aten.threshold")))
