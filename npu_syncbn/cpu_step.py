@@ -10,9 +10,11 @@ Here the kernels write straight into this rank's slot of the channel
 
 * forward: stats -> own slot [fingerprint | mean | invstd | count] ->
   rendezvous -> fingerprint compare -> merge + running stats from all
-  slots -> elemt;
-* backward: reduce -> own slot [sum_dy | sum_dy_xmu] -> rendezvous ->
-  rank-order sum -> backward elemt.
+  slots -> elemt (with the residual add and ReLU of ``activation="relu"``
+  in its epilogue);
+* backward: reduce (through a ReLU: dy masked by the saved output, the
+  masked gradient written in the same pass) -> own slot [sum_dy |
+  sum_dy_xmu] -> rendezvous -> rank-order sum -> backward elemt.
 
 Same kernels, row layout, payload sizes and dtype, and the same rank-order
 float32 sum as the op path over the channel: the results are bitwise those
@@ -100,16 +102,23 @@ def _settle(channel: shm.ShmChannel, k: int, rc: int, what: str) -> None:
         raise _kernel_failed(what)
 
 
+def _same_layout(t: Optional[Tensor], input: Tensor, lay) -> bool:
+    """``t`` (a residual, gradient or saved output) is None or what the kernels read as ``input``."""
+    return t is None or (t.dtype == input.dtype and type(t) in _PLAIN and cpu_fast.layout(t) == lay)
+
+
 def forward(input: Tensor, weight, bias, running_mean, running_var, eps: float, momentum, plan,
-            verify: bool) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+            verify: bool, residual: Optional[Tensor] = None,
+            relu: bool = False) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
     """(output, mean, invstd, counts (W,)) of an allgather-mode forward with
-    a float momentum, or None. Raises shm.ChannelError when the exchange
-    fails, FingerprintMismatch when ``verify`` and the ranks disagree."""
+    a float momentum, or None; output = act(bn(x) + residual) with act ReLU
+    when ``relu``. Raises shm.ChannelError when the exchange fails,
+    FingerprintMismatch when ``verify`` and the ranks disagree."""
     if plan.mode != "allgather" or isinstance(momentum, Tensor):
         return None
     c = input.shape[1]
     ready = _setup(input, plan, forward_payload(c), (weight, bias, running_mean, running_var))
-    if ready is None:
+    if ready is None or not _same_layout(residual, input, ready[2]):
         return None
     lib, channel, (kind, n, cc, l) = ready
     output = torch.empty_like(input)
@@ -121,7 +130,7 @@ def forward(input: Tensor, weight, bias, running_mean, running_var, eps: float, 
                               float(eps), _ptr(weight), _ptr(bias), _ptr(running_mean), _ptr(running_var),
                               float(momentum), *plan.fingerprint.values(), int(verify), *channel.geometry(),
                               plan.rank, plan.world_size, k, channel.timeout_s, mean.data_ptr(), invstd.data_ptr(),
-                              counts.data_ptr(), torch.get_num_threads(), _DETAIL)
+                              counts.data_ptr(), _ptr(residual), int(relu), torch.get_num_threads(), _DETAIL)
     _settle(channel, k, rc, "forward")
     if rc == FINGERPRINT:
         fps = torch.from_numpy(channel.floats(k % 2)[:, :FP].copy())
@@ -130,16 +139,18 @@ def forward(input: Tensor, weight, bias, running_mean, running_var, eps: float, 
 
 
 def backward(grad_output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor, weight: Optional[Tensor],
-             counts: Tensor, plan) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
-    """(grad_input, grad_weight, grad_bias) for a step whose input needs a
-    gradient, or None. Raises shm.ChannelError when the exchange fails."""
-    if grad_output.dtype != input.dtype or type(grad_output) not in _PLAIN:
-        return None
+             counts: Tensor, plan, output: Optional[Tensor] = None) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(grad_input, grad_weight, grad_bias, grad_sum) for a step whose input
+    needs a gradient, or None. ``output``: the saved output of a ReLU step,
+    whose mask turns dy into grad_sum, the gradient of bn(x) + residual
+    (written by the reduce pass, then read by the elementwise one); else
+    grad_sum is grad_output. Raises shm.ChannelError when the exchange fails."""
     c = input.shape[1]
     ready = _setup(input, plan, backward_payload(c), (weight, mean, invstd))
-    if ready is None or cpu_fast.layout(grad_output) != ready[2]:
+    if ready is None or not all(_same_layout(t, input, ready[2]) for t in (grad_output, output)):
         return None
     lib, channel, (kind, n, cc, l) = ready
+    grad_sum = grad_output if output is None else torch.empty_like(input)
     grad_input = torch.empty_like(input)
     grad_weight = torch.empty(c, dtype=torch.float32)
     grad_bias = torch.empty(c, dtype=torch.float32)
@@ -147,7 +158,7 @@ def backward(grad_output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor, w
     rc = lib.nsb_sync_backward(grad_output.data_ptr(), input.data_ptr(), grad_input.data_ptr(),
                                cpu_fast.DTYPE_CODES[input.dtype], kind, n, cc, l, mean.data_ptr(), invstd.data_ptr(),
                                _ptr(weight), float(counts.sum()), *channel.geometry(), plan.rank, plan.world_size,
-                               k, channel.timeout_s, grad_weight.data_ptr(), grad_bias.data_ptr(),
-                               torch.get_num_threads(), _DETAIL)
+                               k, channel.timeout_s, grad_weight.data_ptr(), grad_bias.data_ptr(), _ptr(output),
+                               None if output is None else grad_sum.data_ptr(), torch.get_num_threads(), _DETAIL)
     _settle(channel, k, rc, "backward")
-    return grad_input, grad_weight, grad_bias
+    return grad_input, grad_weight, grad_bias, grad_sum

@@ -223,8 +223,30 @@ def _reduce_global_stats(input, mean, invstd, count, running_mean, running_var, 
     return g_mean.to(sd), (g_var + eps).rsqrt().to(sd), total.reshape(1)
 
 
+def activate(y: Tensor, residual: Optional[Tensor], relu: bool) -> Tensor:
+    """relu(y + residual) as autograd-tracked torch ops: the paths that run
+    local BatchNorm (world of one, eval mode) and finish it like the Function."""
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if relu else y
+
+
+def _activate_(output: Tensor, residual: Optional[Tensor], relu: bool) -> Tensor:
+    """relu(output + residual) in place on the Function's fresh output, op by
+    op (add, then relu), so that every path rounds as the fused C step does.
+
+    Torch ops rather than more custom ops: they are aten-shaped already, fuse
+    under inductor and, on NPU tensors, run as torch-npu kernels after our
+    elemt kernel (the AscendC elemt has no activation epilogue yet: those
+    kernels are another change's)."""
+    if residual is not None:
+        output.add_(residual)
+    return output.relu_() if relu else output
+
+
 class SyncBatchNormFunction(torch.autograd.Function):
-    """y = (x - mean) * invstd * weight + bias with mean/invstd over the whole group.
+    """y = act((x - mean) * invstd * weight + bias + residual) with mean/invstd
+    over the whole group; act is the identity or ReLU, residual optional.
 
     Shapes: input (N, C, *), weight/bias/running stats (C,). ``momentum`` is a
     float, or a 0-dim tensor for the cumulative average (no host read).
@@ -243,55 +265,70 @@ class SyncBatchNormFunction(torch.autograd.Function):
         eps: float,
         momentum: Union[float, Tensor],
         plan: SyncPlan,
+        residual: Optional[Tensor] = None,
+        relu: bool = False,
     ) -> Tensor:
         if plan.reuse is not None:  # a recompute: no collective, no running-stat update
             mean, invstd, counts = plan.reuse
-            output = ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
+            output = _activate_(ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps), residual, relu)
         else:
             output, mean, invstd, counts = _synchronized_forward(
-                input, weight, bias, running_mean, running_var, eps, momentum, plan
+                input, weight, bias, running_mean, running_var, eps, momentum, plan, residual, relu
             )
         if plan.keep is not None:
             plan.keep.append((mean, invstd, counts))
         # The same tensors in the same order whether recomputed or not:
         # non-reentrant checkpointing matches saved tensors by position.
-        ctx.save_for_backward(input, weight, mean, invstd, counts)
+        # ReLU's mask comes from the output (y > 0), so that is saved instead
+        # of the pre-activation: as much as local BatchNorm + ReLU keep.
+        ctx.save_for_backward(input, weight, mean, invstd, counts, *((output,) if relu else ()))
         ctx.plan = plan
+        ctx.relu = relu
         return output
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        input, weight, mean, invstd, counts = ctx.saved_tensors
+        input, weight, mean, invstd, counts, *rest = ctx.saved_tensors
+        output = rest[0] if ctx.relu else None
         plan: SyncPlan = ctx.plan
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         grads = None
         if need_input:  # without dx there is no collective, and nothing to fuse
             try:
-                grads = cpu_step.backward(grad_output, input, mean, invstd, weight, counts, plan)
+                grads = cpu_step.backward(grad_output, input, mean, invstd, weight, counts, plan, output)
             except shm.ChannelError as exc:
                 raise _collective_error(exc, plan, "backward gradient") from exc
         if grads is None:
-            grads = _op_path_backward(grad_output, input, weight, mean, invstd, counts, plan, ctx.needs_input_grad[:3])
-        grad_input, grad_weight, grad_bias = grads
+            # The gradient of the sum bn(x) + residual: dy where the output is positive.
+            grad_sum = torch.ops.aten.threshold_backward(grad_output, output, 0) if ctx.relu else grad_output
+            grads = _op_path_backward(grad_sum, input, weight, mean, invstd, counts, plan, ctx.needs_input_grad[:3])
+            grads += (grad_sum,)
+        grad_input, grad_weight, grad_bias, grad_sum = grads
         return (
             grad_input,
             grad_weight if need_weight else None,
             grad_bias if need_bias else None,
             None, None, None, None, None,
+            grad_sum if ctx.needs_input_grad[8:9] == (True,) else None,  # (callers may pass 8 arguments)
+            None,
         )
 
 
-def _synchronized_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan):
+def _synchronized_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan,
+                          residual=None, relu=False):
     """(output, mean, invstd, counts): the fused CPU step when it applies, else op by op."""
     level = check_level(input.device, plan.first_call)  # read once per step
     args = (input, weight, bias, running_mean, running_var, eps, momentum, plan)
     step = None
     if level != "strict":
         try:
-            step = cpu_step.forward(*args, level != "never")
+            step = cpu_step.forward(*args, level != "never", residual, relu)
         except shm.ChannelError as exc:
             raise _collective_error(exc, plan, "forward statistics") from exc
-    return step if step is not None else _op_path_forward(*args, level)
+    if step is not None:
+        return step
+    output, mean, invstd, counts = _op_path_forward(*args, level)
+    return _activate_(output, residual, relu), mean, invstd, counts
 
 
 def _op_path_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan, level: str):

@@ -17,11 +17,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import comm, recompute
 from .comm import GroupLike
 from .fingerprint import DTYPE_CODES, Fingerprint, construction_identity, layer_code, next_call_index
-from .function import SyncBatchNormFunction, SyncPlan
+from .function import SyncBatchNormFunction, SyncPlan, activate
+from .fuse import FusedReLU, original_block
+from .fuse import fold as fuse_relus
 from .ops.checks import FLOAT_DTYPES
 from .ops.schema import stats_dtype
 
 SYNC_MODES = ("auto", "allgather", "allreduce")
+ACTIVATIONS = (None, "relu")
 
 
 def resolve_sync_mode(sync_mode: str, world_size: int, device: torch.device) -> str:
@@ -96,6 +99,17 @@ class SyncBatchNorm(_BatchNorm):
             :func:`npu_syncbn.fingerprint.construction_identity`): equal on
             ranks that build the same model, different between layers, so
             unnamed layers called out of step raise too.
+        activation: None, or "relu" for ``relu(bn(x) + residual)`` in one
+            fused step (apex's ``fuse_relu``): the ReLU's mask is taken from
+            the saved output, so it keeps no activation beyond what local
+            BatchNorm + ReLU keep. :func:`convert_sync_batchnorm` with
+            ``fuse=True`` sets it where a ReLU provably follows.
+
+    ``forward(input, residual=None)``: ``residual`` (the input's dtype and
+    device) is added after the affine transform and before the activation,
+    as in a ResNet block's ``relu(bn2(conv2(x)) + identity)``, and receives
+    the gradient of that sum. Of the input's shape (any layout) it is fused;
+    one that broadcasts is added by torch after the normalization.
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
@@ -129,8 +143,11 @@ class SyncBatchNorm(_BatchNorm):
         dtype=None,
         sync_mode: str = "auto",
         layer_name: str = "",
+        activation: Optional[str] = None,
     ) -> None:
         validate_hyperparameters(num_features, eps, momentum)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
         if sync_mode not in SYNC_MODES:
             raise ValueError(f"sync_mode must be one of {', '.join(SYNC_MODES)}, got {sync_mode!r}")
         if not isinstance(layer_name, str):
@@ -147,6 +164,7 @@ class SyncBatchNorm(_BatchNorm):
         self.process_group = process_group
         self.sync_mode = sync_mode
         self.layer_name = layer_name
+        self.activation = activation
 
     @property
     def layer_name(self) -> str:
@@ -195,30 +213,52 @@ class SyncBatchNorm(_BatchNorm):
             return 1.0 / (self.num_batches_tracked + 1).to(torch.float64)
         return 0.0 if self.momentum is None else self.momentum
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         # As torch: batch statistics in training, and in eval when there are no
         # running stats (then local ones: torch syncs only in training).
         use_batch_stats = self.training or self.running_mean is None
-        return self._normalize(input, use_batch_stats=use_batch_stats, sync=self.training)
+        return self._normalize(input, use_batch_stats=use_batch_stats, sync=self.training, residual=residual)
 
-    def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool) -> Tensor:
+    def _fusable_residual(self, input: Tensor, residual: Tensor) -> bool:
+        """True when ``residual`` has the input's shape (fused); False for one
+        that broadcasts (then torch adds it); raises for another dtype or device."""
+        if not isinstance(residual, Tensor):
+            raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
+        if residual.dtype != input.dtype or residual.device != input.device:
+            raise ValueError(
+                f"residual must have the input's dtype and device ({input.dtype}, {input.device}), "
+                f"got {residual.dtype}, {residual.device}"
+            )
+        return residual.shape == input.shape
+
+    def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor] = None) -> Tensor:
         """The one place that decides what to compute (fronts call it directly).
 
         use_batch_stats: normalize with this batch's statistics (and update the
         running stats when they exist), else with the running stats (no update,
-        no communication). sync: batch statistics over the process group."""
+        no communication). sync: batch statistics over the process group.
+        residual and ``self.activation``: see the class docstring."""
         self._check_input_dim(input)
+        relu = self.activation == "relu"
+        if residual is not None and not self._fusable_residual(input, residual):
+            # A broadcast residual: bn(x) + residual as torch computes it, not fused.
+            return activate(self._statistics_step(input, use_batch_stats, sync, None, False), residual, relu)
+        return self._statistics_step(input, use_batch_stats, sync, residual, relu)
+
+    def _statistics_step(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor],
+                         relu: bool) -> Tensor:
         if not use_batch_stats:
-            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            y = F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return activate(y, residual, relu)
         update = self.running_mean is not None
-        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync)
+        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync, residual, relu)
         if update and stepped and self.num_batches_tracked is not None:
             # Counted only once the step went through, so a step that raised
             # (e.g. ranks out of step) leaves the cumulative average intact.
             self.num_batches_tracked.add_(1)
         return output
 
-    def _batch_stats_step(self, input: Tensor, momentum, sync: bool):
+    def _batch_stats_step(self, input: Tensor, momentum, sync: bool, residual: Optional[Tensor] = None, relu: bool = False):
         """(output, stepped): stepped is False for a checkpoint recompute, which
         reuses its forward's statistics and updates nothing (recompute.py)."""
         running_mean, running_var = self.running_mean, self.running_var
@@ -232,15 +272,17 @@ class SyncBatchNorm(_BatchNorm):
                 # F.batch_norm takes a float: reading it is free on CPU only.
                 if input.device.type != "cpu":
                     return SyncBatchNormFunction.apply(
-                        input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, self._plan(None, 1, input)
+                        input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
+                        self._plan(None, 1, input), residual, relu,
                     ), True
                 momentum = float(momentum)
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps), True
+            y = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
+            return activate(y, residual, relu), True
         reuse = recompute.take(self, input) if recompute.in_recompute() else None
         keep = [] if reuse is None and recompute.may_be_recomputed() else None
         plan = self._plan(group, world_size, input, reuse, keep)
         output = SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, plan
+            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, plan, residual, relu,
         )
         if plan.save_shift is not None:
             self.__dict__["_sync_shift_ready"] = True
@@ -309,12 +351,19 @@ class SyncBatchNorm(_BatchNorm):
         )
 
     @classmethod
-    def convert_sync_batchnorm(cls, module: torch.nn.Module, process_group: GroupLike = None) -> torch.nn.Module:
+    def convert_sync_batchnorm(cls, module: torch.nn.Module, process_group: GroupLike = None,
+                               fuse: bool = False) -> torch.nn.Module:
         """Replace every BatchNorm1d/2d/3d (and torch.nn.SyncBatchNorm) in ``module``
         by ``cls``, sharing parameters and keeping buffers, training flag and
         device. InstanceNorm layers are left alone. Returns the converted module
-        (the module itself is converted in place below the root)."""
-        return _convert(module, cls, process_group)
+        (the module itself is converted in place below the root).
+
+        ``fuse=True`` also folds the ``nn.ReLU`` that provably follows a
+        converted layer, with the residual add of a ResNet block before it,
+        into the layer (``activation="relu"``, :mod:`npu_syncbn.fuse` says
+        where that is proven); :func:`revert_sync_batchnorm` undoes it."""
+        out = _convert(module, cls, process_group)
+        return fuse_relus(out, cls) if fuse else out
 
     def extra_repr(self) -> str:
         group = self.process_group
@@ -324,6 +373,8 @@ class SyncBatchNorm(_BatchNorm):
             shown = f", process_group={group!r}"
         else:
             shown = ", process_group=NON_GROUP_MEMBER" if comm.is_non_member(group) else ", process_group=<ProcessGroup>"
+        if self.activation is not None:
+            shown += f", activation={self.activation!r}"
         return super().extra_repr() + shown
 
 
@@ -373,9 +424,9 @@ def _convert(module: torch.nn.Module, cls: Type[SyncBatchNorm], process_group: G
     return out
 
 
-def convert_sync_batchnorm(module: torch.nn.Module, process_group: GroupLike = None) -> torch.nn.Module:
+def convert_sync_batchnorm(module: torch.nn.Module, process_group: GroupLike = None, fuse: bool = False) -> torch.nn.Module:
     """Function form of :meth:`SyncBatchNorm.convert_sync_batchnorm`."""
-    return SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    return SyncBatchNorm.convert_sync_batchnorm(module, process_group, fuse)
 
 
 def revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
@@ -384,12 +435,22 @@ def revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
 
     A layer made by :func:`convert_sync_batchnorm` goes back to its original
     class (BatchNorm1d/2d/3d); one constructed directly becomes BatchNorm2d,
-    whose only difference from 1d/3d is the input-rank check it applies."""
+    whose only difference from 1d/3d is the input-rank check it applies.
+    What ``fuse=True`` folded comes back as it was (the ``nn.ReLU`` in its
+    Sequential, the original block of a traced one); a layer constructed
+    with ``activation="relu"`` becomes ``nn.Sequential(BatchNorm2d, nn.ReLU())``."""
+    block = original_block(module)
+    if block is not None:
+        return revert_sync_batchnorm(block)
+    if isinstance(module, FusedReLU):
+        return torch.nn.ReLU(module.inplace)
     out = module
     if isinstance(module, SyncBatchNorm):
         target = getattr(module, "_reverts_to", None) or torch.nn.BatchNorm2d
         out = target(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         _copy_state(module, out)
+        if module.activation == "relu" and not getattr(module, "_relu_folded", False):
+            out = torch.nn.Sequential(out, torch.nn.ReLU())
     for name, child in module.named_children():
         out.add_module(name, revert_sync_batchnorm(child))
     return out

@@ -4,27 +4,33 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+import fuse_scenarios
 import npu_syncbn
 from dist_utils import rank_device
 
 
-def _net(sync_mode: str) -> nn.Module:
+def _net(sync_mode: str, fuse: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    net = npu_syncbn.convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2)))
+    layers = [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2)]
+    if fuse:  # also a residual block: bn2 folds "+= identity" and the ReLU
+        layers.append(fuse_scenarios.BasicBlock(2, 2))
+    net = npu_syncbn.convert_sync_batchnorm(nn.Sequential(*layers), fuse=fuse)
+    fused = [m for m in net.modules() if isinstance(m, npu_syncbn.SyncBatchNorm) and m.activation == "relu"]
+    assert len(fused) == (3 if fuse else 0), f"fused layers: {fused}"
     for m in net.modules():
         if isinstance(m, npu_syncbn.SyncBatchNorm):
             m.sync_mode = sync_mode
     return net
 
 
-def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph: bool, backend: str):
+def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph: bool, backend: str, fuse: bool = False):
     """Train an eager and a compiled copy side by side for 3 SGD steps; return
     the worst differences in outputs, input grads, parameters and running stats."""
     import torch._dynamo
 
     torch._dynamo.reset()
     dev = rank_device()
-    eager, compiled = _net(sync_mode).to(dev), _net(sync_mode).to(dev)
+    eager, compiled = _net(sync_mode, fuse).to(dev), _net(sync_mode, fuse).to(dev)
     fast = torch.compile(compiled, fullgraph=fullgraph, backend=backend)
     opt_e = torch.optim.SGD(eager.parameters(), lr=0.1)
     opt_c = torch.optim.SGD(compiled.parameters(), lr=0.1)
@@ -43,7 +49,8 @@ def compiled_matches_eager(rank: int, world_size: int, sync_mode: str, fullgraph
         worst["output"] = max(worst["output"], float((ye - yc).detach().abs().max()))
         worst["grad_input"] = max(worst["grad_input"], float((xe.grad - xc.grad).abs().max()))
     worst["state"] = max(float((a.float() - b.float()).abs().max()) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()))
-    worst["graph_breaks"] = torch._dynamo.explain(_net(sync_mode).to(dev))(torch.randn(2, 3, 6, 6, device=dev)).graph_break_count if fullgraph else -1
+    worst["graph_breaks"] = (torch._dynamo.explain(_net(sync_mode, fuse).to(dev))(torch.randn(2, 3, 6, 6, device=dev)).graph_break_count
+                             if fullgraph else -1)
     return worst
 
 
@@ -63,7 +70,7 @@ def compiled_matches_eager_or_why_not(rank: int, world_size: int, sync_mode: str
 HOST_SYNC_OPS = {"aten._local_scalar_dense", "aten.equal", "aten.is_nonzero", "aten.item"}
 
 
-def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum):
+def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum, fused: bool = False):
     """Ops of one forward+backward that would read device values on the host.
 
     Records every op dispatched at the top level of the step (what runs on the
@@ -83,12 +90,16 @@ def host_syncs_in_step(rank: int, world_size: int, sync_mode: str, momentum):
 
     os.environ["NPU_SYNCBN_CHECK"] = "never"  # what accelerators get by default
     try:
-        m = npu_syncbn.SyncBatchNorm(4, momentum=momentum, sync_mode=sync_mode)
+        m = npu_syncbn.SyncBatchNorm(4, momentum=momentum, sync_mode=sync_mode, activation="relu" if fused else None)
         x = torch.randn(3, 4, 5, requires_grad=True)
+        r = torch.randn(3, 4, 5, requires_grad=True) if fused else None
+        # One step before recording: a group's first collective sets up the
+        # shared-memory channel once, reading its agreement on the host.
+        m(x, r).sum().backward()
         rec = Recorder()
         with rec:
-            y = m(x)
+            y = m(x, r)
             y.backward(torch.ones_like(y))
     finally:
         os.environ.pop("NPU_SYNCBN_CHECK")
-    return sorted(rec.names & HOST_SYNC_OPS), sorted(n for n in rec.names if n.startswith("npu_syncbn."))
+    return sorted(rec.names & HOST_SYNC_OPS), sorted(n for n in rec.names if n.startswith(("npu_syncbn.", "aten.threshold")))

@@ -66,6 +66,24 @@ def test_bench_end_to_end(tmp_path, extra):
     positive_finite(row["sync_over_local"], "sync_over_local")
     assert math.isfinite(row["sync_minus_collectives_over_local"])  # a difference of medians: sign not asserted
     positive_finite(row["bytes_per_rank"], "bytes_per_rank")
+    # The floor: read and copy passes timed in the same run, combined as 4 reads + 2 copies.
+    for key in ("floor_ms", "read_ms", "copy_ms"):
+        assert row[key]["n"] == 3
+        positive_finite(row[key]["median"], f"{key}.median")
+    for key in ("read_GBps", "copy_GBps", "sync_over_floor"):
+        positive_finite(row[key], key)
+    assert row["sync_over_floor"] == pytest.approx(row["sync"]["step_ms"]["median"] / row["floor_ms"]["median"])
+    assert "floor = 4 reads + 2 copies" in proc.stdout and "sync/floor" in header.split()
+    # Each C kernel beside the floor, and the fused BN + add + ReLU against the unfused one.
+    assert set(row["kernels"]) == {"stats", "elemt", "reduce", "backward_elemt"}
+    for name, k in row["kernels"].items():
+        positive_finite(k["GBps"], f"kernels.{name}.GBps")
+        assert k["over_copy_bandwidth"] == pytest.approx(k["GBps"] / row["copy_GBps"])
+    assert row["kernels_over_floor"] == pytest.approx(row["kernels_ms"] / row["floor_ms"]["median"])
+    for kind in ("fused", "unfused"):
+        positive_finite(row[kind]["step_ms"]["median"], f"{kind}.step_ms")
+    assert row["fused_over_unfused"] == pytest.approx(row["fused"]["step_ms"]["median"] / row["unfused"]["step_ms"]["median"])
+    assert "fused BN + add + ReLU" in proc.stdout
     for key in ("activation_bytes", "sync_saved_bytes", "local_saved_bytes", "sync_saved_activations",
                 "local_saved_activations", "sync_over_local_saved"):
         positive_finite(row["memory"][key], f"memory.{key}")
@@ -80,6 +98,12 @@ def test_bench_end_to_end(tmp_path, extra):
     assert sum(p["bytes"] for p in plan) == pytest.approx(row["bytes_per_rank"])
     for p in plan:
         assert p["bytes"] == pytest.approx(bench.ring_bytes_per_rank(p["collective"], p["numel"], p["itemsize"], 2))
+
+
+def test_floor_is_six_reads_and_two_writes():
+    # A copy is a read and a write: 6 reads + 2 writes = 4 reads + 2 copies.
+    read, write = 0.25, 0.5
+    assert bench.floor_seconds(read, read + write) == pytest.approx(6 * read + 2 * write)
 
 
 def test_ring_model():

@@ -12,3 +12,9 @@ def test_step_has_no_host_synchronization(ranks, sync_mode, momentum):
         assert syncs == [], f"rank {rank}: host reads {syncs}"
         # The recorder must have seen the step's own ops, or it proves nothing.
         assert "npu_syncbn.batch_norm_stats" in ops and "npu_syncbn.batch_norm_backward_elemt" in ops, ops
+
+
+def test_fused_relu_residual_step_has_no_host_synchronization(ranks):
+    for rank, (syncs, ops) in enumerate(ranks(2).run(compile_scenarios.host_syncs_in_step, "allgather", 0.1, True)):
+        assert syncs == [], f"rank {rank}: host reads {syncs}"
+        assert "aten.threshold_backward" in ops and "npu_syncbn.batch_norm_elemt" in ops, ops

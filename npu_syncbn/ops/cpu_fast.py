@@ -51,9 +51,9 @@ _SIGNATURES = {
     "nsb_exchange": [_P, _I64, _I, _I, _I64, _I64, _I64, _D],
     # sync_step.cpp, for npu_syncbn/cpu_step.py
     "nsb_sync_forward": [_P, _P, _I, _I, _I64, _I64, _I64, _D, _P, _P, _P, _P, _D, _D, _D, _D, _D, _I,
-                         _P, _I64, _P, _I64, _I, _I, _I64, _D, _P, _P, _P, _I, _P],
+                         _P, _I64, _P, _I64, _I, _I, _I64, _D, _P, _P, _P, _P, _I, _I, _P],
     "nsb_sync_backward": [_P, _P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _D,
-                          _P, _I64, _P, _I64, _I, _I, _I64, _D, _P, _P, _I, _P],
+                          _P, _I64, _P, _I64, _I, _I, _I64, _D, _P, _P, _P, _P, _I, _P],
 }
 NO_POSITIVE_COUNT = -3  # nsb_gather_merge: every rank's batch is empty
 

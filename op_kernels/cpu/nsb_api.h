@@ -15,6 +15,12 @@ NSB_API int nsb_stats(const void* x, int dtype, int layout, int64_t N, int64_t C
                       float* invstd, int nt);
 NSB_API int nsb_elemt(const void* x, void* y, int dtype, int layout, int64_t N, int64_t C, int64_t L,
                       const float* mean, const float* invstd, const float* weight, const float* bias, int nt);
+NSB_API int nsb_elemt_act(const void* x, const void* residual, void* y, int dtype, int layout, int64_t N, int64_t C,
+                          int64_t L, const float* mean, const float* invstd, const float* weight, const float* bias,
+                          int relu, int nt);
+NSB_API int nsb_backward_reduce_relu(const void* dy, const void* y, void* dz, const void* x, int dtype, int layout,
+                                     int64_t N, int64_t C, int64_t L, const float* mean, const float* invstd,
+                                     float* sum_dy, float* sum_dy_xmu, float* grad_weight, float* grad_bias, int nt);
 NSB_API int nsb_backward_reduce(const void* dy, const void* x, int dtype, int layout, int64_t N, int64_t C, int64_t L,
                                 const float* mean, const float* invstd, float* sum_dy, float* sum_dy_xmu,
                                 float* grad_weight, float* grad_bias, int nt);

@@ -44,15 +44,16 @@ int rendezvous(int64_t* heads, i64 head_stride, int rank, int W, i64 k, i64 nbyt
 }  // namespace
 
 // Forward of the allgather mode: statistics of x, exchanged, merged (running
-// stats updated by momentum), then y = (x - mean) * invstd * weight + bias.
+// stats updated by momentum), then y = act((x - mean) * invstd * weight + bias
+// + residual) (nsb_elemt_act; residual may be NULL, act is ReLU when relu).
 // fp0..fp3: this rank's fingerprint; verify: compare every rank's with it.
 // out_counts: (W) each rank's count, read from the rows.
 NSB_API int nsb_sync_forward(const void* x, void* y, int dtype, int layout, i64 N, i64 C, i64 L, double eps,
                              const float* weight, const float* bias, float* running_mean, float* running_var,
                              double momentum, double fp0, double fp1, double fp2, double fp3, int verify,
                              int64_t* heads, i64 head_stride, char* slots, i64 slot_bytes, int rank, int W, i64 k,
-                             double timeout_s, float* out_mean, float* out_invstd, float* out_counts, int nt,
-                             i64* detail) {
+                             double timeout_s, float* out_mean, float* out_invstd, float* out_counts,
+                             const void* residual, int relu, int nt, i64* detail) {
   const i64 row = NSB_FP + 2 * C + 1;
   float* own = (float*)slot_of(slots, slot_bytes, rank, k);
   if (nsb_stats(x, dtype, layout, N, C, L, eps, own + NSB_FP, own + NSB_FP + C, nt) != 0) return NSB_STEP_FAILED_BEFORE;
@@ -70,20 +71,26 @@ NSB_API int nsb_sync_forward(const void* x, void* y, int dtype, int layout, i64 
   if (nsb_gather_merge(rows + NSB_FP, rows + NSB_FP + C, stride, rows + NSB_FP + 2 * C, stride, W, C, eps,
                        running_mean, running_var, momentum, out_mean, out_invstd) != 0)
     return NSB_STEP_FAILED_AFTER;  // (never "no positive count": this rank's N * L > 0)
-  if (nsb_elemt(x, y, dtype, layout, N, C, L, out_mean, out_invstd, weight, bias, nt) != 0) return NSB_STEP_FAILED_AFTER;
+  if (nsb_elemt_act(x, residual, y, dtype, layout, N, C, L, out_mean, out_invstd, weight, bias, relu, nt) != 0)
+    return NSB_STEP_FAILED_AFTER;
   return NSB_STEP_DONE;
 }
 
 // Backward: per-channel sums of dy and dy * (x - mean) (and this rank's
 // grad_weight, grad_bias), summed over the ranks, then dx with count = the
-// global number of elements per channel.
+// global number of elements per channel. y: the output of a ReLU forward
+// (NULL without): the gradient through the ReLU is written to dz by the
+// reduce pass and is what the elementwise pass reads instead of dy.
 NSB_API int nsb_sync_backward(const void* dy, const void* x, void* dx, int dtype, int layout, i64 N, i64 C, i64 L,
                               const float* mean, const float* invstd, const float* weight, double count,
                               int64_t* heads, i64 head_stride, char* slots, i64 slot_bytes, int rank, int W, i64 k,
-                              double timeout_s, float* grad_weight, float* grad_bias, int nt, i64* detail) {
+                              double timeout_s, float* grad_weight, float* grad_bias, const void* y, void* dz, int nt,
+                              i64* detail) {
   float* own = (float*)slot_of(slots, slot_bytes, rank, k);
-  if (nsb_backward_reduce(dy, x, dtype, layout, N, C, L, mean, invstd, own, own + C, grad_weight, grad_bias, nt) != 0)
+  if (nsb_backward_reduce_relu(dy, y, dz, x, dtype, layout, N, C, L, mean, invstd, own, own + C, grad_weight, grad_bias,
+                               nt) != 0)
     return NSB_STEP_FAILED_BEFORE;
+  if (y) dy = dz;
   const int rc = rendezvous(heads, head_stride, rank, W, k, 8 * C, timeout_s, detail);
   if (rc != NSB_STEP_DONE) return rc;
   float* sums = (float*)malloc(2 * C * sizeof(float));

@@ -128,6 +128,15 @@ NSB_API int nsb_stats(const void* x, int dtype, int layout, i64 N, i64 C, i64 L,
 // y = (x - mean) * invstd * weight + bias; weight, bias may be NULL.
 NSB_API int nsb_elemt(const void* x, void* y, int dtype, int layout, i64 N, i64 C, i64 L, const float* mean,
                       const float* invstd, const float* weight, const float* bias, int nt) {
+  return nsb_elemt_act(x, nullptr, y, dtype, layout, N, C, L, mean, invstd, weight, bias, 0, nt);
+}
+
+// y = act((x - mean) * invstd * weight + bias + residual), act = ReLU when relu,
+// rounded to the dtype after the affine and after the add (as the op path's
+// elemt, add_, relu_); residual (x's layout and dtype) may be NULL.
+NSB_API int nsb_elemt_act(const void* x, const void* residual, void* y, int dtype, int layout, i64 N, i64 C, i64 L,
+                          const float* mean, const float* invstd, const float* weight, const float* bias, int relu,
+                          int nt) {
   if (!ok_args(dtype, layout, N, C, L)) return -1;
   base::Buf<float> s(C), b(C);
   if (!s.p || !b.p) return -2;
@@ -135,6 +144,8 @@ NSB_API int nsb_elemt(const void* x, void* y, int dtype, int layout, i64 N, i64 
     s.p[c] = weight ? invstd[c] * weight[c] : invstd[c];
     b.p[c] = bias ? bias[c] : 0.f;
   }
+  if (residual || relu)
+    return NSB_DISPATCH(run_elemt_act, x, residual, y, dtype, layout, N, C, L, mean, s.p, b.p, relu != 0, nt);
   return NSB_DISPATCH(run_elementwise, false, nullptr, x, y, dtype, layout, N, C, L, nullptr, mean, s.p, b.p, nt);
 }
 
@@ -143,10 +154,20 @@ NSB_API int nsb_elemt(const void* x, void* y, int dtype, int layout, i64 N, i64 
 NSB_API int nsb_backward_reduce(const void* dy, const void* x, int dtype, int layout, i64 N, i64 C, i64 L,
                                 const float* mean, const float* invstd, float* sum_dy, float* sum_dy_xmu,
                                 float* grad_weight, float* grad_bias, int nt) {
-  if (!ok_args(dtype, layout, N, C, L)) return -1;
+  return nsb_backward_reduce_relu(dy, nullptr, nullptr, x, dtype, layout, N, C, L, mean, invstd, sum_dy, sum_dy_xmu,
+                                  grad_weight, grad_bias, nt);
+}
+
+// The same over g = (y <= 0 ? 0 : dy), the gradient through a ReLU whose
+// output is y, also written to dz (x's layout and dtype) in the same pass;
+// y == NULL: g = dy and dz is not written.
+NSB_API int nsb_backward_reduce_relu(const void* dy, const void* y, void* dz, const void* x, int dtype, int layout, i64 N,
+                                     i64 C, i64 L, const float* mean, const float* invstd, float* sum_dy,
+                                     float* sum_dy_xmu, float* grad_weight, float* grad_bias, int nt) {
+  if (!ok_args(dtype, layout, N, C, L) || (y && !dz)) return -1;
   base::Buf<double> a(C), b(C);
   if (!a.p || !b.p) return -2;
-  const int rc = NSB_DISPATCH(run_backward_reduce, dy, x, dtype, layout, N, C, L, mean, a.p, b.p, nt);
+  const int rc = NSB_DISPATCH(run_backward_reduce, dy, x, y, dz, dtype, layout, N, C, L, mean, a.p, b.p, nt);
   if (rc != 0) return rc;
   for (i64 c = 0; c < C; ++c) {
     sum_dy[c] = (float)a.p[c];

@@ -10,14 +10,15 @@
 // elements spread over W lanes, everything beyond is double.
 
 namespace NSB_NS {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of inline helpers: no ABI crosses this header
 
 typedef uint16_t u16;
 typedef int64_t i64;
 
 constexpr i64 ACC = 4096;     // elements of one float32 partial sum (W lanes)
-constexpr int W = 32;         // accumulator lanes (4 AVX2 / 8 SSE vectors)
+constexpr int W = 64;         // accumulator lanes (4 vectors of VL = 16)
 constexpr i64 SEG = 32768;    // NCL stats segment (elements of one channel, L2-resident)
-constexpr i64 BLK = 32768;    // NLC block (rows * C elements, 128 KiB of float32: L2-resident)
 constexpr i64 GRAIN = 32768;  // elements per thread below which we do not split
 
 static inline i64 imin(i64 a, i64 b) { return a < b ? a : b; }
@@ -116,84 +117,184 @@ static inline void chan_merge(double& na, double& ma, double& Ma, double nb, dou
   na = n;
 }
 
+// ------------------------------------------------------------------ vectors
+// v16: 16 float32 lanes as GCC vector extensions (one AVX-512 register, two
+// AVX2 ones, four SSE ones). The reductions keep their float32 partial sums
+// in registers of this type, so that the chains of dependent adds are 4 or
+// more vectors wide: auto-vectorized loops over an accumulator array in
+// memory ran 3-5x below the read bandwidth (store-forwarding latency per add).
+typedef float v16 __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+typedef uint16_t v32h __attribute__((vector_size(64)));
+constexpr int VL = 16;
+
+template <class D> struct V;
+template <> struct V<F32> {
+  static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+  // v holds float32 values: stored as they are.
+  static inline void st_exact(float* p, v16 v) { memcpy(p, &v, sizeof v); }
+};
+template <> struct V<BF16> {
+  static inline v16 ld(const u16* p) {
+    v16h h;
+    memcpy(&h, p, sizeof h);
+    // Each bfloat16 into the high half of a zeroed 32-bit lane (a shuffle:
+    // __builtin_convertvector compiled to 5 instructions per vector here).
+    const v16h z = {};
+    const v32h w = __builtin_shufflevector(z, h, 0, 16, 0, 17, 0, 18, 0, 19, 0, 20, 0, 21, 0, 22, 0, 23, 0, 24, 0, 25, 0,
+                                           26, 0, 27, 0, 28, 0, 29, 0, 30, 0, 31);
+    return (v16)w;
+  }
+  // v holds bfloat16 values (loaded ones, or 0): truncation is exact.
+  static inline void st_exact(u16* p, v16 v) {
+    const v16h h = __builtin_convertvector((v16u)v >> 16, v16h);
+    memcpy(p, &h, sizeof h);
+  }
+};
+template <> struct V<F16> {  // not a default path (see cpu_fast.py): lane by lane
+  static inline v16 ld(const u16* p) { v16 v; for (int j = 0; j < VL; ++j) v[j] = F16::ld(p[j]); return v; }
+  static inline void st_exact(u16* p, v16 v) { for (int j = 0; j < VL; ++j) p[j] = F16::st(v[j]); }
+};
+
 // ------------------------------------------------------------------ NCL pieces
-// Float32 lane accumulators acc[W] (and acc2) collect whole runs (planes or
+// Lane accumulators Lanes (4 x 16 = W float32 lanes; element i of a run goes
+// to lane i % W on every instruction set) collect whole runs (planes or
 // plane chunks); the caller flushes them into double after about ACC
 // elements, so per-plane overhead stays small for short planes (7x7, 14x14).
-template <class D>
-static inline void add_sum(const typename D::T* __restrict p, i64 n, float* __restrict acc) {
-  i64 i = 0;
-  for (; i + W <= n; i += W)
-    for (int j = 0; j < W; ++j) acc[j] += D::ld(p[i + j]);
-  for (int j = 0; i + j < n; ++j) acc[j] += D::ld(p[i + j]);
-}
+struct Lanes {
+  v16 v[4];
+};
+static_assert(W == 4 * VL, "W lanes are 4 vectors");
 
-template <class D>
-static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, float* __restrict a1, float* __restrict a2) {
+// f(k, i, n): vector k (0..3) of the accumulators takes the n <= VL elements
+// at offset i, for a run of len: whole vectors 4 at a time (4 independent
+// chains), then the rest; the last vector holds fewer than VL elements (the
+// lanes past them must be left unchanged: see part()). Element i always goes
+// to lane i % W, whatever the instruction set.
+// (Every k is a constant after inlining, so the accumulators stay in registers.)
+template <class F>
+static inline void for_vectors(i64 len, F&& f) {
   i64 i = 0;
-  for (; i + W <= n; i += W)
-    for (int j = 0; j < W; ++j) {
-      const float d = D::ld(p[i + j]) - m;
-      a1[j] += d;
-      a2[j] += d * d;
-    }
-  for (int j = 0; i + j < n; ++j) {
-    const float d = D::ld(p[i + j]) - m;
-    a1[j] += d;
-    a2[j] += d * d;
+  for (; i + W <= len; i += W) {
+    f(0, i, VL); f(1, i + VL, VL); f(2, i + 2 * VL, VL); f(3, i + 3 * VL, VL);
   }
+  if (i < len) f(0, i, (int)imin(VL, len - i));
+  if (i + VL < len) f(1, i + VL, (int)imin(VL, len - i - VL));
+  if (i + 2 * VL < len) f(2, i + 2 * VL, (int)imin(VL, len - i - 2 * VL));
+  if (i + 3 * VL < len) f(3, i + 3 * VL, (int)(len - i - 3 * VL));
+}
+
+// The first n lanes of v, zeros after (n == VL: v itself).
+static inline v16 part(v16 v, int n) {
+  if (n == VL) return v;
+  const v16i idx = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const v16 zero = {};
+  return idx < n ? v : zero;
+}
+
+// n <= VL elements of p as a vector (zeros past them): no read beyond the run.
+template <class D>
+static inline v16 ld_n(const typename D::T* p, int n) {
+  if (n == VL) return V<D>::ld(p);
+  typename D::T buf[VL] = {};
+  memcpy(buf, p, (size_t)n * sizeof(typename D::T));
+  return V<D>::ld(buf);
 }
 
 template <class D>
-static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px, i64 n, float m,
-                           float* __restrict a1, float* __restrict a2) {
-  i64 i = 0;
-  for (; i + W <= n; i += W)
-    for (int j = 0; j < W; ++j) {
-      const float g = D::ld(pd[i + j]);
-      a1[j] += g;
-      a2[j] += g * (D::ld(px[i + j]) - m);
-    }
-  for (int j = 0; i + j < n; ++j) {
-    const float g = D::ld(pd[i + j]);
-    a1[j] += g;
-    a2[j] += g * (D::ld(px[i + j]) - m);
-  }
+static inline void st_exact_n(typename D::T* p, v16 v, int n) {
+  if (n == VL) return V<D>::st_exact(p, v);
+  typename D::T buf[VL];
+  V<D>::st_exact(buf, v);
+  memcpy(p, buf, (size_t)n * sizeof(typename D::T));
 }
 
-static inline void flush(float* __restrict acc, double& s) {
+template <class D>
+static inline void add_sum(const typename D::T* __restrict p, i64 n, Lanes& acc) {
+  for_vectors(n, [&](int k, i64 i, int c) { acc.v[k] += ld_n<D>(p + i, c); });
+}
+
+template <class D>
+static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, Lanes& a1, Lanes& a2) {
+  for_vectors(n, [&](int k, i64 i, int c) {
+    const v16 d = part(ld_n<D>(p + i, c) - m, c);
+    a1.v[k] += d;
+    a2.v[k] += d * d;
+  });
+}
+
+// MASK: the gradient of relu(z) with z's output y: g = y <= 0 ? 0 : dy (as
+// aten's threshold_backward), written to pz, which the elementwise pass reads.
+template <class D, bool MASK>
+static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px,
+                           const typename D::T* __restrict py, typename D::T* __restrict pz, i64 n, float m,
+                           Lanes& a1, Lanes& a2) {
+  const v16 zero = {};
+  for_vectors(n, [&](int k, i64 i, int c) {
+    v16 g = ld_n<D>(pd + i, c);  // zeros past the run: they add nothing
+    if (MASK) {
+      g = ld_n<D>(py + i, c) <= zero ? zero : g;
+      st_exact_n<D>(pz + i, g, c);
+    }
+    a1.v[k] += g;
+    a2.v[k] += g * (ld_n<D>(px + i, c) - m);
+  });
+}
+
+// The lanes' sum into s (vectors first, then the 16 lanes in double), zeroed.
+static inline void flush(Lanes& acc, double& s) {
+  const v16 v = (acc.v[0] + acc.v[1]) + (acc.v[2] + acc.v[3]);
   double t = 0.0;
-  for (int j = 0; j < W; ++j) { t += acc[j]; acc[j] = 0.f; }
+  for (int j = 0; j < VL; ++j) t += v[j];
+  acc = Lanes{};
   s += t;
 }
 
 // Calls f(offset, length) for the runs of a segment: np planes (`stride`
 // elements apart) of len elements, each split into pieces of at most ACC;
-// after at least ACC elements, and at the end, calls done().
-template <class F, class G>
-static inline void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done) {
+// after at least ACC elements, and at the end, calls done(). Planes shorter
+// than a page start a new stream each, which the hardware prefetchers do not
+// follow (the reductions ran at 1/3 of the read bandwidth on 14x14 planes):
+// pf(offset, length) is called for the plane PF_AHEAD planes ahead.
+constexpr i64 PF_AHEAD = 2;
+template <class F, class G, class P>
+static inline void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&& pf) {
   i64 since = 0;
-  for (i64 j = 0; j < np; ++j)
+  for (i64 j = 0; j < np; ++j) {
+    if (j + PF_AHEAD < np) pf((j + PF_AHEAD) * stride, len);
     for (i64 l0 = 0; l0 < len; l0 += ACC) {
       const i64 k = imin(len - l0, ACC);
       f(j * stride + l0, k);
       since += k;
       if (since >= ACC) { done(); since = 0; }
     }
+  }
   if (since) done();
+}
+
+// Prefetches the n elements at p (short planes only: longer ones are streams).
+template <class T>
+static inline void prefetch(const T* p, i64 n) {
+  if (n * (i64)sizeof(T) > 4096) return;
+  const char* c = (const char*)p;
+  for (i64 o = 0; o < n * (i64)sizeof(T); o += 64) __builtin_prefetch(c + o);
 }
 
 // Segment of np planes of len elements: shifted two-pass (the second pass
 // reads the segment from cache), merged into (na, ma, Ma).
 template <class D>
 static inline void seg_stats(const typename D::T* p, i64 np, i64 stride, i64 len, double& na, double& ma, double& Ma) {
-  float a1[W] = {}, a2[W] = {};
+  Lanes a1 = {}, a2 = {};
   double s = 0.0;
-  for_runs(np, stride, len, [&](i64 o, i64 k) { add_sum<D>(p + o, k, a1); }, [&] { flush(a1, s); });
+  for_runs(np, stride, len, [&](i64 o, i64 k) { add_sum<D>(p + o, k, a1); }, [&] { flush(a1, s); },
+           [&](i64 o, i64 k) { prefetch(p + o, k); });
   const double k = (double)np * (double)len;
   const float m = (float)(s / k);
   double s1 = 0.0, s2 = 0.0;
-  for_runs(np, stride, len, [&](i64 o, i64 n) { add_dev<D>(p + o, n, m, a1, a2); }, [&] { flush(a1, s1); flush(a2, s2); });
+  for_runs(np, stride, len, [&](i64 o, i64 n) { add_dev<D>(p + o, n, m, a1, a2); }, [&] { flush(a1, s1); flush(a2, s2); },
+           [](i64, i64) {});  // (the segment is in cache from the first pass)
   double M = s2 - s1 * s1 / k;  // exact-mean correction: sum((x - m)^2) - k*(mean - m)^2
   if (M < 0) M = 0;             // (false for NaN: NaN stays)
   if (__builtin_isfinite(m))
@@ -219,19 +320,63 @@ static void ncl_stats_range(const typename D::T* x, i64 C, i64 L, i64 c, i64 n0,
   }
 }
 
-template <class D>
-static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, i64 C, i64 L, i64 c, i64 n0, i64 n1,
-                             float m, double& sdy, double& sdx) {
+template <class D, bool MASK>
+static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
+                             i64 C, i64 L, i64 c, i64 n0, i64 n1, float m, double& sdy, double& sdx) {
   sdy = 0; sdx = 0;
-  float a1[W] = {}, a2[W] = {};
+  Lanes a1 = {}, a2 = {};
   const i64 off = (n0 * C + c) * L;
-  for_runs(n1 - n0, C * L, L, [&](i64 o, i64 k) { add_dot<D>(dy + off + o, x + off + o, k, m, a1, a2); },
-           [&] { flush(a1, sdy); flush(a2, sdx); });
+  for_runs(n1 - n0, C * L, L,
+           [&](i64 o, i64 k) {
+             add_dot<D, MASK>(dy + off + o, x + off + o, MASK ? y + off + o : y, MASK ? dz + off + o : dz, k, m, a1, a2);
+           },
+           [&] { flush(a1, sdy); flush(a2, sdx); },
+           [&](i64 o, i64 k) {
+             prefetch(dy + off + o, k);
+             prefetch(x + off + o, k);
+             if (MASK) prefetch(y + off + o, k);
+           });
 }
 
 // ------------------------------------------------------------------ NLC pieces
-// At most 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the NCL sums.
-static inline i64 nlc_rows_per_block(i64 C) { return imin(128, imax(16, BLK / C)); }
+// 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the
+// NCL sums. Whatever C: the statistics' two passes reuse one channel tile's
+// column of the block (16 KiB), not the whole block, and fewer rows made the
+// per-block merge of every channel cost as much as the data (C = 1024).
+static inline i64 nlc_rows_per_block(i64) { return 128; }
+
+// Statistics in channel tiles of TILE channels kept in registers across the
+// rows of a block, both passes over the tile's block from L1 (row loops over
+// all channels ran at a third of the read bandwidth for C = 64). Per channel
+// the same additions in the same order as the row loops below, which take the
+// channels past the last whole tile, and every channel when C is large (then
+// they have C / VL independent chains already). The backward reduce keeps
+// its row loop: a single pass, it ran as fast as with tiles or faster.
+constexpr i64 TILE = 2 * VL;
+static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
+
+template <class D>
+static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1, float k, float* fs, float* f1,
+                                  float* f2) {
+  v16 s0 = {}, s1 = {};
+  for (i64 r = b0; r < b1; ++r) {
+    s0 += V<D>::ld(x + r * C);
+    s1 += V<D>::ld(x + r * C + VL);
+  }
+  s0 /= k;
+  s1 /= k;
+  v16 a0 = {}, a1 = {}, q0 = {}, q1 = {};
+  for (i64 r = b0; r < b1; ++r) {
+    const v16 d0 = V<D>::ld(x + r * C) - s0, d1 = V<D>::ld(x + r * C + VL) - s1;
+    a0 += d0;
+    q0 += d0 * d0;
+    a1 += d1;
+    q1 += d1 * d1;
+  }
+  memcpy(fs, &s0, sizeof s0); memcpy(fs + VL, &s1, sizeof s1);
+  memcpy(f1, &a0, sizeof a0); memcpy(f1 + VL, &a1, sizeof a1);
+  memcpy(f2, &q0, sizeof q0); memcpy(f2 + VL, &q1, sizeof q1);
+}
 
 // Rows [r0, r1): block-wise shifted two-pass, merged into (na, ma[], Ma[]).
 // fs, f1, f2: scratch of C floats.
@@ -243,15 +388,17 @@ static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float
   for (i64 b0 = r0; b0 < r1; b0 += R) {
     const i64 b1 = imin(r1, b0 + R);
     const float k = (float)(b1 - b0);
-    for (i64 c = 0; c < C; ++c) fs[c] = 0.f;
+    const i64 ct = nlc_tiled(C);
+    for (i64 c0 = 0; c0 < ct; c0 += TILE) nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0);
+    for (i64 c = ct; c < C; ++c) fs[c] = 0.f;
     for (i64 r = b0; r < b1; ++r) {
       const typename D::T* __restrict p = x + r * C;
-      for (i64 c = 0; c < C; ++c) fs[c] += D::ld(p[c]);
+      for (i64 c = ct; c < C; ++c) fs[c] += D::ld(p[c]);
     }
-    for (i64 c = 0; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
+    for (i64 c = ct; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
     for (i64 r = b0; r < b1; ++r) {
       const typename D::T* __restrict p = x + r * C;
-      for (i64 c = 0; c < C; ++c) {
+      for (i64 c = ct; c < C; ++c) {
         const float d = D::ld(p[c]) - fs[c];
         f1[c] += d;
         f2[c] += d * d;
@@ -275,10 +422,10 @@ static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float
   }
 }
 
-template <class D>
-static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i64 C, i64 r0, i64 r1,
-                             const float* __restrict m, float* __restrict f1, float* __restrict f2,
-                             double* __restrict sdy, double* __restrict sdx) {
+template <class D, bool MASK>
+static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y,
+                             typename D::T* dz, i64 C, i64 r0, i64 r1, const float* __restrict m, float* __restrict f1,
+                             float* __restrict f2, double* __restrict sdy, double* __restrict sdx) {
   const i64 R = nlc_rows_per_block(C);
   for (i64 c = 0; c < C; ++c) { sdy[c] = 0; sdx[c] = 0; }
   for (i64 b0 = r0; b0 < r1; b0 += R) {
@@ -287,8 +434,14 @@ static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i6
     for (i64 r = b0; r < b1; ++r) {
       const typename D::T* __restrict pd = dy + r * C;
       const typename D::T* __restrict px = x + r * C;
+      const typename D::T* __restrict py = MASK ? y + r * C : y;
+      typename D::T* __restrict pz = MASK ? dz + r * C : dz;
       for (i64 c = 0; c < C; ++c) {
-        const float g = D::ld(pd[c]);
+        float g = D::ld(pd[c]);
+        if (MASK) {
+          g = D::ld(py[c]) <= 0.f ? 0.f : g;
+          pz[c] = D::st(g);
+        }
         f1[c] += g;
         f2[c] += g * (D::ld(px[c]) - m[c]);
       }
@@ -298,12 +451,23 @@ static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, i6
 }
 
 // ------------------------------------------------------------------ kernels
-// out = (x - m[c]) * s[c] + b[c]                      (elemt)
+// The forward's epilogue act(bn + res): rounded to T after the affine and
+// after the add, as the op path's elemt, add_ and relu_ round one by one.
+template <class D, bool RES, bool RELU>
+static inline typename D::T epilogue(float v, const typename D::T* __restrict r, i64 i) {
+  if (!RES && !RELU) return D::st(v);
+  v = D::ld(D::st(v));
+  if (RES) v = D::ld(D::st(v + D::ld(r[i])));
+  if (RELU) v = v < 0.f ? 0.f : v;  // -0 and NaN stay, as torch.relu leaves them
+  return D::st(v);
+}
+
+// out = act((x - m[c]) * s[c] + b[c] + res)          (elemt; act, res by RELU, RES)
 // out = a[c] * dy + (x - m[c]) * s[c] + b[c]          (backward_elemt)
-template <class D, bool BWD>
-static void elementwise(const typename D::T* dy, const typename D::T* x, typename D::T* out, int layout, i64 N, i64 C,
-                        i64 L, const float* __restrict a, const float* __restrict m, const float* __restrict s,
-                        const float* __restrict b, int nt) {
+template <class D, bool BWD, bool RES = false, bool RELU = false>
+static void elementwise(const typename D::T* dy, const typename D::T* x, const typename D::T* res, typename D::T* out,
+                        int layout, i64 N, i64 C, i64 L, const float* __restrict a, const float* __restrict m,
+                        const float* __restrict s, const float* __restrict b, int nt) {
   typedef typename D::T T;
   const i64 total = N * C * L;
   if (layout == 0) {
@@ -314,13 +478,14 @@ static void elementwise(const typename D::T* dy, const typename D::T* x, typenam
       const i64 c = q % C;
       const float mc = m[c], sc = s[c], bc = b[c];
       const T* __restrict px = x + q * L;
+      const T* __restrict pr = RES ? res + q * L : res;
       T* __restrict po = out + q * L;
       if (BWD) {
         const float ac = a[c];
         const T* __restrict pd = dy + q * L;
         for (i64 i = 0; i < L; ++i) po[i] = D::st(ac * D::ld(pd[i]) + ((D::ld(px[i]) - mc) * sc + bc));
       } else {
-        for (i64 i = 0; i < L; ++i) po[i] = D::st((D::ld(px[i]) - mc) * sc + bc);
+        for (i64 i = 0; i < L; ++i) po[i] = epilogue<D, RES, RELU>((D::ld(px[i]) - mc) * sc + bc, pr, i);
       }
     }
   } else {
@@ -328,12 +493,13 @@ static void elementwise(const typename D::T* dy, const typename D::T* x, typenam
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
     for (i64 r = 0; r < N; ++r) {
       const T* __restrict px = x + r * C;
+      const T* __restrict pr = RES ? res + r * C : res;
       T* __restrict po = out + r * C;
       if (BWD) {
         const T* __restrict pd = dy + r * C;
         for (i64 c = 0; c < C; ++c) po[c] = D::st(a[c] * D::ld(pd[c]) + ((D::ld(px[c]) - m[c]) * s[c] + b[c]));
       } else {
-        for (i64 c = 0; c < C; ++c) po[c] = D::st((D::ld(px[c]) - m[c]) * s[c] + b[c]);
+        for (i64 c = 0; c < C; ++c) po[c] = epilogue<D, RES, RELU>((D::ld(px[c]) - m[c]) * s[c] + b[c], pr, c);
       }
     }
   }
@@ -389,13 +555,13 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   return 0;
 }
 
-template <class D>
-static int backward_reduce(const typename D::T* dy, const typename D::T* x, int layout, i64 N, i64 C, i64 L,
-                           const float* mean, double* sdy, double* sdx, int nt) {
+template <class D, bool MASK>
+static int backward_reduce(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
+                           int layout, i64 N, i64 C, i64 L, const float* mean, double* sdy, double* sdx, int nt) {
   int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
   if (split_by_channel(layout, N, C, t)) {
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-    for (i64 c = 0; c < C; ++c) ncl_reduce_range<D>(dy, x, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
+    for (i64 c = 0; c < C; ++c) ncl_reduce_range<D, MASK>(dy, x, y, dz, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
     return 0;
   }
   t = (int)imin(t, N);
@@ -410,10 +576,10 @@ static int backward_reduce(const typename D::T* dy, const typename D::T* x, int 
     double* p1 = part.p + k * 2 * C;
     double* p2 = p1 + C;
     if (layout == 0) {
-      for (i64 c = 0; c < C; ++c) ncl_reduce_range<D>(dy, x, C, L, c, lo, hi, mean[c], p1[c], p2[c]);
+      for (i64 c = 0; c < C; ++c) ncl_reduce_range<D, MASK>(dy, x, y, dz, C, L, c, lo, hi, mean[c], p1[c], p2[c]);
     } else {
       float* f = scratch.p + k * 2 * C;
-      nlc_reduce_range<D>(dy, x, C, lo, hi, mean, f, f + C, p1, p2);
+      nlc_reduce_range<D, MASK>(dy, x, y, dz, C, lo, hi, mean, f, f + C, p1, p2);
     }
   }
   for (i64 c = 0; c < C; ++c) {
@@ -437,23 +603,50 @@ static int run_stats(const void* x, int dtype, int layout, i64 N, i64 C, i64 L, 
 static int run_elementwise(bool bwd, const void* dy, const void* x, void* out, int dtype, int layout, i64 N, i64 C, i64 L,
                            const float* a, const float* m, const float* s, const float* b, int nt) {
   switch (dtype * 2 + (bwd ? 1 : 0)) {
-    case 0: elementwise<F32, false>(nullptr, (const float*)x, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 1: elementwise<F32, true>((const float*)dy, (const float*)x, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 2: elementwise<F16, false>(nullptr, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 3: elementwise<F16, true>((const u16*)dy, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
-    case 4: elementwise<BF16, false>(nullptr, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
-    default: elementwise<BF16, true>((const u16*)dy, (const u16*)x, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 0: elementwise<F32, false>(nullptr, (const float*)x, nullptr, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 1: elementwise<F32, true>((const float*)dy, (const float*)x, nullptr, (float*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 2: elementwise<F16, false>(nullptr, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 3: elementwise<F16, true>((const u16*)dy, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    case 4: elementwise<BF16, false>(nullptr, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
+    default: elementwise<BF16, true>((const u16*)dy, (const u16*)x, nullptr, (u16*)out, layout, N, C, L, a, m, s, b, nt); break;
   }
   return 0;
 }
 
-static int run_backward_reduce(const void* dy, const void* x, int dtype, int layout, i64 N, i64 C, i64 L,
-                               const float* mean, double* sdy, double* sdx, int nt) {
-  switch (dtype) {
-    case 0: return backward_reduce<F32>((const float*)dy, (const float*)x, layout, N, C, L, mean, sdy, sdx, nt);
-    case 1: return backward_reduce<F16>((const u16*)dy, (const u16*)x, layout, N, C, L, mean, sdy, sdx, nt);
-    default: return backward_reduce<BF16>((const u16*)dy, (const u16*)x, layout, N, C, L, mean, sdy, sdx, nt);
+static int run_backward_reduce(const void* dy, const void* x, const void* y, void* dz, int dtype, int layout, i64 N,
+                               i64 C, i64 L, const float* mean, double* sdy, double* sdx, int nt) {
+  const bool mask = y != nullptr;
+  switch (dtype * 2 + (mask ? 1 : 0)) {
+    case 0: return backward_reduce<F32, false>((const float*)dy, (const float*)x, nullptr, nullptr, layout, N, C, L, mean, sdy, sdx, nt);
+    case 1: return backward_reduce<F32, true>((const float*)dy, (const float*)x, (const float*)y, (float*)dz, layout, N, C, L, mean, sdy, sdx, nt);
+    case 2: return backward_reduce<F16, false>((const u16*)dy, (const u16*)x, nullptr, nullptr, layout, N, C, L, mean, sdy, sdx, nt);
+    case 3: return backward_reduce<F16, true>((const u16*)dy, (const u16*)x, (const u16*)y, (u16*)dz, layout, N, C, L, mean, sdy, sdx, nt);
+    case 4: return backward_reduce<BF16, false>((const u16*)dy, (const u16*)x, nullptr, nullptr, layout, N, C, L, mean, sdy, sdx, nt);
+    default: return backward_reduce<BF16, true>((const u16*)dy, (const u16*)x, (const u16*)y, (u16*)dz, layout, N, C, L, mean, sdy, sdx, nt);
   }
 }
 
+template <class D>
+static void elemt_act_typed(const void* x, const void* res, void* out, int layout, i64 N, i64 C, i64 L, const float* m,
+                            const float* s, const float* b, bool relu, int nt) {
+  typedef typename D::T T;
+  const T* px = (const T*)x;
+  const T* pr = (const T*)res;
+  T* po = (T*)out;
+  if (res && relu) elementwise<D, false, true, true>(nullptr, px, pr, po, layout, N, C, L, nullptr, m, s, b, nt);
+  else if (res) elementwise<D, false, true, false>(nullptr, px, pr, po, layout, N, C, L, nullptr, m, s, b, nt);
+  else elementwise<D, false, false, true>(nullptr, px, pr, po, layout, N, C, L, nullptr, m, s, b, nt);
+}
+
+static int run_elemt_act(const void* x, const void* res, void* out, int dtype, int layout, i64 N, i64 C, i64 L,
+                         const float* m, const float* s, const float* b, bool relu, int nt) {
+  switch (dtype) {
+    case 0: elemt_act_typed<F32>(x, res, out, layout, N, C, L, m, s, b, relu, nt); break;
+    case 1: elemt_act_typed<F16>(x, res, out, layout, N, C, L, m, s, b, relu, nt); break;
+    default: elemt_act_typed<BF16>(x, res, out, layout, N, C, L, m, s, b, relu, nt); break;
+  }
+  return 0;
+}
+
+#pragma GCC diagnostic pop
 }  // namespace NSB_NS
