@@ -129,3 +129,47 @@ def cpu_tensors_refused(rank: int, world_size: int) -> str:
     except RuntimeError as e:
         return str(e).splitlines()[0]
     return "accepted"
+
+
+def layout_copies_in_step(rank: int, world_size: int, layout: str) -> Dict[str, object]:
+    """Bytes the emulated device copied within itself during one SyncBatchNorm
+    training step (issue 17: channels_last and 2-D input run the C-last
+    kernels with no layout copy), the layouts of y and dx, and the errors
+    against float64 BatchNorm on the global batch."""
+    shapes = {"channels_last": (4, 32, 6, 5), "channels_last_3d": (2, 16, 3, 4, 5), "2d": (24, 40), "strided": (4, 32, 6, 5)}
+    shape = shapes[layout]
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn((shape[0] * world_size,) + shape[1:], generator=g, dtype=torch.float64) * 2 + 3
+    G = torch.randn(X.shape, generator=g, dtype=torch.float64)
+    mine = slice(shape[0] * rank, shape[0] * rank + shape[0])
+    fmt = {"channels_last": torch.channels_last, "channels_last_3d": torch.channels_last_3d}.get(layout)
+    x, grad = X[mine].float().npu(), G[mine].float().npu()
+    if fmt is not None:
+        x, grad = x.contiguous(memory_format=fmt), grad.contiguous(memory_format=fmt)
+    if layout == "strided":  # every other element of a wider tensor: dense in no layout
+        wide = torch.zeros(shape[:-1] + (2 * shape[-1],), device=x.device)
+        x = wide[..., ::2]
+        x.copy_(X[mine].float().npu())
+    x.requires_grad_(True)
+    bn = npu_syncbn.SyncBatchNorm(shape[1]).npu()
+    ref = {2: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[len(shape)](shape[1]).double()
+    bn(x).sum().backward()  # a warm-up step: lazy first-call work stays out of the count
+    x.grad = None
+    before = emulation.device_copy_bytes()
+    y = bn(x)
+    y.backward(grad)
+    copied = emulation.device_copy_bytes() - before
+    Xr = X.clone().requires_grad_(True)
+    ref(Xr).sum().backward()
+    Xr.grad = None
+    yr = ref(Xr)
+    yr.backward(G)
+    keep = fmt or torch.contiguous_format
+    return {
+        "copied_bytes": copied,
+        "activation_bytes": x.numel() * x.element_size(),
+        "y_layout_kept": bool(y.is_contiguous(memory_format=keep)),
+        "dx_layout_kept": bool(x.grad.is_contiguous(memory_format=keep)),
+        "output": _rel(y, yr[mine]),
+        "grad_input": _rel(x.grad, Xr.grad[mine]),
+    }

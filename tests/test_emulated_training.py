@@ -39,3 +39,22 @@ def test_kernel_error_raises_on_every_rank_and_nothing_hangs(ranks):
 def test_hccl_refuses_cpu_tensors(ranks):
     for message in ranks(2, "npu").run(emulated_scenarios.cpu_tensors_refused):
         assert "No backend type associated with device type cpu" in message or "npu tensors only" in message, message
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_last_3d", "2d"])
+def test_channels_last_and_2d_steps_make_no_layout_copy(ranks, layout):
+    """Issue 17: the C-last kernels take channels_last, channels_last_3d and
+    (N, C) input as they are: the whole training step copies less than one
+    activation within the device, and y and dx keep the input's layout."""
+    for rank, seen in enumerate(ranks(2, "npu").run(emulated_scenarios.layout_copies_in_step, layout)):
+        assert seen["copied_bytes"] < seen["activation_bytes"], (rank, seen)
+        assert seen["y_layout_kept"] and seen["dx_layout_kept"], (rank, seen)
+        assert seen["output"] <= TOL and seen["grad_input"] <= TOL, (rank, seen)
+
+
+def test_non_dense_input_takes_one_copy_and_the_counter_sees_it(ranks):
+    """The counter can fail: a strided input that is dense in no layout is
+    copied once per kernel that reads it (stats, elemt, backward reduce and elemt)."""
+    for rank, seen in enumerate(ranks(2, "npu").run(emulated_scenarios.layout_copies_in_step, "strided")):
+        assert seen["copied_bytes"] >= seen["activation_bytes"], (rank, seen)
+        assert seen["output"] <= TOL and seen["grad_input"] <= TOL, (rank, seen)

@@ -65,6 +65,15 @@ def activate_from_environment() -> bool:
     return True
 
 
+def device_copy_bytes() -> int:
+    """Bytes copied within the emulated device since import (see ``transfers.py``)."""
+    if not _active:
+        raise RuntimeError(f"the emulated npu device is not active: set {ENV_EMULATE}=1 before importing npu_syncbn")
+    from .transfers import device_copy_bytes as count
+
+    return count()
+
+
 def host_transfers() -> int:
     """Device-to-host copies and host reads of device data since import (see
     ``transfers.py``). Raises RuntimeError when the emulation is not active."""

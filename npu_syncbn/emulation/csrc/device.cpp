@@ -42,6 +42,7 @@ using at::Tensor;
 constexpr auto kNpu = c10::DeviceType::PrivateUse1;
 
 std::atomic<int64_t> gTransfers{0};
+std::atomic<int64_t> gDeviceCopyBytes{0};  // npu -> npu copies (.contiguous(), clone, copy_): layout copies show here
 c10::DeviceIndex gDeviceCount = 8;
 thread_local c10::DeviceIndex tDevice = 0;
 
@@ -200,6 +201,7 @@ const Tensor& Resize(const Tensor& self, c10::IntArrayRef size, std::optional<c1
 // Tensor::copy_ lands here whenever one side is an npu tensor.
 Tensor CopyFrom(const Tensor& self, const Tensor& dst, bool /*non_blocking*/) {
     if (self.device().type() == kNpu && dst.device().type() == c10::kCPU) CountTransfer();
+    if (self.device().type() == kNpu && dst.device().type() == kNpu) gDeviceCopyBytes += dst.numel() * dst.element_size();
     CpuAlias(dst).copy_(CpuAlias(self));
     return dst;
 }
@@ -360,6 +362,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         if (!at::isPrivateUse1HooksRegistered()) at::RegisterPrivateUse1HooksInterface(&hooks);
     });
     m.def("host_transfers", [] { return gTransfers.load(); });
+    m.def("device_copy_bytes", [] { return gDeviceCopyBytes.load(); });
     m.def("device_count", [] { return int64_t(gDeviceCount); });
     m.def("current_device", [] { return int64_t(tDevice); });
     m.def("set_device", [](int64_t d) {
