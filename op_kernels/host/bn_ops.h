@@ -226,27 +226,26 @@ struct Ops {
         auto [n, c, l] = Shape(x);
         Tensor y = at::empty_like(x);  // x's memory format
         if (x.numel() == 0) return y;
-        const Tensor w = F32(weight), b = F32(bias), m = F32(mean), s = F32(invstd);
+        const Tensor w = F32(weight), b = F32(bias);
+        // The same arguments for both layouts; the tiling comes last.
+        std::vector<GmArg> args = {{"input", x}, {"weight", w}, {"bias", b}, {"mean", F32(mean)},
+                                   {"invstd", F32(invstd)}, {"output", y}, {"workspace", Workspace(0, x)}};
         if (layout == Layout::CLast) {
             BnClastElemtTiling t{};
             CheckTiling(BnClastTilingFor(BN_OP_ELEMT, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
                         "batch_norm_elemt");
             t.hasWeight = w.defined();
             t.hasBias = b.defined();
-            Device::Launch(Kernel::ElemtClast, "batch_norm_elemt", t.g.blockDim,
-                           {{"input", x}, {"weight", w}, {"bias", b}, {"mean", m}, {"invstd", s}, {"output", y},
-                            {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
-                           BnClastUbBytes(BN_OP_ELEMT, t.g));
+            args.push_back({"tiling", DeviceTiling(t, x)});
+            Device::Launch(Kernel::ElemtClast, "batch_norm_elemt", t.g.blockDim, args, BnClastUbBytes(BN_OP_ELEMT, t.g));
             return y;
         }
         BnElemtTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
         t.hasWeight = w.defined();
         t.hasBias = b.defined();
-        Device::Launch(Kernel::Elemt, "batch_norm_elemt", t.rows.blockDim,
-                       {{"input", x}, {"weight", w}, {"bias", b}, {"mean", m}, {"invstd", s}, {"output", y},
-                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
-                       BnUbBytes(BN_OP_ELEMT, t.rows));
+        args.push_back({"tiling", DeviceTiling(t, x)});
+        Device::Launch(Kernel::Elemt, "batch_norm_elemt", t.rows.blockDim, args, BnUbBytes(BN_OP_ELEMT, t.rows));
         return y;
     }
 
@@ -300,30 +299,29 @@ struct Ops {
         if (x.numel() == 0) return dx;
         const Tensor cnt = F32(count.reshape({-1}));
         TORCH_CHECK(cnt.numel() >= 1, "count must have at least one element");
+        const Tensor w = F32(weight);
+        // The same arguments for both layouts; the tiling comes last.
+        std::vector<GmArg> args = {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)},
+                                   {"weight", w}, {"sum_dy", F32(sumDy)}, {"sum_dy_xmu", F32(sumDyXmu)},
+                                   {"count", cnt}, {"grad_input", dx}, {"workspace", Workspace(0, x)}};
         if (layout == Layout::CLast) {
             BnClastBackwardElemtTiling t{};
             CheckTiling(BnClastTilingFor(BN_OP_BACKWARD_ELEMT, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
                         "batch_norm_backward_elemt");
-            const Tensor w = F32(weight);
             t.hasWeight = w.defined();
             t.world = uint32_t(cnt.numel());
-            Device::Launch(Kernel::BackwardElemtClast, "batch_norm_backward_elemt", t.g.blockDim,
-                           {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)}, {"weight", w},
-                            {"sum_dy", F32(sumDy)}, {"sum_dy_xmu", F32(sumDyXmu)}, {"count", cnt}, {"grad_input", dx},
-                            {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+            args.push_back({"tiling", DeviceTiling(t, x)});
+            Device::Launch(Kernel::BackwardElemtClast, "batch_norm_backward_elemt", t.g.blockDim, args,
                            BnClastUbBytes(BN_OP_BACKWARD_ELEMT, t.g));
             return dx;
         }
         BnBackwardElemtTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_BACKWARD_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
                     "batch_norm_backward_elemt");
-        const Tensor w = F32(weight);
         t.hasWeight = w.defined();
         t.world = uint32_t(cnt.numel());
-        Device::Launch(Kernel::BackwardElemt, "batch_norm_backward_elemt", t.rows.blockDim,
-                       {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)}, {"weight", w},
-                        {"sum_dy", F32(sumDy)}, {"sum_dy_xmu", F32(sumDyXmu)}, {"count", cnt}, {"grad_input", dx},
-                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
+        args.push_back({"tiling", DeviceTiling(t, x)});
+        Device::Launch(Kernel::BackwardElemt, "batch_norm_backward_elemt", t.rows.blockDim, args,
                        BnUbBytes(BN_OP_BACKWARD_ELEMT, t.rows));
         return dx;
     }
