@@ -91,7 +91,8 @@ setup(
     include_package_data=True,
     install_requires=["torch>=2.5", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # ninja: torch's extension builder needs it for the emulated npu device
+        "test": ["pytest>=7", "hypothesis>=6", "ninja"],
         "npu": ["torch-npu==2.13.0"],
         "plot": ["matplotlib"],
     },
