@@ -19,12 +19,11 @@ from torch import Tensor
 
 from . import emulation, shm
 from .fingerprint import forget_group
+from .timeouts import DEFAULT_TIMEOUT_S, ENV_TIMEOUT, default_timeout  # noqa: F401 (part of comm's API)
 
 GroupLike = Union[None, str, dist.ProcessGroup]
 
 ENV_BACKEND = "NPU_SYNCBN_BACKEND"
-ENV_TIMEOUT = "NPU_SYNCBN_TIMEOUT"
-DEFAULT_TIMEOUT_S = 300.0
 
 # name -> ProcessGroup (None when this rank is not a member), with its ranks.
 _NAMED_GROUPS: Dict[str, Optional[dist.ProcessGroup]] = {}
@@ -57,18 +56,6 @@ def default_backend() -> str:
     if torch.cuda.is_available():
         return "nccl"
     return "gloo"
-
-
-def default_timeout() -> datetime.timedelta:
-    """How long a collective may wait for a missing rank: $NPU_SYNCBN_TIMEOUT seconds, default 300."""
-    raw = os.environ.get(ENV_TIMEOUT, str(DEFAULT_TIMEOUT_S))
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_TIMEOUT} must be a number of seconds, got {raw!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"{ENV_TIMEOUT} must be > 0 seconds, got {raw!r}")
-    return datetime.timedelta(seconds=seconds)
 
 
 def _env_int(names: Sequence[str], what: str) -> int:

@@ -37,6 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .timeouts import default_timeout
+
 ENV = "NPU_SYNCBN_CPU_TRANSPORT"  # auto | shm | gloo
 MODES = ("auto", "shm", "gloo")
 SLOT_BYTES = 128 << 10  # payload per rank and slot; larger payloads go through gloo
@@ -97,8 +99,6 @@ def _timeout_s(pg: dist.ProcessGroup) -> float:
     try:
         return pg._get_backend(torch.device("cpu")).options._timeout.total_seconds()  # private: no public getter
     except Exception:
-        from .comm import default_timeout
-
         return default_timeout().total_seconds()
 
 
