@@ -1,0 +1,338 @@
+// Building blocks of the kernels in syncbn_cpu_impl.h: vector types per
+// element type, and the NCL and NLC reduction pieces. Included by
+// syncbn_cpu_impl.h inside `namespace NSB_NS`, once per instruction-set
+// variant, so it has no include guard and no standard-library includes.
+
+// ------------------------------------------------------------------ vectors
+// v16: 16 float32 lanes as GCC vector extensions (one AVX-512 register, two
+// AVX2 ones, four SSE ones). The reductions keep their float32 partial sums
+// in registers of this type, so that the chains of dependent adds are 4 or
+// more vectors wide: auto-vectorized loops over an accumulator array in
+// memory ran 3-5x below the read bandwidth (store-forwarding latency per add).
+typedef float v16 __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+typedef uint16_t v32h __attribute__((vector_size(64)));
+constexpr int VL = 16;
+
+template <class D> struct V;
+template <> struct V<F32> {
+  static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+  // v holds float32 values: stored as they are.
+  static inline void st_exact(float* p, v16 v) { memcpy(p, &v, sizeof v); }
+};
+template <> struct V<BF16> {
+  static inline v16 ld(const u16* p) {
+    v16h h;
+    memcpy(&h, p, sizeof h);
+    // Each bfloat16 into the high half of a zeroed 32-bit lane (a shuffle:
+    // __builtin_convertvector compiled to 5 instructions per vector here).
+    const v16h z = {};
+    const v32h w = __builtin_shufflevector(z, h, 0, 16, 0, 17, 0, 18, 0, 19, 0, 20, 0, 21, 0, 22, 0, 23, 0, 24, 0, 25, 0,
+                                           26, 0, 27, 0, 28, 0, 29, 0, 30, 0, 31);
+    return (v16)w;
+  }
+  // v holds bfloat16 values (loaded ones, or 0): truncation is exact.
+  static inline void st_exact(u16* p, v16 v) {
+    const v16h h = __builtin_convertvector((v16u)v >> 16, v16h);
+    memcpy(p, &h, sizeof h);
+  }
+};
+template <> struct V<F16> {  // not a default path (see cpu_fast.py): lane by lane
+  static inline v16 ld(const u16* p) { v16 v; for (int j = 0; j < VL; ++j) v[j] = F16::ld(p[j]); return v; }
+  static inline void st_exact(u16* p, v16 v) { for (int j = 0; j < VL; ++j) p[j] = F16::st(v[j]); }
+};
+
+// ------------------------------------------------------------------ NCL pieces
+// Lane accumulators Lanes (4 x 16 = W float32 lanes; element i of a run goes
+// to lane i % W on every instruction set) collect whole runs (planes or
+// plane chunks); the caller flushes them into double after about ACC
+// elements, so per-plane overhead stays small for short planes (7x7, 14x14).
+struct Lanes {
+  v16 v[4];
+};
+static_assert(W == 4 * VL, "W lanes are 4 vectors");
+
+// f(k, i, n): vector k (0..3) of the accumulators takes the n <= VL elements
+// at offset i, for a run of len: whole vectors 4 at a time (4 independent
+// chains), then the rest; the last vector holds fewer than VL elements (the
+// lanes past them must be left unchanged: see part()). Element i always goes
+// to lane i % W, whatever the instruction set.
+// (Every k is a constant after inlining, so the accumulators stay in registers.)
+template <class F>
+static inline void for_vectors(i64 len, F&& f) {
+  i64 i = 0;
+  for (; i + W <= len; i += W) {
+    f(0, i, VL); f(1, i + VL, VL); f(2, i + 2 * VL, VL); f(3, i + 3 * VL, VL);
+  }
+  if (i < len) f(0, i, (int)imin(VL, len - i));
+  if (i + VL < len) f(1, i + VL, (int)imin(VL, len - i - VL));
+  if (i + 2 * VL < len) f(2, i + 2 * VL, (int)imin(VL, len - i - 2 * VL));
+  if (i + 3 * VL < len) f(3, i + 3 * VL, (int)(len - i - 3 * VL));
+}
+
+// The first n lanes of v, zeros after (n == VL: v itself).
+static inline v16 part(v16 v, int n) {
+  if (n == VL) return v;
+  const v16i idx = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const v16 zero = {};
+  return idx < n ? v : zero;
+}
+
+// n <= VL elements of p as a vector (zeros past them): no read beyond the run.
+template <class D>
+static inline v16 ld_n(const typename D::T* p, int n) {
+  if (n == VL) return V<D>::ld(p);
+  typename D::T buf[VL] = {};
+  memcpy(buf, p, (size_t)n * sizeof(typename D::T));
+  return V<D>::ld(buf);
+}
+
+template <class D>
+static inline void st_exact_n(typename D::T* p, v16 v, int n) {
+  if (n == VL) return V<D>::st_exact(p, v);
+  typename D::T buf[VL];
+  V<D>::st_exact(buf, v);
+  memcpy(p, buf, (size_t)n * sizeof(typename D::T));
+}
+
+template <class D>
+static inline void add_sum(const typename D::T* __restrict p, i64 n, Lanes& acc) {
+  for_vectors(n, [&](int k, i64 i, int c) { acc.v[k] += ld_n<D>(p + i, c); });
+}
+
+template <class D>
+static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, Lanes& a1, Lanes& a2) {
+  for_vectors(n, [&](int k, i64 i, int c) {
+    const v16 d = part(ld_n<D>(p + i, c) - m, c);
+    a1.v[k] += d;
+    a2.v[k] += d * d;
+  });
+}
+
+// MASK: the gradient of relu(z) with z's output y: g = y <= 0 ? 0 : dy (as
+// aten's threshold_backward), written to pz, which the elementwise pass reads.
+template <class D, bool MASK>
+static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px,
+                           const typename D::T* __restrict py, typename D::T* __restrict pz, i64 n, float m,
+                           Lanes& a1, Lanes& a2) {
+  const v16 zero = {};
+  for_vectors(n, [&](int k, i64 i, int c) {
+    v16 g = ld_n<D>(pd + i, c);  // zeros past the run: they add nothing
+    if (MASK) {
+      g = ld_n<D>(py + i, c) <= zero ? zero : g;
+      st_exact_n<D>(pz + i, g, c);
+    }
+    a1.v[k] += g;
+    a2.v[k] += g * (ld_n<D>(px + i, c) - m);
+  });
+}
+
+// The lanes' sum into s (vectors first, then the 16 lanes in double), zeroed.
+static inline void flush(Lanes& acc, double& s) {
+  const v16 v = (acc.v[0] + acc.v[1]) + (acc.v[2] + acc.v[3]);
+  double t = 0.0;
+  for (int j = 0; j < VL; ++j) t += v[j];
+  acc = Lanes{};
+  s += t;
+}
+
+// Calls f(offset, length) for the runs of a segment: np planes (`stride`
+// elements apart) of len elements, each split into pieces of at most ACC;
+// after at least ACC elements, and at the end, calls done(). Planes shorter
+// than a page start a new stream each, which the hardware prefetchers do not
+// follow (the reductions ran at 1/3 of the read bandwidth on 14x14 planes):
+// pf(offset, length) is called for the plane PF_AHEAD planes ahead.
+constexpr i64 PF_AHEAD = 2;
+template <class F, class G, class P>
+static inline void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&& pf) {
+  i64 since = 0;
+  for (i64 j = 0; j < np; ++j) {
+    if (j + PF_AHEAD < np) pf((j + PF_AHEAD) * stride, len);
+    for (i64 l0 = 0; l0 < len; l0 += ACC) {
+      const i64 k = imin(len - l0, ACC);
+      f(j * stride + l0, k);
+      since += k;
+      if (since >= ACC) { done(); since = 0; }
+    }
+  }
+  if (since) done();
+}
+
+// Prefetches the n elements at p (short planes only: longer ones are streams).
+template <class T>
+static inline void prefetch(const T* p, i64 n) {
+  if (n * (i64)sizeof(T) > 4096) return;
+  const char* c = (const char*)p;
+  for (i64 o = 0; o < n * (i64)sizeof(T); o += 64) __builtin_prefetch(c + o);
+}
+
+// Segment of np planes of len elements: shifted two-pass (the second pass
+// reads the segment from cache), merged into (na, ma, Ma).
+template <class D>
+static inline void seg_stats(const typename D::T* p, i64 np, i64 stride, i64 len, double& na, double& ma, double& Ma) {
+  Lanes a1 = {}, a2 = {};
+  double s = 0.0;
+  for_runs(np, stride, len, [&](i64 o, i64 k) { add_sum<D>(p + o, k, a1); }, [&] { flush(a1, s); },
+           [&](i64 o, i64 k) { prefetch(p + o, k); });
+  const double k = (double)np * (double)len;
+  const float m = (float)(s / k);
+  double s1 = 0.0, s2 = 0.0;
+  for_runs(np, stride, len, [&](i64 o, i64 n) { add_dev<D>(p + o, n, m, a1, a2); }, [&] { flush(a1, s1); flush(a2, s2); },
+           [](i64, i64) {});  // (the segment is in cache from the first pass)
+  double M = s2 - s1 * s1 / k;  // exact-mean correction: sum((x - m)^2) - k*(mean - m)^2
+  if (M < 0) M = 0;             // (false for NaN: NaN stays)
+  if (__builtin_isfinite(m))
+    chan_merge(na, ma, Ma, k, (double)m + s1 / k, M);
+  else  // Inf/NaN in the segment: mean Inf or NaN, variance NaN
+    chan_merge(na, ma, Ma, k, s / k, NAN);
+}
+
+// Statistics of channel c over n in [n0, n1).
+template <class D>
+static void ncl_stats_range(const typename D::T* x, i64 C, i64 L, i64 c, i64 n0, i64 n1, double& na, double& ma, double& Ma) {
+  na = 0; ma = 0; Ma = 0;
+  if (L <= SEG) {
+    const i64 per = imax(1, SEG / L);
+    for (i64 s0 = n0; s0 < n1; s0 += per) {
+      const i64 s1 = imin(n1, s0 + per);
+      seg_stats<D>(x + (s0 * C + c) * L, s1 - s0, C * L, L, na, ma, Ma);
+    }
+  } else {
+    for (i64 n = n0; n < n1; ++n)
+      for (i64 l0 = 0; l0 < L; l0 += SEG)
+        seg_stats<D>(x + (n * C + c) * L + l0, 1, 0, imin(L, l0 + SEG) - l0, na, ma, Ma);
+  }
+}
+
+template <class D, bool MASK>
+static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
+                             i64 C, i64 L, i64 c, i64 n0, i64 n1, float m, double& sdy, double& sdx) {
+  sdy = 0; sdx = 0;
+  Lanes a1 = {}, a2 = {};
+  const i64 off = (n0 * C + c) * L;
+  for_runs(n1 - n0, C * L, L,
+           [&](i64 o, i64 k) {
+             add_dot<D, MASK>(dy + off + o, x + off + o, MASK ? y + off + o : y, MASK ? dz + off + o : dz, k, m, a1, a2);
+           },
+           [&] { flush(a1, sdy); flush(a2, sdx); },
+           [&](i64 o, i64 k) {
+             prefetch(dy + off + o, k);
+             prefetch(x + off + o, k);
+             if (MASK) prefetch(y + off + o, k);
+           });
+}
+
+// ------------------------------------------------------------------ NLC pieces
+// 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the
+// NCL sums. Whatever C: the statistics' two passes reuse one channel tile's
+// column of the block (16 KiB), not the whole block, and fewer rows made the
+// per-block merge of every channel cost as much as the data (C = 1024).
+static inline i64 nlc_rows_per_block(i64) { return 128; }
+
+// Statistics in channel tiles of TILE channels kept in registers across the
+// rows of a block, both passes over the tile's block from L1 (row loops over
+// all channels ran at a third of the read bandwidth for C = 64). Per channel
+// the same additions in the same order as the row loops below, which take the
+// channels past the last whole tile, and every channel when C is large (then
+// they have C / VL independent chains already). The backward reduce keeps
+// its row loop: a single pass, it ran as fast as with tiles or faster.
+constexpr i64 TILE = 2 * VL;
+static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
+
+template <class D>
+static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1, float k, float* fs, float* f1,
+                                  float* f2) {
+  v16 s0 = {}, s1 = {};
+  for (i64 r = b0; r < b1; ++r) {
+    s0 += V<D>::ld(x + r * C);
+    s1 += V<D>::ld(x + r * C + VL);
+  }
+  s0 /= k;
+  s1 /= k;
+  v16 a0 = {}, a1 = {}, q0 = {}, q1 = {};
+  for (i64 r = b0; r < b1; ++r) {
+    const v16 d0 = V<D>::ld(x + r * C) - s0, d1 = V<D>::ld(x + r * C + VL) - s1;
+    a0 += d0;
+    q0 += d0 * d0;
+    a1 += d1;
+    q1 += d1 * d1;
+  }
+  memcpy(fs, &s0, sizeof s0); memcpy(fs + VL, &s1, sizeof s1);
+  memcpy(f1, &a0, sizeof a0); memcpy(f1 + VL, &a1, sizeof a1);
+  memcpy(f2, &q0, sizeof q0); memcpy(f2 + VL, &q1, sizeof q1);
+}
+
+// Rows [r0, r1): block-wise shifted two-pass, merged into (na, ma[], Ma[]).
+// fs, f1, f2: scratch of C floats.
+template <class D>
+static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float* __restrict fs, float* __restrict f1,
+                            float* __restrict f2, double& na, double* __restrict ma, double* __restrict Ma) {
+  const i64 R = nlc_rows_per_block(C);
+  na = 0;
+  for (i64 b0 = r0; b0 < r1; b0 += R) {
+    const i64 b1 = imin(r1, b0 + R);
+    const float k = (float)(b1 - b0);
+    const i64 ct = nlc_tiled(C);
+    for (i64 c0 = 0; c0 < ct; c0 += TILE) nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0);
+    for (i64 c = ct; c < C; ++c) fs[c] = 0.f;
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict p = x + r * C;
+      for (i64 c = ct; c < C; ++c) fs[c] += D::ld(p[c]);
+    }
+    for (i64 c = ct; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict p = x + r * C;
+      for (i64 c = ct; c < C; ++c) {
+        const float d = D::ld(p[c]) - fs[c];
+        f1[c] += d;
+        f2[c] += d * d;
+      }
+    }
+    const double nb = (double)(b1 - b0);
+    const double inb = 1.0 / nb;
+    const double n = na + nb, wb = nb / n, wab = na * nb / n;
+    for (i64 c = 0; c < C; ++c) {
+      const double s1 = f1[c], r = fs[c];
+      double M = (double)f2[c] - s1 * s1 * inb;
+      M = M < 0 ? 0 : M;
+      const double mb = r + s1 * inb;
+      const double d = mb - ma[c];  // ma, Ma start zeroed: the first block gives ma = mb, Ma = M
+      const bool fin = (r - r == 0) & (ma[c] - ma[c] == 0);  // both finite (x - x is NaN for Inf/NaN)
+      // Inf/NaN in the data: mean Inf or NaN (the block mean r adds in), variance NaN.
+      ma[c] = fin ? ma[c] + d * wb : ma[c] + r;
+      Ma[c] = fin ? Ma[c] + (M + d * d * wab) : (double)NAN;
+    }
+    na = n;
+  }
+}
+
+template <class D, bool MASK>
+static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y,
+                             typename D::T* dz, i64 C, i64 r0, i64 r1, const float* __restrict m, float* __restrict f1,
+                             float* __restrict f2, double* __restrict sdy, double* __restrict sdx) {
+  const i64 R = nlc_rows_per_block(C);
+  for (i64 c = 0; c < C; ++c) { sdy[c] = 0; sdx[c] = 0; }
+  for (i64 b0 = r0; b0 < r1; b0 += R) {
+    const i64 b1 = imin(r1, b0 + R);
+    for (i64 c = 0; c < C; ++c) { f1[c] = 0.f; f2[c] = 0.f; }
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict pd = dy + r * C;
+      const typename D::T* __restrict px = x + r * C;
+      const typename D::T* __restrict py = MASK ? y + r * C : y;
+      typename D::T* __restrict pz = MASK ? dz + r * C : dz;
+      for (i64 c = 0; c < C; ++c) {
+        float g = D::ld(pd[c]);
+        if (MASK) {
+          g = D::ld(py[c]) <= 0.f ? 0.f : g;
+          pz[c] = D::st(g);
+        }
+        f1[c] += g;
+        f2[c] += g * (D::ld(px[c]) - m[c]);
+      }
+    }
+    for (i64 c = 0; c < C; ++c) { sdy[c] += f1[c]; sdx[c] += f2[c]; }
+  }
+}
+
