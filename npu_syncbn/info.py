@@ -67,12 +67,24 @@ def _route() -> str:
     from .ops import npu
 
     path = npu.custom_kernel_path()
+    if npu.ROUTE == "emulated":
+        return "emulated (our AscendC kernels in the CPU twin on the emulated npu; NPU_SYNCBN_EMULATE_NPU=1)"
     if npu.ROUTE == "ascendc":
         return f"ascendc ({path}; float64 input takes torch-npu's aclnn ops)"
     return f"aten-fallback (torch-npu's aclnn ops; no {npu.LIBRARY_FILE}: build it with python -m npu_syncbn.npu_build)"
 
 
 def _npu() -> str:
+    from . import emulation
+
+    if emulation.active():
+        import torch
+
+        from . import twin
+
+        soc = twin.soc()
+        return (f"{torch.npu.device_count()} emulated (NPU_SYNCBN_EMULATE_DEVICES); kernels checked as "
+                f"{soc['name']}: vector cores {soc['vector_cores']}, UB {soc['ub_bytes']} B")
     if _torch_npu() is None:
         return "none visible (torch-npu not installed)"
     import torch

@@ -36,6 +36,14 @@ def test_info_names_each_item():
         assert got[lib].startswith(("built", "not built")) and "libnpu_syncbn_" in got[lib]
 
 
+def test_info_names_the_emulated_device_and_its_route():
+    """Under NPU_SYNCBN_EMULATE_NPU=1 a bug report says the kernels ran in the
+    twin on the emulated device, not on torch-npu's aclnn ops."""
+    got = _info(NPU_SYNCBN_EMULATE_NPU="1", NPU_SYNCBN_EMULATE_DEVICES="3", NPU_SYNCBN_SOC="Ascend910B4")
+    assert got["npu route"].startswith("emulated"), got["npu route"]
+    assert got["npu"].startswith("3 emulated") and "Ascend910B4: vector cores 40" in got["npu"], got["npu"]
+
+
 def test_info_reports_bad_settings_and_exits_0():
     got = _info(NPU_SYNCBN_CHECK="bogus", NPU_SYNCBN_CPU_TRANSPORT="fast")
     assert got["check level"].startswith("error: ValueError") and "bogus" in got["check level"]
