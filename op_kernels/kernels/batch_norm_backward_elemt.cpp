@@ -30,12 +30,7 @@ public:
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
         dxGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dx), total);
-        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
-        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
-        if (hasWeight_) weightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(weight), t_.c);
-        sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), t_.c);
-        sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), t_.c);
-        countGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(count), world_);
+        params_.Bind(mean, invstd, weight, sumDy, sumDyXmu, count, t_.c, world_, hasWeight_);
 
         const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
@@ -72,7 +67,7 @@ private:
         float total = 0.0f;
         for (uint64_t w0 = 0; w0 < world_; w0 += t_.paramChunk) {
             const uint64_t n = bn::Min(t_.paramChunk, world_ - w0);
-            bn::CopyChannelsIn(buf, countGm_, w0, n);
+            bn::CopyChannelsIn(buf, params_.count, w0, n);
             PipeBarrier<PIPE_ALL>();
             total += bn::SumLanes(buf, n, resBuf_.Get<float>(), workBuf_.Get<float>());
         }
@@ -83,8 +78,7 @@ private:
         windowBegin_ = c0;
         windowEnd_ = bn::Min(c0 + t_.paramChunk, lastChannel_ + 1);
         bn::LoadGradCoefficients(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), kBuf_.Get<float>(), aBuf_.Get<float>(),
-                                 bBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, hasWeight_,
-                                 invTotal_, c0, windowEnd_ - c0);
+                                 bBuf_.Get<float>(), params_, invTotal_, c0, windowEnd_ - c0);
         PipeBarrier<PIPE_ALL>();
     }
 
@@ -119,7 +113,7 @@ private:
     TQue<QuePosition::VECOUT, bn::BUFFER_NUM> dxQueue_;
     TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, meanBuf_, invstdBuf_, kBuf_, aBuf_, bBuf_, workBuf_, resBuf_;
     GlobalTensor<T> dyGm_, xGm_, dxGm_;
-    GlobalTensor<float> meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, countGm_;
+    bn::GradElemtGm params_;
     BnRowTiling t_;
     bool hasWeight_ = false;
     uint64_t world_ = 0, lastChannel_ = 0, windowBegin_ = 0, windowEnd_ = 0;

@@ -30,12 +30,7 @@ public:
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
         dxGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dx), total);
-        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
-        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
-        if (hasWeight_) weightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(weight), t_.c);
-        sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), t_.c);
-        sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), t_.c);
-        countGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(count), world_);
+        params_.Bind(mean, invstd, weight, sumDy, sumDyXmu, count, t_.c, world_, hasWeight_);
 
         const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
@@ -79,7 +74,7 @@ private:
         float total = 0.0f;
         for (uint64_t w0 = 0; w0 < world_; w0 += t_.countChunk) {
             const uint64_t n = bn::Min(t_.countChunk, world_ - w0);
-            bn::CopyChannelsIn(buf, countGm_, w0, n);
+            bn::CopyChannelsIn(buf, params_.count, w0, n);
             PipeBarrier<PIPE_ALL>();
             for (uint64_t i = 0; i < n; ++i) total += buf.GetValue(i);
             PipeBarrier<PIPE_ALL>();
@@ -90,8 +85,7 @@ private:
     __aicore__ inline void LoadChunk(const bn::Chunk& ch) {
         PipeBarrier<PIPE_ALL>();  // the previous chunk's vector reads of the buffers are done
         bn::LoadGradCoefficients(meanBuf_.Get<float>(), invstdBuf_.Get<float>(), kBuf_.Get<float>(), aBuf_.Get<float>(),
-                                 bBuf_.Get<float>(), meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, hasWeight_,
-                                 invTotal_, ch.c0, ch.len);
+                                 bBuf_.Get<float>(), params_, invTotal_, ch.c0, ch.len);
         bn::BroadcastRows(meanTile_.Get<float>(), meanBuf_.Get<float>(), ch, usedRows_);
         bn::BroadcastRows(aTile_.Get<float>(), aBuf_.Get<float>(), ch, usedRows_);
         bn::BroadcastRows(bTile_.Get<float>(), bBuf_.Get<float>(), ch, usedRows_);
@@ -117,7 +111,7 @@ private:
     TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, meanTile_, aTile_, bTile_, kTile_;
     TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, kBuf_, aBuf_, bBuf_, countBuf_;
     GlobalTensor<T> dyGm_, xGm_, dxGm_;
-    GlobalTensor<float> meanGm_, invstdGm_, weightGm_, sumDyGm_, sumDyXmuGm_, countGm_;
+    bn::GradElemtGm params_;
     BnClastTiling t_;
     bool hasWeight_ = false;
     uint64_t world_ = 0, usedRows_ = 0;

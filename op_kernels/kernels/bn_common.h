@@ -241,20 +241,37 @@ __aicore__ inline void LoadNormWindow(const LocalTensor<float>& mean, const Loca
     Mul(scale, scale, invstd, static_cast<int32_t>(n));
 }
 
+// The per-channel GM inputs of backward_elemt, bound once for either layout:
+// mean, invstd, weight (when given), sum_dy, sum_dy_xmu as float32 (C,), and
+// the ranks' counts as float32 (W,).
+struct GradElemtGm {
+    GlobalTensor<float> mean, invstd, weight, sumDy, sumDyXmu, count;
+    bool hasWeight = false;
+
+    __aicore__ inline void Bind(GM_ADDR meanP, GM_ADDR invstdP, GM_ADDR weightP, GM_ADDR sumDyP, GM_ADDR sumDyXmuP,
+                                GM_ADDR countP, uint64_t c, uint64_t world, bool withWeight) {
+        hasWeight = withWeight;
+        mean.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(meanP), c);
+        invstd.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstdP), c);
+        if (hasWeight) weight.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(weightP), c);
+        sumDy.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyP), c);
+        sumDyXmu.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmuP), c);
+        count.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(countP), world);
+    }
+};
+
 // Per-channel coefficients of backward_elemt for channels [c0, c0 + n):
 // mean, invstd, k = invstd * weight, a = sum_dy / N, b = sum_dy_xmu / N * invstd^2
 // (invTotal = 1 / N). Waits for its copies with LoadNormWindow's barrier; the
 // caller orders the results before their next use.
 __aicore__ inline void LoadGradCoefficients(const LocalTensor<float>& mean, const LocalTensor<float>& invstd,
                                             const LocalTensor<float>& k, const LocalTensor<float>& a,
-                                            const LocalTensor<float>& b, const GlobalTensor<float>& meanGm,
-                                            const GlobalTensor<float>& invstdGm, const GlobalTensor<float>& weightGm,
-                                            const GlobalTensor<float>& sumDyGm, const GlobalTensor<float>& sumDyXmuGm,
-                                            bool hasWeight, float invTotal, uint64_t c0, uint64_t count) {
+                                            const LocalTensor<float>& b, const GradElemtGm& gm, float invTotal,
+                                            uint64_t c0, uint64_t count) {
     const int32_t n = static_cast<int32_t>(count);
-    CopyChannelsIn(a, sumDyGm, c0, count);
-    CopyChannelsIn(b, sumDyXmuGm, c0, count);
-    LoadNormWindow(mean, invstd, k, meanGm, invstdGm, weightGm, hasWeight, c0, count);
+    CopyChannelsIn(a, gm.sumDy, c0, count);
+    CopyChannelsIn(b, gm.sumDyXmu, c0, count);
+    LoadNormWindow(mean, invstd, k, gm.mean, gm.invstd, gm.weight, gm.hasWeight, c0, count);
     Muls(a, a, invTotal, n);
     Muls(b, b, invTotal, n);
     Mul(b, b, invstd, n);
