@@ -58,6 +58,7 @@ struct DeviceLimits {
 enum class Kernel {
     Stats, GatherStats, Elemt, BackwardReduce, BackwardElemt,
     StatsClast, ElemtClast, BackwardReduceClast, BackwardElemtClast, SumRows,
+    ElemtAct, ElemtActClast, BackwardReduceRelu, BackwardReduceReluClast,
 };
 
 inline const char* KernelName(Kernel k) {
@@ -72,6 +73,10 @@ inline const char* KernelName(Kernel k) {
         case Kernel::BackwardReduceClast: return "batch_norm_backward_reduce_clast";
         case Kernel::BackwardElemtClast: return "batch_norm_backward_elemt_clast";
         case Kernel::SumRows: return "batch_norm_sum_rows";
+        case Kernel::ElemtAct: return "batch_norm_elemt_act";
+        case Kernel::ElemtActClast: return "batch_norm_elemt_act_clast";
+        case Kernel::BackwardReduceRelu: return "batch_norm_backward_reduce_relu";
+        case Kernel::BackwardReduceReluClast: return "batch_norm_backward_reduce_relu_clast";
     }
     return "?";
 }
@@ -220,33 +225,14 @@ struct Ops {
     static Tensor Elemt(const Tensor& input, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
                         const Tensor& invstd, double eps) {
         (void)eps;  // invstd already holds it, as in aten
-        const c10::DeviceGuard guard(input.device());
-        const DeviceLimits lim = Device::Limits(input);
-        auto [x, layout] = Arrange(input);
-        auto [n, c, l] = Shape(x);
-        Tensor y = at::empty_like(x);  // x's memory format
-        if (x.numel() == 0) return y;
-        const Tensor w = F32(weight), b = F32(bias);
-        // The same arguments for both layouts; the tiling comes last.
-        std::vector<GmArg> args = {{"input", x}, {"weight", w}, {"bias", b}, {"mean", F32(mean)},
-                                   {"invstd", F32(invstd)}, {"output", y}, {"workspace", Workspace(0, x)}};
-        if (layout == Layout::CLast) {
-            BnClastElemtTiling t{};
-            CheckTiling(BnClastTilingFor(BN_OP_ELEMT, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
-                        "batch_norm_elemt");
-            t.hasWeight = w.defined();
-            t.hasBias = b.defined();
-            args.push_back({"tiling", DeviceTiling(t, x)});
-            Device::Launch(Kernel::ElemtClast, "batch_norm_elemt", t.g.blockDim, args, BnClastUbBytes(BN_OP_ELEMT, t.g));
-            return y;
-        }
-        BnElemtTiling t{};
-        CheckTiling(BnRowTilingFor(BN_OP_ELEMT, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
-        t.hasWeight = w.defined();
-        t.hasBias = b.defined();
-        args.push_back({"tiling", DeviceTiling(t, x)});
-        Device::Launch(Kernel::Elemt, "batch_norm_elemt", t.rows.blockDim, args, BnUbBytes(BN_OP_ELEMT, t.rows));
-        return y;
+        return ElemtLaunch(input, weight, bias, mean, invstd, c10::nullopt, false, false);
+    }
+
+    // relu(elemt(...) + residual), each part optional: batch_norm_elemt_act.
+    static Tensor ElemtAct(const Tensor& input, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
+                           const Tensor& invstd, double eps, const OptTensor& residual, bool relu) {
+        (void)eps;
+        return ElemtLaunch(input, weight, bias, mean, invstd, residual, relu, true);
     }
 
     static std::tuple<Tensor, Tensor, Tensor, Tensor> BackwardReduce(const Tensor& gradOut, const Tensor& input,
@@ -255,35 +241,17 @@ struct Ops {
                                                                      bool biasG) {
         // The project schema returns all four (C,) tensors, so all four are computed.
         (void)inputG, (void)weightG, (void)biasG;
-        const c10::DeviceGuard guard(input.device());
-        const DeviceLimits lim = Device::Limits(input);
-        auto [x, layout] = Arrange(input);
-        const Tensor dy = InLayout(gradOut, layout);
-        TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
-        auto [n, c, l] = Shape(x);
-        auto f32 = x.options().dtype(at::kFloat);
-        Tensor sumDy = at::zeros({int64_t(c)}, f32), sumDyXmu = at::zeros({int64_t(c)}, f32);
-        Tensor gradWeight = at::zeros({int64_t(c)}, f32), gradBias = at::zeros({int64_t(c)}, f32);
-        if (x.numel() > 0 && layout == Layout::CLast) {
-            BackwardReduceClast(dy, x, n * l, c, F32(mean), F32(invstd), lim, sumDy, sumDyXmu, gradWeight, gradBias);
-        } else if (x.numel() > 0) {
-            BnBackwardReduceTiling t{};
-            CheckTiling(BnRowTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
-                        "batch_norm_backward_reduce");
-            t.outputMask = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
-            t.hasWeight = weight.has_value() && weight->defined();
-            Device::Launch(Kernel::BackwardReduce, "batch_norm_backward_reduce", t.rows.blockDim,
-                           {{"grad_out", dy}, {"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)},
-                            {"sum_dy", sumDy}, {"sum_dy_xmu", sumDyXmu}, {"grad_weight", gradWeight},
-                            {"grad_bias", gradBias}, {"workspace", Workspace(BnWorkspaceBytes(BN_OP_BACKWARD_REDUCE, t.rows), x)},
-                            {"tiling", DeviceTiling(t, x)}},
-                           BnUbBytes(BN_OP_BACKWARD_REDUCE, t.rows));
-        }
-        if (weight.has_value() && weight->defined()) {
-            gradWeight = gradWeight.to(weight->scalar_type());
-            gradBias = gradBias.to(weight->scalar_type());
-        }
-        return {sumDy, sumDyXmu, gradWeight, gradBias};
+        auto r = ReduceLaunch(gradOut, Tensor(), input, mean, invstd, weight);
+        return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r)};
+    }
+
+    // backward_reduce of grad_sum = threshold_backward(grad_out, output, 0),
+    // and grad_sum itself: batch_norm_backward_reduce_relu.
+    static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> BackwardReduceRelu(
+        const Tensor& gradOut, const Tensor& output, const Tensor& input, const Tensor& mean, const Tensor& invstd,
+        const OptTensor& weight, bool inputG, bool weightG, bool biasG) {
+        (void)inputG, (void)weightG, (void)biasG;
+        return ReduceLaunch(gradOut, output, input, mean, invstd, weight);
     }
 
     static Tensor BackwardElemt(const Tensor& gradOut, const Tensor& input, const Tensor& mean, const Tensor& invstd,
@@ -327,6 +295,101 @@ struct Ops {
     }
 
 private:
+    // elemt (fused: the act kernels, with residual / relu) in either layout.
+    static Tensor ElemtLaunch(const Tensor& input, const OptTensor& weight, const OptTensor& bias, const Tensor& mean,
+                              const Tensor& invstd, const OptTensor& residual, bool relu, bool fused) {
+        const c10::DeviceGuard guard(input.device());
+        const DeviceLimits lim = Device::Limits(input);
+        auto [x, layout] = Arrange(input);
+        auto [n, c, l] = Shape(x);
+        Tensor y = at::empty_like(x);  // x's memory format
+        if (x.numel() == 0) return y;
+        const Tensor w = F32(weight), b = F32(bias);
+        const bool hasResidual = residual.has_value() && residual->defined();
+        const Tensor r = hasResidual ? InLayout(*residual, layout) : Tensor();
+        TORCH_CHECK(!hasResidual || (r.sizes() == x.sizes() && r.scalar_type() == x.scalar_type()),
+                    "residual must match input");
+        const BnOp op = fused ? BN_OP_ELEMT_ACT : BN_OP_ELEMT;
+        // The same arguments for both layouts; the tiling comes last.
+        std::vector<GmArg> args = {{"input", x}, {"weight", w}, {"bias", b}, {"mean", F32(mean)},
+                                   {"invstd", F32(invstd)}};
+        if (fused) args.push_back({"residual", r});
+        args.insert(args.end(), {{"output", y}, {"workspace", Workspace(0, x)}});
+        auto act = [&](BnActFields& a, uint64_t tileElems) {
+            a.hasResidual = hasResidual;
+            a.relu = relu;
+            a.gateElems = fused ? BnGateElems(tileElems) : 0;
+        };
+        if (layout == Layout::CLast) {
+            BnClastElemtTiling t{};
+            CheckTiling(BnClastTilingFor(op, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g), "batch_norm_elemt");
+            t.hasWeight = w.defined();
+            t.hasBias = b.defined();
+            act(t.act, t.g.tileElems);
+            args.push_back({"tiling", DeviceTiling(t, x)});
+            Device::Launch(fused ? Kernel::ElemtActClast : Kernel::ElemtClast, "batch_norm_elemt", t.g.blockDim, args,
+                           BnClastUbBytes(op, t.g));
+            return y;
+        }
+        BnElemtTiling t{};
+        CheckTiling(BnRowTilingFor(op, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
+        t.hasWeight = w.defined();
+        t.hasBias = b.defined();
+        act(t.act, t.rows.tileElems);
+        args.push_back({"tiling", DeviceTiling(t, x)});
+        Device::Launch(fused ? Kernel::ElemtAct : Kernel::Elemt, "batch_norm_elemt", t.rows.blockDim, args,
+                       BnUbBytes(op, t.rows));
+        return y;
+    }
+
+    // backward_reduce in either layout; with `output` defined, the relu
+    // kernels: dy gated by output's ReLU mask, grad_sum returned last
+    // (undefined otherwise).
+    static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ReduceLaunch(const Tensor& gradOut, const Tensor& output,
+                                                                           const Tensor& input, const Tensor& mean,
+                                                                           const Tensor& invstd, const OptTensor& weight) {
+        const c10::DeviceGuard guard(input.device());
+        const DeviceLimits lim = Device::Limits(input);
+        auto [x, layout] = Arrange(input);
+        const Tensor dy = InLayout(gradOut, layout);
+        TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(), "grad_out must match input");
+        const bool relu = output.defined();
+        const Tensor y = relu ? InLayout(output, layout) : Tensor();
+        TORCH_CHECK(!relu || (y.sizes() == x.sizes() && y.scalar_type() == x.scalar_type()), "output must match input");
+        Tensor gradSum = relu ? at::empty_like(x) : Tensor();
+        auto [n, c, l] = Shape(x);
+        auto f32 = x.options().dtype(at::kFloat);
+        Tensor sumDy = at::zeros({int64_t(c)}, f32), sumDyXmu = at::zeros({int64_t(c)}, f32);
+        Tensor gradWeight = at::zeros({int64_t(c)}, f32), gradBias = at::zeros({int64_t(c)}, f32);
+        const BnOp op = relu ? BN_OP_BACKWARD_REDUCE_RELU : BN_OP_BACKWARD_REDUCE;
+        if (x.numel() > 0 && layout == Layout::CLast) {
+            BackwardReduceClast(op, dy, y, x, n * l, c, F32(mean), F32(invstd), lim, sumDy, sumDyXmu, gradWeight,
+                                gradBias, gradSum);
+        } else if (x.numel() > 0) {
+            BnBackwardReduceTiling t{};
+            CheckTiling(BnRowTilingFor(op, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
+                        "batch_norm_backward_reduce");
+            t.outputMask = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
+            t.hasWeight = weight.has_value() && weight->defined();
+            t.act.relu = relu;
+            t.act.gateElems = relu ? BnGateElems(t.rows.tileElems) : 0;
+            std::vector<GmArg> args = {{"grad_out", dy}};
+            if (relu) args.push_back({"output", y});
+            args.insert(args.end(), {{"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)}, {"sum_dy", sumDy},
+                                     {"sum_dy_xmu", sumDyXmu}, {"grad_weight", gradWeight}, {"grad_bias", gradBias}});
+            if (relu) args.push_back({"grad_sum", gradSum});
+            args.insert(args.end(), {{"workspace", Workspace(BnWorkspaceBytes(op, t.rows), x)},
+                                     {"tiling", DeviceTiling(t, x)}});
+            Device::Launch(relu ? Kernel::BackwardReduceRelu : Kernel::BackwardReduce, "batch_norm_backward_reduce",
+                           t.rows.blockDim, args, BnUbBytes(op, t.rows));
+        }
+        if (weight.has_value() && weight->defined()) {
+            gradWeight = gradWeight.to(weight->scalar_type());
+            gradBias = gradBias.to(weight->scalar_type());
+        }
+        return {sumDy, sumDyXmu, gradWeight, gradBias, gradSum};
+    }
+
     // The gather kernel over (W, C) rows: the ranks of GatherStats, or the
     // per-core partial rows of the C-last stats (then on `cores` cores).
     static void Gather(const char* op, const Tensor& m, const Tensor& s, const Tensor& rm, const Tensor& rv,
@@ -366,20 +429,27 @@ private:
 
     // C-last backward_reduce: per-core (sum_dy, sum_dy_xmu) rows, then their
     // sums (and grad_weight / grad_bias) by batch_norm_sum_rows on the same stream.
-    static void BackwardReduceClast(const Tensor& dy, const Tensor& x, uint64_t rows, uint64_t c, const Tensor& mean,
-                                    const Tensor& invstd, const DeviceLimits& lim, const Tensor& sumDy,
-                                    const Tensor& sumDyXmu, const Tensor& gradWeight, const Tensor& gradBias) {
+    // (op BN_OP_BACKWARD_REDUCE_RELU: the relu kernel, gated by y, writing gradSum.)
+    static void BackwardReduceClast(BnOp op, const Tensor& dy, const Tensor& y, const Tensor& x, uint64_t rows,
+                                    uint64_t c, const Tensor& mean, const Tensor& invstd, const DeviceLimits& lim,
+                                    const Tensor& sumDy, const Tensor& sumDyXmu, const Tensor& gradWeight,
+                                    const Tensor& gradBias, const Tensor& gradSum) {
+        const bool relu = op == BN_OP_BACKWARD_REDUCE_RELU;
         BnClastBackwardReduceTiling t{};
-        CheckTiling(BnClastTilingFor(BN_OP_BACKWARD_REDUCE, rows, c, Dtype(x), lim.cores, lim.ubBytes, &t.g),
-                    "batch_norm_backward_reduce");
+        CheckTiling(BnClastTilingFor(op, rows, c, Dtype(x), lim.cores, lim.ubBytes, &t.g), "batch_norm_backward_reduce");
         t.outputMask = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
+        t.act.relu = relu;
+        t.act.gateElems = relu ? BnGateElems(t.g.tileElems) : 0;
         auto f32 = x.options().dtype(at::kFloat);
         const int64_t w = t.g.blockDim;
         Tensor pdy = at::empty({w, int64_t(c)}, f32), pxmu = at::empty({w, int64_t(c)}, f32);
-        Device::Launch(Kernel::BackwardReduceClast, "batch_norm_backward_reduce", t.g.blockDim,
-                       {{"grad_out", dy}, {"input", x}, {"mean", mean}, {"sum_dy", pdy}, {"sum_dy_xmu", pxmu},
-                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}},
-                       BnClastUbBytes(BN_OP_BACKWARD_REDUCE, t.g));
+        std::vector<GmArg> args = {{"grad_out", dy}};
+        if (relu) args.push_back({"output", y});
+        args.insert(args.end(), {{"input", x}, {"mean", mean}, {"sum_dy", pdy}, {"sum_dy_xmu", pxmu}});
+        if (relu) args.push_back({"grad_sum", gradSum});
+        args.insert(args.end(), {{"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}});
+        Device::Launch(relu ? Kernel::BackwardReduceReluClast : Kernel::BackwardReduceClast,
+                       "batch_norm_backward_reduce", t.g.blockDim, args, BnClastUbBytes(op, t.g));
         BnSumRowsTiling m{};
         CheckTiling(BnSumRowsTilingFor(c, uint64_t(w), lim.cores, lim.ubBytes, t.outputMask, &m),
                     "batch_norm_backward_reduce");
@@ -393,7 +463,7 @@ private:
 
 }  // namespace bn_ops
 
-// The five ops of `ns` as PrivateUse1 kernels launched through `Device`.
+// The ops of `ns` (the five and the two fused-activation ops) as PrivateUse1 kernels launched through `Device`.
 #define BN_OPS_REGISTER(ns, Device)                                                         \
     TORCH_LIBRARY_IMPL(ns, PrivateUse1, m) {                                                \
         m.impl("batch_norm_stats", &bn_ops::Ops<Device>::Stats);                            \
@@ -401,6 +471,8 @@ private:
         m.impl("batch_norm_elemt", &bn_ops::Ops<Device>::Elemt);                            \
         m.impl("batch_norm_backward_reduce", &bn_ops::Ops<Device>::BackwardReduce);         \
         m.impl("batch_norm_backward_elemt", &bn_ops::Ops<Device>::BackwardElemt);           \
+        m.impl("batch_norm_elemt_act", &bn_ops::Ops<Device>::ElemtAct);                     \
+        m.impl("batch_norm_backward_reduce_relu", &bn_ops::Ops<Device>::BackwardReduceRelu); \
     }
 
 #endif  // NPU_SYNCBN_HOST_BN_OPS_H

@@ -32,6 +32,10 @@
 #include "aclrtlaunch_batch_norm_backward_reduce_clast.h"
 #include "aclrtlaunch_batch_norm_backward_elemt_clast.h"
 #include "aclrtlaunch_batch_norm_sum_rows.h"
+#include "aclrtlaunch_batch_norm_elemt_act.h"
+#include "aclrtlaunch_batch_norm_elemt_act_clast.h"
+#include "aclrtlaunch_batch_norm_backward_reduce_relu.h"
+#include "aclrtlaunch_batch_norm_backward_reduce_relu_clast.h"
 #include "bn_ops.h"
 
 namespace {
@@ -116,6 +120,23 @@ struct AclDevice {
             case Kernel::SumRows:
                 rc = ACLRT_LAUNCH_KERNEL(batch_norm_sum_rows)(blockDim, stream, p[0], p[1], p[2], p[3], p[4], p[5],
                                                               p[6], p[7], p[8]);
+                break;
+            case Kernel::ElemtAct:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_elemt_act)(blockDim, stream, p[0], p[1], p[2], p[3], p[4], p[5],
+                                                               p[6], p[7], p[8]);
+                break;
+            case Kernel::ElemtActClast:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_elemt_act_clast)(blockDim, stream, p[0], p[1], p[2], p[3], p[4],
+                                                                     p[5], p[6], p[7], p[8]);
+                break;
+            case Kernel::BackwardReduceRelu:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_backward_reduce_relu)(blockDim, stream, p[0], p[1], p[2], p[3],
+                                                                          p[4], p[5], p[6], p[7], p[8], p[9], p[10],
+                                                                          p[11]);
+                break;
+            case Kernel::BackwardReduceReluClast:
+                rc = ACLRT_LAUNCH_KERNEL(batch_norm_backward_reduce_relu_clast)(blockDim, stream, p[0], p[1], p[2],
+                                                                                p[3], p[4], p[5], p[6], p[7], p[8]);
                 break;
         }
         TORCH_CHECK(rc == 0, "npu_syncbn::", op, ": kernel ", bn_ops::KernelName(k), " launch failed (", rc, ")");

@@ -23,7 +23,33 @@ uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
 // cores can each wait for cores the other holds: a deadlock (asc-devkit's
 // SyncAll docs describe exactly this). The price: with C < cores only C cores
 // reduce; the elementwise kernels still split channels over every core.
-bool ReducesPerChannel(BnOp op) { return op == BN_OP_STATS || op == BN_OP_BACKWARD_REDUCE; }
+bool ReducesPerChannel(BnOp op) {
+    return op == BN_OP_STATS || op == BN_OP_BACKWARD_REDUCE || op == BN_OP_BACKWARD_REDUCE_RELU;
+}
+
+// The fused-activation kernels gate with Compares + Select (bn::ReluGate).
+// Compares computes whole 256-byte repeats, so the float tile it reads is
+// padded to gateElems and its bit mask holds gateElems bits; Select's scratch
+// block on dav-2201 sits at 184 KiB, so their plan stays below it.
+bool Gated(BnOp op) { return op == BN_OP_ELEMT_ACT || op == BN_OP_BACKWARD_REDUCE_RELU; }
+
+uint64_t GateMaskBytes(uint64_t gateElems) { return AlignUp(gateElems / 8, kBlock); }
+
+// UB of the gate beyond its per-element share (padding of the compared tile, the mask).
+uint64_t GateExtraBytes(BnOp op, uint64_t tileElems) {
+    if (!Gated(op)) return 0;
+    const uint64_t g = BnGateElems(tileElems);
+    return (g - tileElems) * 4 + GateMaskBytes(g);
+}
+
+// What the tile solve sets aside for the gate: one byte per element bounds the
+// mask, the rest covers the padding and block rounding.
+constexpr uint64_t kGateSlackPerElem = 1;
+constexpr uint64_t kGateSlackFixed = 63 * 4 + 2 * kBlock;
+
+uint32_t PlanUb(BnOp op, uint32_t ubBytes) {
+    return Gated(op) ? std::min<uint32_t>(ubBytes, BN_SELECT_UB_BYTES) : ubBytes;
+}
 
 // Float elements of the ReduceSum work buffer, and of its result buffer, for
 // `count` floats: one float per 256-byte repeat, rounded up to a 32-byte block
@@ -40,6 +66,9 @@ uint64_t PerElemBytes(BnOp op, uint64_t sz) {
         case BN_OP_ELEMT: return 4 * sz + 4;                // x queue, y queue; xf
         case BN_OP_BACKWARD_REDUCE: return 4 * sz + 4 * 4;  // dy, x queues; dyf, xf, acc(dy), acc(dy*xmu)
         case BN_OP_BACKWARD_ELEMT: return 6 * sz + 2 * 4;   // dy, x, dx queues; dyf, xf
+        case BN_OP_ELEMT_ACT: return 6 * sz + 3 * 4;        // x, residual, y queues; xf, rf, zeros
+        case BN_OP_BACKWARD_REDUCE_RELU:                    // dy, y, x queues, grad_sum queue;
+            return 8 * sz + 6 * 4;                          // dyf, xf, yf, acc(dy), acc(dy*xmu), zeros
     }
     return 0;
 }
@@ -53,6 +82,8 @@ uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
         case BN_OP_ELEMT: return 4 * chunk;                          // weight, bias, mean, invstd
         case BN_OP_BACKWARD_REDUCE: return 4 * chunk + reduce;       // mean, invstd, sums x2
         case BN_OP_BACKWARD_ELEMT: return 5 * chunk + reduce;  // mean, invstd, weight, sum_dy, sum_dy_xmu
+        case BN_OP_ELEMT_ACT: return 4 * chunk;                     // as elemt
+        case BN_OP_BACKWARD_REDUCE_RELU: return 4 * chunk + reduce;  // as backward_reduce
     }
     return 0;
 }
@@ -71,6 +102,8 @@ const char* BnTilingStatusText(int status) {
     return "unknown tiling status";
 }
 
+uint32_t BnGateElems(uint64_t tileElems) { return static_cast<uint32_t>(AlignUp(tileElems, 64)); }
+
 uint32_t BnDtypeSize(uint32_t dtype) {
     switch (dtype) {
         case BN_FLOAT32: return 4;
@@ -86,13 +119,14 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     const uint64_t sz = BnDtypeSize(dtype);
     if (sz == 0) return BN_TILING_BAD_DTYPE;
     if (n == 0 || c == 0 || l == 0) return BN_TILING_EMPTY;
+    ubBytes = PlanUb(op, ubBytes);
 
     const uint64_t epb = kBlock / sz;  // elements of T per 32-byte block
     const uint64_t paramChunk = std::min<uint64_t>(kParamChunk, AlignUp(c, 8));
-    const uint64_t perElem = PerElemBytes(op, sz);
+    const uint64_t perElem = PerElemBytes(op, sz) + (Gated(op) ? kGateSlackPerElem : 0);
     // Largest tile that fits: solve for elems with the reduce work sized for the bound.
     const uint64_t bound = std::max<uint64_t>(ubBytes / perElem, paramChunk);
-    const uint64_t fixed = FixedBytes(op, paramChunk, ReduceWorkElems(bound));
+    const uint64_t fixed = FixedBytes(op, paramChunk, ReduceWorkElems(bound)) + (Gated(op) ? kGateSlackFixed : 0);
     if (ubBytes <= fixed) return BN_TILING_UB_TOO_SMALL;
     const uint64_t maxElems = (ubBytes - fixed) / perElem / epb * epb;
     if (maxElems < epb) return BN_TILING_UB_TOO_SMALL;
@@ -139,7 +173,8 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
 
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
     const uint64_t sz = BnDtypeSize(t.dtype);
-    return PerElemBytes(op, sz) * t.tileElems + FixedBytes(op, t.paramChunk, t.reduceWorkElems);
+    return PerElemBytes(op, sz) * t.tileElems + FixedBytes(op, t.paramChunk, t.reduceWorkElems) +
+           GateExtraBytes(op, t.tileElems);
 }
 
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t) {
@@ -191,6 +226,9 @@ uint64_t ClastPerElemBytes(BnOp op, uint64_t sz) {
         case BN_OP_ELEMT: return 4 * sz + 4 * 4;            // x, y queues; xf, mean, scale, bias (broadcast)
         case BN_OP_BACKWARD_REDUCE: return 4 * sz + 5 * 4;  // dy, x queues; dyf, xf, mean (broadcast), acc(dy), acc(dy*xmu)
         case BN_OP_BACKWARD_ELEMT: return 6 * sz + 6 * 4;   // dy, x, dx queues; dyf, xf, mean, a, b, k (broadcast)
+        case BN_OP_ELEMT_ACT: return 6 * sz + 6 * 4;        // x, residual, y queues; xf, mean, scale, bias, rf, zeros
+        case BN_OP_BACKWARD_REDUCE_RELU:                    // dy, y, x queues, grad_sum queue; dyf, xf, yf,
+            return 8 * sz + 7 * 4;                          // mean (broadcast), acc(dy), acc(dy*xmu), zeros
     }
     return 0;
 }
@@ -202,6 +240,8 @@ uint64_t ClastVectors(BnOp op) {
         case BN_OP_ELEMT: return 4;            // mean, invstd, scale, bias
         case BN_OP_BACKWARD_REDUCE: return 1;  // mean
         case BN_OP_BACKWARD_ELEMT: return 5;   // mean, invstd, k, a, b
+        case BN_OP_ELEMT_ACT: return 4;        // as elemt
+        case BN_OP_BACKWARD_REDUCE_RELU: return 1;  // as backward_reduce
     }
     return 0;
 }
@@ -218,6 +258,7 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
     const uint64_t sz = BnDtypeSize(dtype);
     if (sz == 0) return BN_TILING_BAD_DTYPE;
     if (rows == 0 || c == 0) return BN_TILING_EMPTY;
+    ubBytes = PlanUb(op, ubBytes);
 
     BnClastTiling t{};
     t.rows = rows;
@@ -230,7 +271,7 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
     const uint64_t coreRows = t.rowsBase + (t.rowsRem ? 1 : 0);
     const uint64_t wantRows = std::min<uint64_t>(kClastMinRows, coreRows);
     const uint64_t epb = kBlock / sz;
-    const uint64_t perElem = ClastPerElemBytes(op, sz);
+    const uint64_t perElem = ClastPerElemBytes(op, sz) + (Gated(op) ? kGateSlackPerElem : 0);
 
     // A short ragged row packs: rowGroup rows fill whole 32-byte blocks, and a
     // tile is one burst (one DataCopyPad block) however short a row is.
@@ -245,7 +286,7 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
     for (;; ++chunks) {
         const uint64_t cc = std::min<uint64_t>(c, AlignUp(CeilDiv(c, chunks), epb));
         const uint64_t stride = packed ? t.rowGroup * c : AlignUp(cc, epb);
-        const uint64_t fixed = ClastFixedBytes(op, stride, t.countChunk);
+        const uint64_t fixed = ClastFixedBytes(op, stride, t.countChunk) + (Gated(op) ? kGateSlackFixed : 0);
         fitRows = ubBytes > fixed ? (ubBytes - fixed) / (perElem * stride) * t.rowGroup : 0;
         if (fitRows >= wantRows) {
             t.chanChunk = cc;
@@ -263,7 +304,8 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
 }
 
 uint64_t BnClastUbBytes(BnOp op, const BnClastTiling& t) {
-    return ClastPerElemBytes(op, BnDtypeSize(t.dtype)) * t.tileElems + ClastFixedBytes(op, t.chunkStride, t.countChunk);
+    return ClastPerElemBytes(op, BnDtypeSize(t.dtype)) * t.tileElems + ClastFixedBytes(op, t.chunkStride, t.countChunk) +
+           GateExtraBytes(op, t.tileElems);
 }
 
 uint64_t BnClastCoreRows(const BnClastTiling& t, uint32_t k) { return t.rowsBase + (k < t.rowsRem ? 1 : 0); }

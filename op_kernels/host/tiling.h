@@ -19,11 +19,19 @@ enum BnOp : uint32_t {
     BN_OP_ELEMT = 1,
     BN_OP_BACKWARD_REDUCE = 2,
     BN_OP_BACKWARD_ELEMT = 3,
+    // The fused activation (relu(bn(x) + residual)): elemt with the residual
+    // add and ReLU epilogue, and backward_reduce gated by ReLU's mask (which it
+    // also writes as grad_sum). Their gate is Compares + Select (see BnGateElems).
+    BN_OP_ELEMT_ACT = 4,
+    BN_OP_BACKWARD_REDUCE_RELU = 5,
 };
 
 static const uint32_t BN_UB_BYTES = 192 * 1024;  // UB per vector core (Ascend 910B)
 static const uint32_t BN_MAX_CORES = 48;         // vector cores of a 910B2
 static const uint32_t BN_MAX_BLOCK_COUNT = 4095; // DataCopyPad blockCount limit
+// UB a kernel that calls Select may plan: on dav-2201 Select's tensor modes
+// stage a block at UB offset 184 KiB (asc-devkit TMP_UB_OFFSET).
+static const uint32_t BN_SELECT_UB_BYTES = 184 * 1024;
 
 enum BnTilingStatus : int {
     BN_TILING_OK = 0,
@@ -35,6 +43,9 @@ enum BnTilingStatus : int {
 };
 
 const char* BnTilingStatusText(int status);
+
+// gateElems of BnActFields for a tile of tileElems elements (whole 256-byte float repeats).
+uint32_t BnGateElems(uint64_t tileElems);
 
 // Bytes per element of T for a BnDtype (0 for an unknown dtype).
 uint32_t BnDtypeSize(uint32_t dtype);

@@ -55,16 +55,29 @@ struct BnStatsTiling {
     uint32_t reserved;
 };
 
+// The fused epilogue of batch_norm_elemt_act (all 0 for batch_norm_elemt):
+// y = bn(x), then y + residual rounded to T when hasResidual, then ReLU when
+// relu. gateElems: elements of the buffer ReLU's Compares reads (tileElems
+// rounded up to whole 256-byte float repeats), 0 without relu.
+struct BnActFields {
+    uint32_t hasResidual;
+    uint32_t relu;
+    uint32_t gateElems;
+    uint32_t reserved;
+};
+
 struct BnElemtTiling {
     BnRowTiling rows;
     uint32_t hasWeight;
     uint32_t hasBias;
+    BnActFields act;
 };
 
 struct BnBackwardReduceTiling {
     BnRowTiling rows;
     uint32_t hasWeight;   // grad_weight needs only invstd; kept for symmetry with aten
     uint32_t outputMask;  // BnReduceOutputs
+    BnActFields act;      // batch_norm_backward_reduce_relu: relu and gateElems (0 otherwise)
 };
 
 struct BnBackwardElemtTiling {
@@ -136,12 +149,14 @@ struct BnClastElemtTiling {
     BnClastTiling g;
     uint32_t hasWeight;
     uint32_t hasBias;
+    BnActFields act;
 };
 
 struct BnClastBackwardReduceTiling {
     BnClastTiling g;
     uint32_t hasWeight;
     uint32_t outputMask;  // BnReduceOutputs (of the merge launch; the partials are always written)
+    BnActFields act;      // batch_norm_backward_reduce_relu_clast: relu and gateElems
 };
 
 struct BnClastBackwardElemtTiling {

@@ -5,8 +5,15 @@
  * each written only when asked for (outputMask). mean, invstd and every output
  * are float32 (C,); the sums run in float32 per UB lane.
  *
- * dy and x are each read from GM once. Each channel is reduced by one core
- * (the tiling's whole-channel units: no cross-core barrier, see host/tiling.cpp).
+ * batch_norm_backward_reduce_relu, the fused activation's backward, first
+ * gates dy by ReLU's mask from the forward output y: grad_sum = dy where
+ * y > 0 (or NaN), else 0 (threshold_backward at 0). It writes grad_sum, x's
+ * dtype and layout, for backward_elemt and the residual's gradient, and reduces
+ * grad_sum in place of dy.
+ *
+ * dy and x (and y) are each read from GM once. Each channel is reduced by one
+ * core (the tiling's whole-channel units: no cross-core barrier, see
+ * host/tiling.cpp).
  */
 #include "bn_common.h"
 
@@ -22,16 +29,22 @@ class KernelBatchNormBackwardReduce {
 public:
     __aicore__ inline KernelBatchNormBackwardReduce() {}
 
-    __aicore__ inline void Init(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
-                                GM_ADDR gradWeight, GM_ADDR gradBias, const BnBackwardReduceTiling& tiling) {
+    __aicore__ inline void Init(GM_ADDR dy, GM_ADDR y, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR sumDy,
+                                GM_ADDR sumDyXmu, GM_ADDR gradWeight, GM_ADDR gradBias, GM_ADDR gradSum,
+                                const BnBackwardReduceTiling& tiling, bool fused) {
         t_ = tiling.rows;
         mask_ = tiling.outputMask;
+        relu_ = fused;
         items_ = bn::CoreItems(t_, GetBlockIdx());
         lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
 
         const uint64_t total = t_.n * t_.c * t_.l;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
+        if (relu_) {
+            yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), total);
+            gradSumGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(gradSum), total);
+        }
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
         if (mask_ & BN_OUT_SUMS) {
@@ -56,6 +69,12 @@ public:
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
         pipe_.InitBuffer(sumDyOutBuf_, chunkBytes);
         pipe_.InitBuffer(sumXmuOutBuf_, chunkBytes);
+        if (relu_) {
+            pipe_.InitBuffer(yQueue_, bn::BUFFER_NUM, tileT);
+            pipe_.InitBuffer(gradSumQueue_, bn::BUFFER_NUM, tileT);
+            pipe_.InitBuffer(yfBuf_, static_cast<uint32_t>(tiling.act.gateElems * sizeof(float)));
+            gate_.Init(pipe_, t_.tileElems, tiling.act.gateElems);
+        }
     }
 
     // The core's items are whole channels: reduce each, stage its sums.
@@ -95,6 +114,7 @@ private:
             CopyIn(tile);
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
             bn::DeQueToFloat<T>(dyf, dyQueue_, elems);  // pad lanes of dy are 0, so they add nothing
+            if (relu_) GateByOutput(dyf, tile, elems);
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Adds(xf, xf, -mean, elems);
             Mul(xf, xf, dyf, elems);
@@ -111,6 +131,17 @@ private:
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
         bn::EnQueTile(dyQueue_, dyGm_, t_, tile);
         bn::EnQueTile(xQueue_, xGm_, t_, tile);
+        if (relu_) bn::EnQueTile(yQueue_, yGm_, t_, tile);
+    }
+
+    // dyf <- grad_sum, ReLU's mask from y applied, and written out. Exact:
+    // a selection of dy's own values, so its T copy rounds nothing.
+    __aicore__ inline void GateByOutput(const LocalTensor<float>& dyf, const bn::Tile& tile, int32_t elems) {
+        LocalTensor<float> yf = yfBuf_.Get<float>();
+        bn::DeQueToFloat<T>(yf, yQueue_, elems);
+        gate_.Apply(dyf, dyf, yf, elems);
+        bn::EnQueFromFloat<T>(gradSumQueue_, dyf, elems);
+        bn::DeQueTileOut(gradSumGm_, gradSumQueue_, t_, tile);
     }
 
     __aicore__ inline void Stage(uint64_t c, const BnGradSums& s) {
@@ -142,13 +173,16 @@ private:
     }
 
     TPipe pipe_;
-    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
-    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_, yQueue_;
+    TQue<QuePosition::VECOUT, bn::BUFFER_NUM> gradSumQueue_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, yfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
+    bn::ReluGate gate_;
     TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_;
-    GlobalTensor<T> dyGm_, xGm_;
+    GlobalTensor<T> dyGm_, xGm_, yGm_, gradSumGm_;
     GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;
+    bool relu_ = false;
     uint64_t lastChannel_ = 0;
     uint64_t windowBegin_ = 0, windowSize_ = 0, windowCount_ = 0;
     bn::ItemRange items_;
@@ -160,6 +194,18 @@ extern "C" __global__ __aicore__ void batch_norm_backward_reduce(GM_ADDR dy, GM_
     (void)workspace;  // unused: no cross-core partials (see host/tiling.cpp)
     BnBackwardReduceTiling t;
     bn::LoadTiling(t, tiling);
-    bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight,
-                                                   gradBias, t);
+    bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, bn::NoGm(), x, mean, invstd, sumDy, sumDyXmu,
+                                                   gradWeight, gradBias, bn::NoGm(), t, false);
+}
+
+extern "C" __global__ __aicore__ void batch_norm_backward_reduce_relu(GM_ADDR dy, GM_ADDR y, GM_ADDR x, GM_ADDR mean,
+                                                                      GM_ADDR invstd, GM_ADDR sumDy, GM_ADDR sumDyXmu,
+                                                                      GM_ADDR gradWeight, GM_ADDR gradBias,
+                                                                      GM_ADDR gradSum, GM_ADDR workspace,
+                                                                      GM_ADDR tiling) {
+    (void)workspace;
+    BnBackwardReduceTiling t;
+    bn::LoadTiling(t, tiling);
+    bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, y, x, mean, invstd, sumDy, sumDyXmu, gradWeight,
+                                                   gradBias, gradSum, t, true);
 }

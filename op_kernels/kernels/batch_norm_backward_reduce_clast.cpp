@@ -5,7 +5,10 @@
  * host sums the rows (and forms grad_weight / grad_bias) with batch_norm_sum_rows,
  * a second launch on the same stream: no barrier (host/tiling.h, BnClastTilingFor).
  *
- * dy and x are each read from GM once; lanes run across channels, the
+ * batch_norm_backward_reduce_relu_clast gates dy by ReLU's mask from the
+ * forward output y first and writes that grad_sum (as the row kernel does).
+ *
+ * dy and x (and y) are each read from GM once; lanes run across channels, the
  * accumulator tiles are folded over their rows at the end of each chunk.
  */
 #include "bn_clast.h"
@@ -17,9 +20,10 @@ class KernelBatchNormBackwardReduceClast {
 public:
     __aicore__ inline KernelBatchNormBackwardReduceClast() {}
 
-    __aicore__ inline void Init(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR sumDy, GM_ADDR sumDyXmu,
-                                const BnClastBackwardReduceTiling& tiling) {
+    __aicore__ inline void Init(GM_ADDR dy, GM_ADDR y, GM_ADDR x, GM_ADDR mean, GM_ADDR sumDy, GM_ADDR sumDyXmu,
+                                GM_ADDR gradSum, const BnClastBackwardReduceTiling& tiling, bool fused) {
         t_ = tiling.g;
+        relu_ = fused;
         core_ = GetBlockIdx();
         rows_ = bn::CoreRows(t_, core_);
         usedRows_ = bn::Min(t_.tileRows, rows_.count);
@@ -28,6 +32,10 @@ public:
         const uint64_t partials = uint64_t(t_.blockDim) * t_.c;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
+        if (relu_) {
+            yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), total);
+            gradSumGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(gradSum), total);
+        }
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), partials);
         sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), partials);
@@ -42,6 +50,12 @@ public:
         pipe_.InitBuffer(accDyBuf_, tileFloats);
         pipe_.InitBuffer(accXmuBuf_, tileFloats);
         pipe_.InitBuffer(meanBuf_, static_cast<uint32_t>(t_.chunkStride * sizeof(float)));
+        if (relu_) {
+            pipe_.InitBuffer(yQueue_, bn::BUFFER_NUM, tileT);
+            pipe_.InitBuffer(gradSumQueue_, bn::BUFFER_NUM, tileT);
+            pipe_.InitBuffer(yfBuf_, static_cast<uint32_t>(tiling.act.gateElems * sizeof(float)));
+            gate_.Init(pipe_, t_.tileElems, tiling.act.gateElems);
+        }
     }
 
     __aicore__ inline void Process() {
@@ -69,8 +83,10 @@ private:
             const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
             bn::EnQueRows(dyQueue_, dyGm_, t_, ch, rows_.begin + r, rows);
             bn::EnQueRows(xQueue_, xGm_, t_, ch, rows_.begin + r, rows);
+            if (relu_) bn::EnQueRows(yQueue_, yGm_, t_, ch, rows_.begin + r, rows);
             const int32_t elems = bn::Lanes(ch, rows);
             bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
+            if (relu_) GateByOutput(dyf, ch, rows_.begin + r, rows, elems);
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Sub(xf, xf, meanT, elems);  // sum of dy * (x - mean), never dy * x - mean * dy
             Mul(xf, xf, dyf, elems);
@@ -81,6 +97,16 @@ private:
         bn::FoldRows(accXmu, ch, usedRows_);
     }
 
+    // dyf <- grad_sum, ReLU's mask from y applied, and written out (exact: a selection of dy's values).
+    __aicore__ inline void GateByOutput(const LocalTensor<float>& dyf, const bn::Chunk& ch, uint64_t row0,
+                                        uint64_t rows, int32_t elems) {
+        LocalTensor<float> yf = yfBuf_.Get<float>();
+        bn::DeQueToFloat<T>(yf, yQueue_, elems);
+        gate_.Apply(dyf, dyf, yf, elems);
+        bn::EnQueFromFloat<T>(gradSumQueue_, dyf, elems);
+        bn::DeQueRowsOut(gradSumGm_, gradSumQueue_, t_, ch, row0, rows);
+    }
+
     __aicore__ inline void WriteChunk(const bn::Chunk& ch) {
         PipeBarrier<PIPE_ALL>();
         bn::CopyChannelsOut(sumDyGm_, accDyBuf_.Get<float>(), core_ * t_.c + ch.c0, ch.len);
@@ -89,12 +115,15 @@ private:
     }
 
     TPipe pipe_;
-    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
-    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, meanTile_, accDyBuf_, accXmuBuf_, meanBuf_;
-    GlobalTensor<T> dyGm_, xGm_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_, yQueue_;
+    TQue<QuePosition::VECOUT, bn::BUFFER_NUM> gradSumQueue_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, yfBuf_, meanTile_, accDyBuf_, accXmuBuf_, meanBuf_;
+    bn::ReluGate gate_;
+    GlobalTensor<T> dyGm_, xGm_, yGm_, gradSumGm_;
     GlobalTensor<float> meanGm_, sumDyGm_, sumDyXmuGm_;
     BnClastTiling t_;
     uint64_t core_ = 0, usedRows_ = 0;
+    bool relu_ = false;
     bn::RowRange rows_;
 };
 
@@ -104,5 +133,16 @@ extern "C" __global__ __aicore__ void batch_norm_backward_reduce_clast(GM_ADDR d
     (void)workspace;  // the partial rows are outputs of their own; merged by a second launch
     BnClastBackwardReduceTiling t;
     bn::LoadTiling(t, tiling);
-    bn::RunForDtype<KernelBatchNormBackwardReduceClast>(t.g.dtype, dy, x, mean, sumDy, sumDyXmu, t);
+    bn::RunForDtype<KernelBatchNormBackwardReduceClast>(t.g.dtype, dy, bn::NoGm(), x, mean, sumDy, sumDyXmu,
+                                                        bn::NoGm(), t, false);
+}
+
+extern "C" __global__ __aicore__ void batch_norm_backward_reduce_relu_clast(GM_ADDR dy, GM_ADDR y, GM_ADDR x,
+                                                                            GM_ADDR mean, GM_ADDR sumDy,
+                                                                            GM_ADDR sumDyXmu, GM_ADDR gradSum,
+                                                                            GM_ADDR workspace, GM_ADDR tiling) {
+    (void)workspace;
+    BnClastBackwardReduceTiling t;
+    bn::LoadTiling(t, tiling);
+    bn::RunForDtype<KernelBatchNormBackwardReduceClast>(t.g.dtype, dy, y, x, mean, sumDy, sumDyXmu, gradSum, t, true);
 }

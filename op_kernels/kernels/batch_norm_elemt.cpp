@@ -2,9 +2,13 @@
  * batch_norm_elemt: y = (x - mean[c]) * invstd[c] * weight[c] + bias[c] for x
  * viewed as (N, C, L) contiguous; weight / bias optional (1 / 0). mean, invstd,
  * weight, bias are float32 (C,); y has x's dtype. Computes in float32.
+ * batch_norm_elemt_act, the fused activation, continues with
+ * y = relu(y + residual) (residual: x's shape and dtype; each part optional,
+ * see bn::ElemtEpilogue).
  *
- * x is read once and y written once; each core walks its items and keeps the
- * per-channel coefficients of a window of paramChunk channels in UB.
+ * x (and residual) are read once and y written once; each core walks its
+ * items and keeps the per-channel coefficients of a window of paramChunk
+ * channels in UB.
  */
 #include "bn_common.h"
 
@@ -15,8 +19,8 @@ class KernelBatchNormElemt {
 public:
     __aicore__ inline KernelBatchNormElemt() {}
 
-    __aicore__ inline void Init(GM_ADDR x, GM_ADDR weight, GM_ADDR bias, GM_ADDR mean, GM_ADDR invstd, GM_ADDR y,
-                                const BnElemtTiling& tiling) {
+    __aicore__ inline void Init(GM_ADDR x, GM_ADDR weight, GM_ADDR bias, GM_ADDR mean, GM_ADDR invstd,
+                                GM_ADDR residual, GM_ADDR y, const BnElemtTiling& tiling, bool fused) {
         t_ = tiling.rows;
         hasWeight_ = tiling.hasWeight != 0;
         hasBias_ = tiling.hasBias != 0;
@@ -30,15 +34,19 @@ public:
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
         if (hasWeight_) weightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(weight), t_.c);
         if (hasBias_) biasGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(bias), t_.c);
+        if (fused && tiling.act.hasResidual) residualGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(residual), total);
 
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
         pipe_.InitBuffer(inQueue_, bn::BUFFER_NUM, static_cast<uint32_t>(t_.tileElems * sizeof(T)));
         pipe_.InitBuffer(outQueue_, bn::BUFFER_NUM, static_cast<uint32_t>(t_.tileElems * sizeof(T)));
-        pipe_.InitBuffer(xfBuf_, static_cast<uint32_t>(t_.tileElems * sizeof(float)));
+        // the fused ReLU compares xf: then it holds whole 256-byte repeats
+        const uint64_t xfElems = fused ? tiling.act.gateElems : t_.tileElems;
+        pipe_.InitBuffer(xfBuf_, static_cast<uint32_t>(xfElems * sizeof(float)));
         pipe_.InitBuffer(scaleBuf_, chunkBytes);
         pipe_.InitBuffer(biasBuf_, chunkBytes);
         pipe_.InitBuffer(meanBuf_, chunkBytes);
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
+        epilogue_.Init(pipe_, fused, tiling.act, t_.tileElems);
     }
 
     __aicore__ inline void Process() {
@@ -69,7 +77,10 @@ private:
         PipeBarrier<PIPE_ALL>();
     }
 
-    __aicore__ inline void CopyIn(const bn::Tile& tile) { bn::EnQueTile(inQueue_, xGm_, t_, tile); }
+    __aicore__ inline void CopyIn(const bn::Tile& tile) {
+        bn::EnQueTile(inQueue_, xGm_, t_, tile);
+        if (epilogue_.hasResidual) bn::EnQueTile(epilogue_.residualQueue, residualGm_, t_, tile);
+    }
 
     // (x - mean) first, then the scale: keeps float precision when |mean| >> std.
     __aicore__ inline void Compute(const bn::Tile& tile) {
@@ -83,7 +94,9 @@ private:
         Adds(xf, xf, -mean, elems);
         Muls(xf, xf, scale, elems);
         Adds(xf, xf, bias, elems);
-        bn::EnQueFromFloat<T>(outQueue_, xf, elems);
+        LocalTensor<T> y = outQueue_.AllocTensor<T>();
+        epilogue_.Finish(xf, y, elems);
+        outQueue_.EnQue(y);
     }
 
     __aicore__ inline void CopyOut(const bn::Tile& tile) { bn::DeQueTileOut(yGm_, outQueue_, t_, tile); }
@@ -92,7 +105,8 @@ private:
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
     TQue<QuePosition::VECOUT, bn::BUFFER_NUM> outQueue_;
     TBuf<QuePosition::VECCALC> xfBuf_, scaleBuf_, biasBuf_, meanBuf_, invstdBuf_;
-    GlobalTensor<T> xGm_, yGm_;
+    bn::ElemtEpilogue<T> epilogue_;
+    GlobalTensor<T> xGm_, yGm_, residualGm_;
     GlobalTensor<float> meanGm_, invstdGm_, weightGm_, biasGm_;
     BnRowTiling t_;
     bool hasWeight_ = false, hasBias_ = false;
@@ -105,5 +119,14 @@ extern "C" __global__ __aicore__ void batch_norm_elemt(GM_ADDR x, GM_ADDR weight
     (void)workspace;
     BnElemtTiling t;
     bn::LoadTiling(t, tiling);
-    bn::RunForDtype<KernelBatchNormElemt>(t.rows.dtype, x, weight, bias, mean, invstd, y, t);
+    bn::RunForDtype<KernelBatchNormElemt>(t.rows.dtype, x, weight, bias, mean, invstd, bn::NoGm(), y, t, false);
+}
+
+extern "C" __global__ __aicore__ void batch_norm_elemt_act(GM_ADDR x, GM_ADDR weight, GM_ADDR bias, GM_ADDR mean,
+                                                           GM_ADDR invstd, GM_ADDR residual, GM_ADDR y,
+                                                           GM_ADDR workspace, GM_ADDR tiling) {
+    (void)workspace;
+    BnElemtTiling t;
+    bn::LoadTiling(t, tiling);
+    bn::RunForDtype<KernelBatchNormElemt>(t.rows.dtype, x, weight, bias, mean, invstd, residual, y, t, true);
 }

@@ -22,6 +22,9 @@ __aicore__ inline uint64_t Max(uint64_t a, uint64_t b) { return a > b ? a : b; }
 __aicore__ inline uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 __aicore__ inline uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
 
+// The absent GM argument (the plain entries of kernels shared with a fused entry).
+__aicore__ inline GM_ADDR NoGm() { return nullptr; }
+
 // The tiling arrives as bytes in GM; copy it word by word into a local struct.
 template <typename Tiling>
 __aicore__ inline void LoadTiling(Tiling& dst, GM_ADDR src) {
@@ -277,6 +280,68 @@ __aicore__ inline void LoadGradCoefficients(const LocalTensor<float>& mean, cons
     Mul(b, b, invstd, n);
     Mul(b, b, invstd, n);
 }
+
+// ReLU's gate in the fused-activation kernels: dst = src where gate > 0 or gate
+// is NaN, else 0, i.e. torch.relu (gate = src) and threshold_backward at 0
+// (gate = the forward output). Compares (gate <= 0) then Select between a zero
+// tile and src; a Maxs would be shorter, but its NaN behaviour is not
+// documented and torch.relu keeps NaNs. The gate tile must hold gateElems
+// floats: Compares computes whole 256-byte repeats (host/tiling.cpp, Gated).
+struct ReluGate {
+    TBuf<QuePosition::VECCALC> zeros, mask;
+    uint32_t gateElems = 0;
+
+    __aicore__ inline void Init(TPipe& pipe, uint64_t tileElems, uint32_t gateElemsOfTiling) {
+        gateElems = gateElemsOfTiling;
+        pipe.InitBuffer(zeros, static_cast<uint32_t>(tileElems * sizeof(float)));
+        pipe.InitBuffer(mask, static_cast<uint32_t>(AlignUp(gateElems / 8, BLOCK_BYTES)));
+        Duplicate(zeros.Get<float>(), 0.0f, static_cast<int32_t>(tileElems));
+    }
+
+    __aicore__ inline void Apply(const LocalTensor<float>& dst, const LocalTensor<float>& src,
+                                 const LocalTensor<float>& gate, int32_t count) {
+        LocalTensor<uint8_t> bits = mask.Get<uint8_t>();
+        Compares(bits, gate, 0.0f, CMPMODE::LE, gateElems);
+        Select(dst, bits, zeros.Get<float>(), src, SELMODE::VSEL_TENSOR_TENSOR_MODE, static_cast<uint32_t>(count));
+    }
+};
+
+// The end of batch_norm_elemt(_act) on a float tile v = bn(x), into the T tile
+// y. Fused (batch_norm_elemt_act): v is rounded to T first when T is not
+// float (the unfused add reads bn(x) from memory, so every path rounds
+// alike), then v + residual, then ReLU, each when the tiling asks. Fused
+// kernels allocate the residual queue and the gate whatever the flags: that is
+// the UB plan of BN_OP_ELEMT_ACT.
+template <typename T>
+struct ElemtEpilogue {
+    TQue<QuePosition::VECIN, BUFFER_NUM> residualQueue;
+    TBuf<QuePosition::VECCALC> rfBuf;
+    ReluGate gate;
+    bool hasResidual = false, relu = false;
+
+    __aicore__ inline void Init(TPipe& pipe, bool fused, const BnActFields& act, uint64_t tileElems) {
+        if (!fused) return;
+        hasResidual = act.hasResidual != 0;
+        relu = act.relu != 0;
+        pipe.InitBuffer(residualQueue, BUFFER_NUM, static_cast<uint32_t>(tileElems * sizeof(T)));
+        pipe.InitBuffer(rfBuf, static_cast<uint32_t>(tileElems * sizeof(float)));
+        gate.Init(pipe, tileElems, act.gateElems);
+    }
+
+    __aicore__ inline void Finish(const LocalTensor<float>& v, const LocalTensor<T>& y, int32_t count) {
+        if (hasResidual) {
+            if constexpr (!std::is_same<T, float>::value) {
+                FromFloat(y, v, count);
+                ToFloat(v, y, count);
+            }
+            LocalTensor<float> rf = rfBuf.Get<float>();
+            DeQueToFloat<T>(rf, residualQueue, count);
+            Add(v, v, rf, count);
+        }
+        if (relu) gate.Apply(v, v, v, count);
+        FromFloat(y, v, count);
+    }
+};
 
 // Kernel entry: runs Kernel<T> for the input dtype of the tiling (half, bfloat16, else float).
 template <template <typename> class Kernel, typename... Args>

@@ -19,6 +19,8 @@
  */
 #include <torch/extension.h>
 
+#include "kernel_log.h"
+
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
@@ -362,6 +364,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         if (!at::isPrivateUse1HooksRegistered()) at::RegisterPrivateUse1HooksInterface(&hooks);
     });
     m.def("host_transfers", [] { return gTransfers.load(); });
+    m.def("take_kernel_log", [] {
+        // [(kernel, blockDim, {buffer: (read, written)})] of the launches since the last call
+        std::vector<std::tuple<std::string, uint32_t, std::map<std::string, std::pair<uint64_t, uint64_t>>>> out;
+        for (const KernelLogEntry& e : TakeKernelLog()) {
+            std::map<std::string, std::pair<uint64_t, uint64_t>> b;
+            for (const twin::Traffic& t : e.buffers) b[t.name] = {t.read, t.written};
+            out.emplace_back(e.kernel, e.blockDim, b);
+        }
+        return out;
+    }, "GM traffic of the kernels launched since the last call (the twin's counts)");
     m.def("device_copy_bytes", [] { return gDeviceCopyBytes.load(); });
     m.def("device_count", [] { return int64_t(gDeviceCount); });
     m.def("current_device", [] { return int64_t(tDevice); });

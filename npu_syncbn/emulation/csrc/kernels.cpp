@@ -8,11 +8,24 @@
  * (NPU_SYNCBN_SOC, default Ascend910B2). A kernel that breaks an AscendC rule
  * raises an error naming the op, the kernel, the core and the rule.
  */
+#include <mutex>
+
 #include <torch/library.h>
 
 #include "bn_ops.h"
 #include "kernel_entries.h"
+#include "kernel_log.h"
 #include "twin_runtime.h"
+
+std::mutex gLogMutex;
+std::vector<KernelLogEntry> gLog;
+
+std::vector<KernelLogEntry> TakeKernelLog() {
+    std::lock_guard<std::mutex> lock(gLogMutex);
+    std::vector<KernelLogEntry> out;
+    out.swap(gLog);
+    return out;
+}
 
 namespace {
 
@@ -64,10 +77,25 @@ struct TwinDevice {
                     case Kernel::SumRows:
                         batch_norm_sum_rows(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
                         break;
+                    case Kernel::ElemtAct:
+                        batch_norm_elemt_act(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
+                        break;
+                    case Kernel::ElemtActClast:
+                        batch_norm_elemt_act_clast(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
+                        break;
+                    case Kernel::BackwardReduceRelu:
+                        batch_norm_backward_reduce_relu(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9],
+                                                        p[10], p[11]);
+                        break;
+                    case Kernel::BackwardReduceReluClast:
+                        batch_norm_backward_reduce_relu_clast(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
+                        break;
                 }
             },
             ubPlan);
         TORCH_CHECK(err.empty(), "npu_syncbn::", op, " on the emulated npu: ", err);
+        std::lock_guard<std::mutex> lock(gLogMutex);
+        gLog.push_back({bn_ops::KernelName(k), blockDim, twin::LastTraffic()});
     }
 };
 

@@ -25,6 +25,7 @@ constexpr uint64_t kUbBytes = 192 * 1024;  // largest UB of the SoC table: what 
 constexpr uint64_t kBlockBytes = 32;       // UB data block: alignment unit of copies and vector operands
 constexpr uint32_t kMaxCores = 48;         // largest core count of the SoC table
 constexpr uint32_t kMaxBuffers = 64;       // TQue/TBuf buffers one kernel may use (TPipe::InitBuffer docs)
+constexpr uint64_t kSelectScratchOffset = 184 * 1024;  // Select's scratch block on dav-2201 (TMP_UB_OFFSET)
 
 // The SoC launches are checked against: "" selects NPU_SYNCBN_SOC, else
 // BN_DEFAULT_SOC. Returns false (and keeps the old one) for an unknown name.

@@ -108,6 +108,75 @@ inline void Duplicate(const LocalTensor<T>& d, const T& s, uint64_t mask, int32_
     }
 }
 
+// Compares (level 2): bit i of dst (bytes, LSB first) = src0[i] <cmpMode> scalar.
+// AscendC computes whole 256-byte repeats only ("count elements must fill
+// 256-byte repeats; the rest is not computed"), so a count that is not a
+// multiple of a repeat breaks "Compares count"; half and float only on 910B.
+template <typename T, typename U>
+inline void Compares(const LocalTensor<U>& dst, const LocalTensor<T>& src0, const T src1Scalar, CMPMODE cmpMode,
+                     uint32_t count) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, half>::value, "Compares takes half / float on 910B");
+    static_assert(std::is_same<U, uint8_t>::value, "the twin's Compares writes a uint8_t bit mask");
+    if ((uint64_t(count) * sizeof(T)) % 256 != 0) {
+        twin::Fail("Compares count", "Compares of " + std::to_string(count) + " elements (" +
+                                         twin::Str(uint64_t(count) * sizeof(T)) +
+                                         " bytes): the count form computes whole 256-byte repeats only");
+    }
+    twin_detail::CheckOperand("Compares", src0, count);
+    twin::CheckUbAligned("Compares", dst.GetPhyAddr());
+    twin::CheckCount("Compares", (count + 7) / 8, dst.GetSize());
+    twin::PipeRead("Compares", twin::kPipeV, src0.GetPhyAddr(), count * sizeof(T));
+    twin::PipeWrite("Compares", twin::kPipeV, dst.GetPhyAddr(), (count + 7) / 8);
+    const T* s = src0.GetPhyAddr();
+    uint8_t* m = dst.GetPhyAddr();
+    const float b = twin::AsFloat(src1Scalar);
+    for (uint32_t i = 0; i < count; i += 8) m[i / 8] = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+        const float a = twin::AsFloat(s[i]);
+        bool r = false;
+        switch (cmpMode) {
+            case CMPMODE::LT: r = a < b; break;
+            case CMPMODE::GT: r = a > b; break;
+            case CMPMODE::EQ: r = a == b; break;
+            case CMPMODE::LE: r = a <= b; break;
+            case CMPMODE::GE: r = a >= b; break;
+            case CMPMODE::NE: r = a != b; break;
+        }
+        if (r) m[i / 8] |= uint8_t(1u << (i % 8));
+    }
+}
+
+// Select (level 2, mode VSEL_TENSOR_TENSOR_MODE): dst[i] = bit i of selMask ?
+// src0[i] : src1[i]. On dav-2201 the tensor modes stage a 32-byte block at
+// UB offset 184 KiB (asc-devkit's TMP_UB_OFFSET), so a kernel whose buffers
+// reach that far has them overwritten: "Select scratch UB".
+template <typename T, typename U>
+inline void Select(const LocalTensor<T>& dst, const LocalTensor<U>& selMask, const LocalTensor<T>& src0,
+                   const LocalTensor<T>& src1, SELMODE selMode, uint32_t count) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, half>::value, "Select takes half / float on 910B");
+    if (selMode != SELMODE::VSEL_TENSOR_TENSOR_MODE) {
+        twin::Fail("unsupported Select", "the twin models the tensor-tensor mode of the count form only");
+    }
+    if (twin::Core().ubUsed > twin::kSelectScratchOffset) {
+        twin::Fail("Select scratch UB", "Select with " + twin::Str(twin::Core().ubUsed) +
+                                            " bytes of UB allocated: its scratch block at " +
+                                            twin::Str(twin::kSelectScratchOffset) + " would overwrite them");
+    }
+    twin_detail::CheckOperand("Select", dst, count);
+    twin_detail::CheckOperand("Select", src0, count);
+    twin_detail::CheckOperand("Select", src1, count);
+    twin::CheckUbAligned("Select", selMask.GetPhyAddr());
+    twin::CheckCount("Select", (count + 7) / 8, selMask.GetSize() * sizeof(U));
+    twin::PipeRead("Select", twin::kPipeV, selMask.GetPhyAddr(), (count + 7) / 8);
+    twin::PipeRead("Select", twin::kPipeV, src0.GetPhyAddr(), count * sizeof(T));
+    twin::PipeRead("Select", twin::kPipeV, src1.GetPhyAddr(), count * sizeof(T));
+    twin::PipeWrite("Select", twin::kPipeV, dst.GetPhyAddr(), count * sizeof(T));
+    const uint8_t* m = reinterpret_cast<const uint8_t*>(selMask.GetPhyAddr());
+    const T *a = src0.GetPhyAddr(), *b = src1.GetPhyAddr();
+    T* d = dst.GetPhyAddr();
+    for (uint32_t i = 0; i < count; ++i) d[i] = (m[i / 8] >> (i % 8)) & 1u ? a[i] : b[i];
+}
+
 // Scalar conversions of bfloat16_t, as AscendC names them (a plain cast is the
 // "scalar bf16 cast" rule of twin_half.h).
 inline float ToFloat(const bfloat16_t& v) { return v.ToFloat(); }
