@@ -29,6 +29,8 @@ CASES = [
     ("twin_broken_repeat", "repeat over 255", 1),
     ("twin_broken_pipe_mte2_v", "pipe hazard", 1),
     ("twin_broken_pipe_v_mte3", "pipe hazard", 2),
+    ("twin_broken_compares_count", "Compares count", 1),
+    ("twin_broken_select_scratch", "Select scratch UB", 1),
 ]
 
 
@@ -48,6 +50,11 @@ def test_rule_break_raises_twin_error(name, rule, cores):
     assert isinstance(err, RuntimeError)
     assert name in str(err) and rule in str(err)
     assert err.kernel == name and err.rule == rule
+
+
+def test_relu_gate_below_selects_scratch_passes():
+    """The Compares + Select gate of the fused kernels, planned under 184 KiB, is legal."""
+    run("twin_ok_relu_gate", 4)
 
 
 def test_correct_kernel_passes_on_many_cores():

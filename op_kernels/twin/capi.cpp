@@ -34,6 +34,9 @@ void twin_broken_pipe_v_mte3(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_pipe_scalar_after_deque(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_pipe_events(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_compares_count(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_select_scratch(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_ok_relu_gate(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_syncall_mix(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_soft_syncall(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 }
@@ -449,6 +452,9 @@ int twin_run_test_kernel(const char* name, uint32_t cores) {
         {"twin_broken_pipe_scalar_after_deque", twin_broken_pipe_scalar_after_deque, 0, 0.0f},
         {"twin_ok_pipe_events", twin_ok_pipe_events, 0, 0.0f},
         {"twin_ok_copy", twin_ok_copy, 512, 0.0f},
+        {"twin_broken_compares_count", twin_broken_compares_count, 0, 0.0f},
+        {"twin_broken_select_scratch", twin_broken_select_scratch, 0, 0.0f},
+        {"twin_ok_relu_gate", twin_ok_relu_gate, 0, 0.0f},
         {"twin_ok_syncall_mix", twin_ok_syncall_mix, 0, 0.0f},
         {"twin_ok_soft_syncall", twin_ok_soft_syncall, 0, 0.0f},
     };

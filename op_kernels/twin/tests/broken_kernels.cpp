@@ -136,6 +136,46 @@ extern "C" __global__ __aicore__ void twin_broken_repeat(GM_ADDR buf, GM_ADDR wo
     Duplicate(x.Get<float>(), 0.0f, 64, 300, 1, 8);
 }
 
+// Compares' count form computes whole 256-byte repeats: 100 floats leave 36 uncompared.
+extern "C" __global__ __aicore__ void twin_broken_compares_count(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x, bits;
+    pipe.InitBuffer(x, 1024);
+    pipe.InitBuffer(bits, 32);
+    Duplicate(x.Get<float>(), 1.0f, 256);
+    Compares(bits.Get<uint8_t>(), x.Get<float>(), 0.0f, CMPMODE::LE, 100);
+}
+
+// Select's tensor modes stage a block at UB offset 184 KiB on dav-2201: a
+// kernel whose buffers reach past it has them overwritten.
+extern "C" __global__ __aicore__ void twin_broken_select_scratch(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x, zeros, bits, big;
+    pipe.InitBuffer(x, 1024);
+    pipe.InitBuffer(zeros, 1024);
+    pipe.InitBuffer(bits, 32);
+    pipe.InitBuffer(big, 184 * 1024);  // the total passes 184 KiB
+    Duplicate(x.Get<float>(), 1.0f, 256);
+    Duplicate(zeros.Get<float>(), 0.0f, 256);
+    Compares(bits.Get<uint8_t>(), x.Get<float>(), 0.0f, CMPMODE::LE, 256);
+    Select(x.Get<float>(), bits.Get<uint8_t>(), zeros.Get<float>(), x.Get<float>(), SELMODE::VSEL_TENSOR_TENSOR_MODE,
+           256);
+}
+
+// The gate as the fused kernels use it, with the UB below Select's scratch: passes.
+extern "C" __global__ __aicore__ void twin_ok_relu_gate(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> x, zeros, bits;
+    pipe.InitBuffer(x, 1024);
+    pipe.InitBuffer(zeros, 1024);
+    pipe.InitBuffer(bits, 32);
+    Duplicate(x.Get<float>(), -1.0f, 256);
+    Duplicate(zeros.Get<float>(), 0.0f, 256);
+    Compares(bits.Get<uint8_t>(), x.Get<float>(), 0.0f, CMPMODE::LE, 256);
+    Select(x.Get<float>(), bits.Get<uint8_t>(), zeros.Get<float>(), x.Get<float>(), SELMODE::VSEL_TENSOR_TENSOR_MODE,
+           256);
+}
+
 // Pipe hazards: the twin runs pipes in program order, its pipe model finds
 // what hardware could reorder (twin_pipes.h).
 // A vector op on a TBuf that DataCopy (MTE2) is still filling.
