@@ -11,7 +11,9 @@ torch-npu is not importable) makes:
   (``npu_syncbn.ops.npu.ROUTE == "emulated"``);
 * process-group backend ``"hccl"`` for npu tensors, carried over gloo
   (``hccl.py``, ``csrc/hccl.cpp``);
-* :func:`host_transfers`, the count of device-to-host copies and host reads.
+* :func:`host_transfers`, the count of device-to-host copies and host reads;
+  :func:`device_copy_bytes`, bytes copied within the device; and
+  :func:`take_kernel_log`, the GM traffic of each of our kernel launches.
 
 What it does not model: the real compiler (bisheng), the real HCCL, stream
 concurrency (kernels and collectives finish before the call returns; autograd
@@ -65,20 +67,32 @@ def activate_from_environment() -> bool:
     return True
 
 
-def device_copy_bytes() -> int:
-    """Bytes copied within the emulated device since import (see ``transfers.py``)."""
+def _require_active() -> None:
     if not _active:
         raise RuntimeError(f"the emulated npu device is not active: set {ENV_EMULATE}=1 before importing npu_syncbn")
+
+
+def device_copy_bytes() -> int:
+    """Bytes copied within the emulated device since import (see ``transfers.py``)."""
+    _require_active()
     from .transfers import device_copy_bytes as count
 
     return count()
 
 
+def take_kernel_log():
+    """Our kernels launched since the last call, with the GM bytes each moved
+    per buffer (see ``transfers.py``)."""
+    _require_active()
+    from .transfers import take_kernel_log as take
+
+    return take()
+
+
 def host_transfers() -> int:
     """Device-to-host copies and host reads of device data since import (see
     ``transfers.py``). Raises RuntimeError when the emulation is not active."""
-    if not _active:
-        raise RuntimeError(f"the emulated npu device is not active: set {ENV_EMULATE}=1 before importing npu_syncbn")
+    _require_active()
     from .transfers import host_transfers as count
 
     return count()
