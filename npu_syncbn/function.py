@@ -231,17 +231,14 @@ def activate(y: Tensor, residual: Optional[Tensor], relu: bool) -> Tensor:
     return torch.relu(y) if relu else y
 
 
-def _activate_(output: Tensor, residual: Optional[Tensor], relu: bool) -> Tensor:
-    """relu(output + residual) in place on the Function's fresh output, op by
-    op (add, then relu), so that every path rounds as the fused C step does.
-
-    Torch ops rather than more custom ops: they are aten-shaped already, fuse
-    under inductor and, on NPU tensors, run as torch-npu kernels after our
-    elemt kernel (the AscendC elemt has no activation epilogue yet: those
-    kernels are another change's)."""
-    if residual is not None:
-        output.add_(residual)
-    return output.relu_() if relu else output
+def _elemt(input, weight, bias, mean, invstd, eps, residual: Optional[Tensor], relu: bool) -> Tensor:
+    """act(elemt(...) + residual) on the op path: the fused-activation op when
+    there is anything to fuse (on NPUs one AscendC kernel; every
+    implementation rounds as elemt, add, relu op by op, as the fused C step
+    does), else plain elemt."""
+    if residual is None and not relu:
+        return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
+    return ops.batch_norm_elemt_act(input, weight, bias, mean, invstd, eps, residual, relu)
 
 
 class SyncBatchNormFunction(torch.autograd.Function):
@@ -270,7 +267,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
     ) -> Tensor:
         if plan.reuse is not None:  # a recompute: no collective, no running-stat update
             mean, invstd, counts = plan.reuse
-            output = _activate_(ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps), residual, relu)
+            output = _elemt(input, weight, bias, mean, invstd, eps, residual, relu)
         else:
             output, mean, invstd, counts = _synchronized_forward(
                 input, weight, bias, running_mean, running_var, eps, momentum, plan, residual, relu
@@ -299,10 +296,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
             except shm.ChannelError as exc:
                 raise _collective_error(exc, plan, "backward gradient") from exc
         if grads is None:
-            # The gradient of the sum bn(x) + residual: dy where the output is positive.
-            grad_sum = torch.ops.aten.threshold_backward(grad_output, output, 0) if ctx.relu else grad_output
-            grads = _op_path_backward(grad_sum, input, weight, mean, invstd, counts, plan, ctx.needs_input_grad[:3])
-            grads += (grad_sum,)
+            grads = _op_path_backward(grad_output, output, input, weight, mean, invstd, counts, plan,
+                                      ctx.needs_input_grad[:3])
         grad_input, grad_weight, grad_bias, grad_sum = grads
         return (
             grad_input,
@@ -327,11 +322,11 @@ def _synchronized_forward(input, weight, bias, running_mean, running_var, eps, m
             raise _collective_error(exc, plan, "forward statistics") from exc
     if step is not None:
         return step
-    output, mean, invstd, counts = _op_path_forward(*args, level)
-    return _activate_(output, residual, relu), mean, invstd, counts
+    return _op_path_forward(*args, level, residual, relu)
 
 
-def _op_path_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan, level: str):
+def _op_path_forward(input, weight, bias, running_mean, running_var, eps, momentum, plan: SyncPlan, level: str,
+                     residual: Optional[Tensor] = None, relu: bool = False):
     """The forward op by op: (output, mean, invstd, counts)."""
     c = input.shape[1]
     check = start_agreement_check(plan, input.device) if level == "strict" else None
@@ -350,17 +345,25 @@ def _op_path_forward(input, weight, bias, running_mean, running_var, eps, moment
     if plan.save_shift is not None:  # on the device: no host sync; a step with no data keeps the old shift
         keep = (counts.sum() > 0) & torch.isfinite(mean)
         plan.save_shift.copy_(torch.where(keep, mean.detach(), plan.save_shift))
-    return ops.batch_norm_elemt(input, weight, bias, mean, invstd, eps), mean, invstd, counts
+    return _elemt(input, weight, bias, mean, invstd, eps, residual, relu), mean, invstd, counts
 
 
-def _op_path_backward(grad_output, input, weight, mean, invstd, counts, plan: SyncPlan, needs_grad):
-    """The backward op by op: (grad_input or None, grad_weight, grad_bias)."""
+def _op_path_backward(grad_output, output, input, weight, mean, invstd, counts, plan: SyncPlan, needs_grad):
+    """The backward op by op: (grad_input or None, grad_weight, grad_bias,
+    grad_sum). ``output`` is given when the forward applied ReLU: its mask
+    turns grad_output into grad_sum, the gradient of bn(x) + residual, in the
+    reduce op itself (one AscendC kernel on NPUs); else grad_sum is grad_output."""
     need_input, need_weight, need_bias = needs_grad
-    sum_dy, sum_dy_xmu, grad_weight, grad_bias = ops.batch_norm_backward_reduce(
-        grad_output, input, mean, invstd, weight, need_input, need_weight, need_bias
-    )
+    if output is not None:
+        sum_dy, sum_dy_xmu, grad_weight, grad_bias, grad_output = ops.batch_norm_backward_reduce_relu(
+            grad_output, output, input, mean, invstd, weight, need_input, need_weight, need_bias
+        )
+    else:
+        sum_dy, sum_dy_xmu, grad_weight, grad_bias = ops.batch_norm_backward_reduce(
+            grad_output, input, mean, invstd, weight, need_input, need_weight, need_bias
+        )
     if not need_input:
-        return None, grad_weight, grad_bias
+        return None, grad_weight, grad_bias, grad_output
     c = input.shape[1]
     sums = torch.cat([sum_dy, sum_dy_xmu])
     try:
@@ -368,4 +371,4 @@ def _op_path_backward(grad_output, input, weight, mean, invstd, counts, plan: Sy
     except RuntimeError as exc:
         raise _collective_error(exc, plan, "backward gradient") from exc
     grad_input = ops.batch_norm_backward_elemt(grad_output, input, mean, invstd, weight, sums[:c], sums[c:], counts)
-    return grad_input, grad_weight, grad_bias
+    return grad_input, grad_weight, grad_bias, grad_output

@@ -30,11 +30,15 @@ def _per_channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.double().reshape((1, -1) + (1,) * (ndim - 2))
 
 
+# The kernels' GM buffers of the input's shape (the rest are per-channel vectors).
+ACTIVATIONS = ("input", "output", "residual", "grad_out", "grad_sum", "grad_input")
+
+
 def _passes(log, kernel: str, nbytes: int) -> Dict[str, tuple]:
-    """{buffer: (reads, writes)} in activations of kernel's launch, for the
-    buffers that move at least one activation's worth."""
+    """{buffer: (reads, writes)} in activations of kernel's launch, for its
+    activation-shaped buffers."""
     bufs = next(b for k, _, b in log if k == kernel)
-    return {n: (r / nbytes, w / nbytes) for n, (r, w) in bufs.items() if max(r, w) >= nbytes}
+    return {n: (r / nbytes, w / nbytes) for n, (r, w) in bufs.items() if n in ACTIVATIONS and r + w}
 
 
 def fused_ops_match_references(rank: int, world_size: int) -> List[str]:
@@ -159,7 +163,7 @@ def fused_step_equals_global_batchnorm(rank: int, world_size: int, layout: str) 
     yr = torch.relu(ref(Xr) + Rr)
     yr.backward(G)
     nbytes = x.numel() * x.element_size()
-    passes = sum(r_ + w_ for _, _, bufs in log for r_, w_ in bufs.values() if max(r_, w_) >= nbytes) / nbytes
+    passes = sum(r_ + w_ for _, _, bufs in log for n, (r_, w_) in bufs.items() if n in ACTIVATIONS) / nbytes
     return {
         "kernels": [k for k, _, _ in log],
         "activation_passes": passes,

@@ -15,6 +15,8 @@ INPUT_POSITION = {
     "batch_norm_elemt": 0,
     "batch_norm_backward_reduce": 1,
     "batch_norm_backward_elemt": 1,
+    "batch_norm_elemt_act": 0,
+    "batch_norm_backward_reduce_relu": 2,
 }
 
 

@@ -1,5 +1,6 @@
-"""The five ``torch.ops.npu_syncbn`` ops: schemas and fake kernels (schema.py),
-CPU kernels (cpu.py), NPU kernels (npu.py), float64 truth (reference.py).
+"""The ``torch.ops.npu_syncbn`` ops: the five aten-shaped ones and the fused
+activation's two (act.py). Schemas and fake kernels (schema.py), CPU kernels
+(cpu.py), NPU kernels (npu.py), float64 truth (reference.py).
 
 Importing this package registers everything; call the ops as
 ``torch.ops.npu_syncbn.<name>`` or through the aliases below.
@@ -13,6 +14,8 @@ batch_norm_gather_stats_with_counts = torch.ops.npu_syncbn.batch_norm_gather_sta
 batch_norm_elemt = torch.ops.npu_syncbn.batch_norm_elemt
 batch_norm_backward_reduce = torch.ops.npu_syncbn.batch_norm_backward_reduce
 batch_norm_backward_elemt = torch.ops.npu_syncbn.batch_norm_backward_elemt
+batch_norm_elemt_act = torch.ops.npu_syncbn.batch_norm_elemt_act
+batch_norm_backward_reduce_relu = torch.ops.npu_syncbn.batch_norm_backward_reduce_relu
 
 OP_NAMES = tuple(schema.SCHEMAS)
 NPU_ROUTE = npu.ROUTE

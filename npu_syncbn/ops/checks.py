@@ -27,10 +27,13 @@ def check_input(input: Tensor, name: str = "input") -> int:
     return input.shape[1]
 
 
-def check_like_input(t: Tensor, input: Tensor, name: str) -> None:
-    """``t`` (e.g. grad_out) must have input's shape and device."""
+def check_like_input(t: Tensor, input: Tensor, name: str, same_dtype: bool = False) -> None:
+    """``t`` (e.g. grad_out) must have input's shape and device (and dtype
+    when ``same_dtype``: what the fused kernels read as input's element type)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if same_dtype and t.dtype != input.dtype:
+        raise TypeError(f"{name} must have the input's dtype {input.dtype}, got {t.dtype}")
     if t.shape != input.shape:
         raise ValueError(f"{name} must have the input's shape {tuple(input.shape)}, got {tuple(t.shape)}")
     if t.device != input.device:
@@ -120,6 +123,19 @@ def validate_backward_reduce(grad_out, input, mean, invstd, weight) -> int:
     check_like_input(grad_out, input, "grad_out")
     for name, t, optional in (("mean", mean, False), ("invstd", invstd, False), ("weight", weight, True)):
         check_channel_vector(t, c, name, input.device, optional)
+    return c
+
+
+def validate_elemt_act(input, weight, bias, mean, invstd, residual) -> int:
+    c = validate_elemt(input, weight, bias, mean, invstd)
+    if residual is not None:
+        check_like_input(residual, input, "residual", same_dtype=True)
+    return c
+
+
+def validate_backward_reduce_relu(grad_out, output, input, mean, invstd, weight) -> int:
+    c = validate_backward_reduce(grad_out, input, mean, invstd, weight)
+    check_like_input(output, input, "output", same_dtype=True)
     return c
 
 

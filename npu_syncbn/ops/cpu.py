@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import checks, cpu_fast
+from . import act, checks, cpu_fast
 from .merge import invstd_to_var, merge_rank_stats, update_running_stats
 from .schema import LIBRARY, qualified, stats_dtype
 
@@ -184,6 +184,8 @@ KERNELS = {
     "batch_norm_elemt": batch_norm_elemt,
     "batch_norm_backward_reduce": batch_norm_backward_reduce,
     "batch_norm_backward_elemt": batch_norm_backward_elemt,
+    "batch_norm_elemt_act": act.elemt_act(batch_norm_elemt),
+    "batch_norm_backward_reduce_relu": act.backward_reduce_relu(batch_norm_backward_reduce),
 }
 
 for _name, _fn in KERNELS.items():

@@ -1,4 +1,4 @@
-"""PrivateUse1 (Ascend NPU) kernels of the five ops.
+"""PrivateUse1 (Ascend NPU) kernels of the ops (the five and the fused activation's two).
 
 Three routes, chosen once at import (``ROUTE`` says which):
 
@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from . import checks
+from . import act, checks
 from .cpu import gather_stats
 from .schema import LIBRARY, NAMESPACE, SCHEMAS, stats_dtype
 
@@ -101,6 +101,8 @@ FALLBACK_KERNELS = {
     "batch_norm_elemt": batch_norm_elemt,
     "batch_norm_backward_reduce": batch_norm_backward_reduce,
     "batch_norm_backward_elemt": batch_norm_backward_elemt,
+    "batch_norm_elemt_act": act.elemt_act(batch_norm_elemt),
+    "batch_norm_backward_reduce_relu": act.backward_reduce_relu(batch_norm_backward_reduce),
 }
 
 
@@ -111,6 +113,8 @@ VALIDATORS = {
     "batch_norm_elemt": (checks.validate_elemt, 5),
     "batch_norm_backward_reduce": (checks.validate_backward_reduce, 5),
     "batch_norm_backward_elemt": (checks.validate_backward_elemt, 8),
+    "batch_norm_elemt_act": (lambda i, w, b, m, s, eps, r: checks.validate_elemt_act(i, w, b, m, s, r), 7),
+    "batch_norm_backward_reduce_relu": (checks.validate_backward_reduce_relu, 6),
 }
 
 
