@@ -36,7 +36,12 @@ OPS = (
     "batch_norm_elemt",
     "batch_norm_backward_reduce",
     "batch_norm_backward_elemt",
+    "batch_norm_elemt_act",
+    "batch_norm_backward_reduce_relu",
 )
+# The ops npu_syncbn.twin binds; the fused activation's kernels run in the twin
+# on the emulated npu device instead (``--impl npu`` under NPU_SYNCBN_EMULATE_NPU=1).
+TWIN_OPS = OPS[:5]
 IMPLS = ("cpu", "twin", "npu")
 
 # Relative-to-scale error allowed per input dtype: a few output roundings of
@@ -109,10 +114,14 @@ def impl_available(impl: str) -> Tuple[bool, str]:
             return False, "torch.ops.npu_syncbn lacks " + ", ".join(missing)
         return True, ""
     if impl == "npu":
-        try:
-            import torch_npu  # noqa: F401
-        except Exception as exc:  # noqa: BLE001
-            return False, f"torch_npu not importable ({type(exc).__name__})"
+        _ns()  # imports npu_syncbn, which starts the emulated device when NPU_SYNCBN_EMULATE_NPU=1
+        from . import emulation
+
+        if not emulation.active():
+            try:
+                import torch_npu  # noqa: F401
+            except Exception as exc:  # noqa: BLE001
+                return False, f"torch_npu not importable ({type(exc).__name__})"
         if not (hasattr(torch, "npu") and torch.npu.is_available()):
             return False, "no NPU device"
         return True, ""
@@ -172,12 +181,18 @@ def make_case(op: str, shape, mean: float, dtype: torch.dtype, seed: int = 0):
         rv = (torch.rand(c, generator=gen, dtype=torch.float64) + 0.5).to(sd)
         expect = ref.batch_norm_gather_stats_with_counts(means, invstds, counts, EPS, rm, rv, MOMENTUM)
         return [x, means, invstds, rm.clone(), rv.clone(), MOMENTUM, EPS, counts], expect, (3, 4)
-    if op == "batch_norm_elemt":
+    if op in ("batch_norm_elemt", "batch_norm_elemt_act"):
         b = torch.randn(c, generator=gen, dtype=torch.float64).to(sd)
-        return [x, w, b, m, s, EPS], (ref.batch_norm_elemt(x, w, b, m, s),), ()
+        if op == "batch_norm_elemt":
+            return [x, w, b, m, s, EPS], (ref.batch_norm_elemt(x, w, b, m, s),), ()
+        r = _data(shape, 0.0, dtype, gen)
+        return [x, w, b, m, s, EPS, r, True], (ref.batch_norm_elemt_act(x, w, b, m, s, r, True),), ()
     dy = _data(shape, 0.0, dtype, gen)
     if op == "batch_norm_backward_reduce":
         return [dy, x, m, s, w, True, True, True], ref.batch_norm_backward_reduce(dy, x, m, s), ()
+    if op == "batch_norm_backward_reduce_relu":
+        y = _data(shape, 0.0, dtype, gen).clamp_min(0)  # a ReLU output: about half the mask is 0
+        return [dy, y, x, m, s, w, True, True, True], ref.batch_norm_backward_reduce_relu(dy, y, x, m, s), ()
     sum_dy, sum_dy_xmu, _, _ = (t.to(sd) for t in ref.batch_norm_backward_reduce(dy, x, m, s))
     count = torch.tensor([float(x.numel() // c), 11.0], dtype=sd)
     expect = ref.batch_norm_backward_elemt(dy, x, m, s, w, sum_dy, sum_dy_xmu, count)
@@ -201,6 +216,9 @@ def run_case(impl: str, op: str, shape_name: str, dtype: torch.dtype) -> Result:
     shape, mean = SHAPES[shape_name]
     thr = THRESHOLDS[dtype]
     name = str(dtype).replace("torch.", "")
+    if impl == "twin" and op not in TWIN_OPS:
+        return Result(op, impl, shape_name, name, None, None, thr, "SKIP",
+                      "no twin binding: run --impl npu under NPU_SYNCBN_EMULATE_NPU=1")
     try:
         args, expect, mutated = make_case(op, shape, mean, dtype)
         outs = _run(impl, op, args)
@@ -255,7 +273,7 @@ def summary(results: Sequence[Result]) -> Dict[str, int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="npu-syncbn-accuracy", description=__doc__.split("\n\n")[0])
     p.add_argument("--impl", default=",".join(IMPLS), help="comma list of: cpu, twin, npu (default: all)")
-    p.add_argument("--op", default=",".join(OPS), help="comma list of ops (default: all five)")
+    p.add_argument("--op", default=",".join(OPS), help="comma list of ops (default: all seven)")
     p.add_argument("--quick", action="store_true", help="fewer shapes")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--formulas", action="store_true",

@@ -1,8 +1,12 @@
 """The accuracy tool (npu_syncbn/accuracy.py): runs, reports, and can fail."""
 import json
+import os
+import subprocess
+import sys
 
 import torch
 
+from conftest import REPO, emulated_device_built
 from npu_syncbn import accuracy
 
 
@@ -13,11 +17,28 @@ def test_twin_quick_run_passes_and_writes_json(tmp_path, capsys):
     assert rc == 0, out
     assert "max_rel" in out and "batch_norm_backward_elemt" in out
     data = json.loads(path.read_text())
-    rows = [r for r in data["results"] if r["impl"] == "twin"]
-    assert {r["op"] for r in rows} == set(accuracy.OPS)
+    rows = [r for r in data["results"] if r["impl"] == "twin" and r["op"] in accuracy.TWIN_OPS]
+    assert {r["op"] for r in rows} == set(accuracy.TWIN_OPS)
     assert {r["dtype"] for r in rows} >= {"float32", "float16", "bfloat16"}
     assert all(r["status"] == "PASS" for r in rows)
     assert data["summary"]["PASS"] == len(rows)
+    # the fused activation's ops have no twin binding: skipped, saying where they run
+    fused = [r for r in data["results"] if r["impl"] == "twin" and r["op"] not in accuracy.TWIN_OPS]
+    assert fused and all(r["status"] == "SKIP" and "NPU_SYNCBN_EMULATE_NPU" in r["note"] for r in fused)
+
+
+def test_fused_ops_on_the_emulated_npu_pass(tmp_path):
+    """The AscendC fused-activation kernels, through the emulated npu device, against float64."""
+    emulated_device_built()
+    env = dict(os.environ, NPU_SYNCBN_EMULATE_NPU="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = tmp_path / "acc.json"
+    cmd = [sys.executable, "-m", "npu_syncbn.accuracy", "--impl", "npu", "--quick", "--json", str(path),
+           "--op", "batch_norm_elemt_act,batch_norm_backward_reduce_relu"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(path.read_text())["results"]
+    assert {r["op"] for r in rows} == {"batch_norm_elemt_act", "batch_norm_backward_reduce_relu"}
+    assert rows and all(r["status"] == "PASS" for r in rows)
 
 
 def test_compare_catches_a_wrong_output():

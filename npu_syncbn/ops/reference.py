@@ -107,3 +107,19 @@ def batch_norm_backward_elemt(
     m, s = _per_channel(mean, x), _per_channel(invstd, x)
     w = _per_channel(weight, x) if weight is not None else 1.0
     return (dy - _per_channel(sum_dy, x) / n - (x - m) * s * s * _per_channel(sum_dy_xmu, x) / n) * s * w
+
+
+def batch_norm_elemt_act(input, weight, bias, mean, invstd, residual: Optional[Tensor], relu: bool) -> Tensor:
+    """relu(batch_norm_elemt(...) + residual), residual and relu optional."""
+    y = batch_norm_elemt(input, weight, bias, mean, invstd)
+    if residual is not None:
+        y = y + residual.double()
+    return y.clamp_min(0) if relu else y
+
+
+def batch_norm_backward_reduce_relu(grad_out: Tensor, output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor):
+    """batch_norm_backward_reduce of grad_sum = grad_out where output > 0
+    (or NaN), else 0; then grad_sum."""
+    dy = grad_out.double()
+    grad_sum = torch.where(output.double() <= 0, torch.zeros_like(dy), dy)
+    return (*batch_norm_backward_reduce(grad_sum, input, mean, invstd), grad_sum)
