@@ -1,5 +1,6 @@
 /*
- * Host side of the five ops on an Ascend device, for any way of launching the
+ * Host side of our ops on an Ascend device (the five and the fused
+ * activation's elemt_act / backward_reduce_relu), for any way of launching the
  * kernels: argument checks, output allocation, the host tiling (tiling.h), the
  * workspace, and each kernel's launch arguments in their order. Written once,
  * used twice:
@@ -315,28 +316,26 @@ private:
                                    {"invstd", F32(invstd)}};
         if (fused) args.push_back({"residual", r});
         args.insert(args.end(), {{"output", y}, {"workspace", Workspace(0, x)}});
-        auto act = [&](BnActFields& a, uint64_t tileElems) {
-            a.hasResidual = hasResidual;
-            a.relu = relu;
-            a.gateElems = fused ? BnGateElems(tileElems) : 0;
+        // The fields both layouts' tilings share, then the tiling as the last argument.
+        auto finish = [&](auto& t, uint64_t tileElems) {
+            t.hasWeight = w.defined();
+            t.hasBias = b.defined();
+            t.act.hasResidual = hasResidual;
+            t.act.relu = relu;
+            t.act.gateElems = fused ? BnGateElems(tileElems) : 0;
+            args.push_back({"tiling", DeviceTiling(t, x)});
         };
         if (layout == Layout::CLast) {
             BnClastElemtTiling t{};
             CheckTiling(BnClastTilingFor(op, n * l, c, Dtype(x), lim.cores, lim.ubBytes, &t.g), "batch_norm_elemt");
-            t.hasWeight = w.defined();
-            t.hasBias = b.defined();
-            act(t.act, t.g.tileElems);
-            args.push_back({"tiling", DeviceTiling(t, x)});
+            finish(t, t.g.tileElems);
             Device::Launch(fused ? Kernel::ElemtActClast : Kernel::ElemtClast, "batch_norm_elemt", t.g.blockDim, args,
                            BnClastUbBytes(op, t.g));
             return y;
         }
         BnElemtTiling t{};
         CheckTiling(BnRowTilingFor(op, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_elemt");
-        t.hasWeight = w.defined();
-        t.hasBias = b.defined();
-        act(t.act, t.rows.tileElems);
-        args.push_back({"tiling", DeviceTiling(t, x)});
+        finish(t, t.rows.tileElems);
         Device::Launch(fused ? Kernel::ElemtAct : Kernel::Elemt, "batch_norm_elemt", t.rows.blockDim, args,
                        BnUbBytes(op, t.rows));
         return y;
