@@ -166,10 +166,12 @@ def _op_samples():
         (OPS.batch_norm_elemt, (x, w, b, mean, invstd, 1e-5)),
         (OPS.batch_norm_backward_reduce, (dy, x, mean, invstd, w, True, True, True)),
         (OPS.batch_norm_backward_elemt, (dy, x, mean, invstd, w, s1, s2, torch.tensor([15], dtype=torch.int32))),
+        (OPS.batch_norm_elemt_act, (x, w, b, mean, invstd, 1e-5, torch.randn(3, 4, 5), True)),
+        (OPS.batch_norm_backward_reduce_relu, (dy, torch.randn(3, 4, 5).relu(), x, mean, invstd, w, True, True, True)),
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(7))
 def test_opcheck_schema_and_fake_kernels(index):
     """torch.library.opcheck: schema (incl. declared mutation), fake kernel vs real, no aliasing surprises."""
     op, args = _op_samples()[index]
