@@ -176,3 +176,15 @@ def fused_step_equals_global_batchnorm(rank: int, world_size: int, layout: str) 
         "running_mean": _rel(bn.running_mean, ref.running_mean),
         "y_layout_kept": bool(y.is_contiguous(memory_format=fmt or torch.contiguous_format)),
     }
+
+
+def fused_ops_without_compiler_auto_sync(rank: int, world_size: int) -> List[str]:
+    """The same checks with the twin's model of bisheng's --cce-auto-sync off:
+    the fused kernels order their own pipes, as the plain ones do."""
+    from npu_syncbn.emulation import device
+
+    device.extension().set_auto_sync(False)
+    try:
+        return fused_ops_match_references(rank, world_size)
+    finally:
+        device.extension().set_auto_sync(True)

@@ -15,6 +15,11 @@ def test_fused_ops_match_unfused_ops_float64_and_move_each_activation_once(ranks
         assert not bad, f"rank {rank}:\n" + "\n".join(bad)
 
 
+def test_fused_kernels_need_no_compiler_auto_sync(ranks):
+    for rank, bad in enumerate(ranks(2, "npu").run(scenarios.fused_ops_without_compiler_auto_sync)):
+        assert not bad, f"rank {rank}:\n" + "\n".join(bad)
+
+
 def test_relu_keeps_nans_as_torch_does(ranks):
     seen = ranks(2, "npu").run(scenarios.relu_keeps_nans)[0]
     assert seen["y"] == ["1.0", "nan", "0.0", "0.0", "3.0"]

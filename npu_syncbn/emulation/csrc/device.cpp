@@ -364,6 +364,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         if (!at::isPrivateUse1HooksRegistered()) at::RegisterPrivateUse1HooksInterface(&hooks);
     });
     m.def("host_transfers", [] { return gTransfers.load(); });
+    m.def("set_auto_sync", &SetKernelAutoSync, "the twin's model of bisheng's --cce-auto-sync, on by default");
     m.def("take_kernel_log", [] {
         // [(kernel, blockDim, {buffer: (read, written)})] of the launches since the last call
         std::vector<std::tuple<std::string, uint32_t, std::map<std::string, std::pair<uint64_t, uint64_t>>>> out;

@@ -18,4 +18,8 @@ struct KernelLogEntry {
 // The launches since the last call, in launch order (the log is emptied).
 std::vector<KernelLogEntry> TakeKernelLog();
 
+// The twin's model of bisheng's --cce-auto-sync (twin_pipes.h): off checks
+// that the kernels order their scalar accesses themselves.
+void SetKernelAutoSync(bool on);
+
 #endif  // NPU_SYNCBN_EMULATION_KERNEL_LOG_H

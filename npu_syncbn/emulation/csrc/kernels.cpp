@@ -20,6 +20,8 @@
 std::mutex gLogMutex;
 std::vector<KernelLogEntry> gLog;
 
+void SetKernelAutoSync(bool on) { twin::SetAutoSync(on); }
+
 std::vector<KernelLogEntry> TakeKernelLog() {
     std::lock_guard<std::mutex> lock(gLogMutex);
     std::vector<KernelLogEntry> out;
