@@ -102,8 +102,10 @@ class SyncBatchNorm(_BatchNorm):
         activation: None, or "relu" for ``relu(bn(x) + residual)`` in one
             fused step (apex's ``fuse_relu``): the ReLU's mask is taken from
             the saved output, so it keeps no activation beyond what local
-            BatchNorm + ReLU keep. :func:`convert_sync_batchnorm` with
-            ``fuse=True`` sets it where a ReLU provably follows.
+            BatchNorm + ReLU keep. On CPU the fused C step does it; on
+            NPUs the AscendC kernels batch_norm_elemt_act and
+            batch_norm_backward_reduce_relu. :func:`convert_sync_batchnorm`
+            with ``fuse=True`` sets it where a ReLU provably follows.
 
     ``forward(input, residual=None)``: ``residual`` (the input's dtype and
     device) is added after the affine transform and before the activation,
