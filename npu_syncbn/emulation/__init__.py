@@ -6,8 +6,9 @@ torch-npu is not importable) makes:
 * device type ``"npu"``: torch's PrivateUse1 over host memory (``device.py``,
   ``csrc/device.cpp``), with ``torch.npu`` (``device_module.py``), ``.npu()``,
   ``.to("npu")`` and every aten op (CPU kernels on the same memory);
-* the five ``npu_syncbn`` ops on it: our AscendC kernels through the CPU twin,
-  launched as ``op_kernels/host/npu_ops.cpp`` launches them on an NPU
+* the ``npu_syncbn`` ops on it (the five and the fused activation's two):
+  our AscendC kernels through the CPU twin, launched as
+  ``op_kernels/host/npu_ops.cpp`` launches them on an NPU
   (``npu_syncbn.ops.npu.ROUTE == "emulated"``);
 * process-group backend ``"hccl"`` for npu tensors, carried over gloo
   (``hccl.py``, ``csrc/hccl.cpp``);

@@ -36,7 +36,7 @@ def device_count_from_environment() -> int:
 def _sources():
     """The device (csrc/device.cpp), its "hccl" backend (csrc/hccl.cpp), our ops' twin launches (csrc/kernels.cpp,
     over op_kernels/host/bn_ops.h) and what they run: the twin runtime, the
-    host tiling, the SoC table and the five AscendC kernel sources."""
+    host tiling, the SoC table and the AscendC kernel sources."""
     from .. import twin_build
 
     root = twin_build.kernels_root()
