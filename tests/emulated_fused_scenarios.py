@@ -89,8 +89,9 @@ def fused_ops_match_references(rank: int, world_size: int) -> List[str]:
                         bad.append(f"elemt_act lost the layout: {tag}")
                     kernel = "batch_norm_elemt_act" + ("_clast" if fmt is not None or len(shape) == 2 else "")
                     want = {"input": (1, 0), "output": (0, 1), **({"residual": (1, 0)} if residual else {})}
-                    if _passes(log, kernel, x.numel() * x.element_size()) != want:
-                        bad.append(f"elemt_act traffic {_passes(log, kernel, x.numel() * x.element_size())}: {tag}")
+                    got = _passes(log, kernel, x.numel() * x.element_size())
+                    if got != want:
+                        bad.append(f"elemt_act traffic {got}: {tag}")
                     if not relu:
                         continue
                     emulation.take_kernel_log()
@@ -112,8 +113,9 @@ def fused_ops_match_references(rank: int, world_size: int) -> List[str]:
                         bad.append(f"grad_weight / grad_bias: {tag}")
                     kernel = "batch_norm_backward_reduce_relu" + ("_clast" if fmt is not None or len(shape) == 2 else "")
                     want = {"grad_out": (1, 0), "output": (1, 0), "input": (1, 0), "grad_sum": (0, 1)}
-                    if _passes(log, kernel, x.numel() * x.element_size()) != want:
-                        bad.append(f"backward_reduce_relu traffic {_passes(log, kernel, x.numel() * x.element_size())}: {tag}")
+                    got = _passes(log, kernel, x.numel() * x.element_size())
+                    if got != want:
+                        bad.append(f"backward_reduce_relu traffic {got}: {tag}")
     return bad
 
 

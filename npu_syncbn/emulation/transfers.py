@@ -25,6 +25,7 @@ def take_kernel_log():
     """Our kernels launched since the last call, in launch order, as
     ``[(kernel, block_dim, {gm_buffer: (bytes_read, bytes_written)})]``: the
     twin's count of every DataCopy / DataCopyPad, the GM traffic an NPU would
-    see. The log is emptied."""
+    see. The log is emptied; it starts with the first call (launches before
+    it are not recorded, so a run that never asks keeps no log)."""
     return [(k, int(b), {n: (int(r), int(w)) for n, (r, w) in bufs.items()})
             for k, b, bufs in device.extension().take_kernel_log()]

@@ -41,10 +41,6 @@ public:
         const uint64_t total = t_.n * t_.c * t_.l;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
-        if (relu_) {
-            yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), total);
-            gradSumGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(gradSum), total);
-        }
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
         if (mask_ & BN_OUT_SUMS) {
@@ -69,12 +65,7 @@ public:
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
         pipe_.InitBuffer(sumDyOutBuf_, chunkBytes);
         pipe_.InitBuffer(sumXmuOutBuf_, chunkBytes);
-        if (relu_) {
-            pipe_.InitBuffer(yQueue_, bn::BUFFER_NUM, tileT);
-            pipe_.InitBuffer(gradSumQueue_, bn::BUFFER_NUM, tileT);
-            pipe_.InitBuffer(yfBuf_, static_cast<uint32_t>(tiling.act.gateElems * sizeof(float)));
-            gate_.Init(pipe_, t_.tileElems, tiling.act.gateElems);
-        }
+        if (relu_) reluGate_.Init(pipe_, y, gradSum, total, t_.tileElems, tiling.act.gateElems);
     }
 
     // The core's items are whole channels: reduce each, stage its sums.
@@ -114,7 +105,10 @@ private:
             CopyIn(tile);
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
             bn::DeQueToFloat<T>(dyf, dyQueue_, elems);  // pad lanes of dy are 0, so they add nothing
-            if (relu_) GateByOutput(dyf, tile, elems);
+            if (relu_) {
+                reluGate_.Apply(dyf, elems);
+                bn::DeQueTileOut(reluGate_.gradSumGm, reluGate_.gradSumQueue, t_, tile);
+            }
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Adds(xf, xf, -mean, elems);
             Mul(xf, xf, dyf, elems);
@@ -131,17 +125,7 @@ private:
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
         bn::EnQueTile(dyQueue_, dyGm_, t_, tile);
         bn::EnQueTile(xQueue_, xGm_, t_, tile);
-        if (relu_) bn::EnQueTile(yQueue_, yGm_, t_, tile);
-    }
-
-    // dyf <- grad_sum, ReLU's mask from y applied, and written out. Exact:
-    // a selection of dy's own values, so its T copy rounds nothing.
-    __aicore__ inline void GateByOutput(const LocalTensor<float>& dyf, const bn::Tile& tile, int32_t elems) {
-        LocalTensor<float> yf = yfBuf_.Get<float>();
-        bn::DeQueToFloat<T>(yf, yQueue_, elems);
-        gate_.Apply(dyf, dyf, yf, elems);
-        bn::EnQueFromFloat<T>(gradSumQueue_, dyf, elems);
-        bn::DeQueTileOut(gradSumGm_, gradSumQueue_, t_, tile);
+        if (relu_) bn::EnQueTile(reluGate_.yQueue, reluGate_.yGm, t_, tile);
     }
 
     __aicore__ inline void Stage(uint64_t c, const BnGradSums& s) {
@@ -173,12 +157,11 @@ private:
     }
 
     TPipe pipe_;
-    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_, yQueue_;
-    TQue<QuePosition::VECOUT, bn::BUFFER_NUM> gradSumQueue_;
-    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, yfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
-    bn::ReluGate gate_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
+    bn::ReluGradGate<T> reluGate_;
     TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_;
-    GlobalTensor<T> dyGm_, xGm_, yGm_, gradSumGm_;
+    GlobalTensor<T> dyGm_, xGm_;
     GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;

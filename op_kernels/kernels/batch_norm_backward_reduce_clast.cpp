@@ -32,10 +32,6 @@ public:
         const uint64_t partials = uint64_t(t_.blockDim) * t_.c;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
-        if (relu_) {
-            yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), total);
-            gradSumGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(gradSum), total);
-        }
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), partials);
         sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), partials);
@@ -50,12 +46,7 @@ public:
         pipe_.InitBuffer(accDyBuf_, tileFloats);
         pipe_.InitBuffer(accXmuBuf_, tileFloats);
         pipe_.InitBuffer(meanBuf_, static_cast<uint32_t>(t_.chunkStride * sizeof(float)));
-        if (relu_) {
-            pipe_.InitBuffer(yQueue_, bn::BUFFER_NUM, tileT);
-            pipe_.InitBuffer(gradSumQueue_, bn::BUFFER_NUM, tileT);
-            pipe_.InitBuffer(yfBuf_, static_cast<uint32_t>(tiling.act.gateElems * sizeof(float)));
-            gate_.Init(pipe_, t_.tileElems, tiling.act.gateElems);
-        }
+        if (relu_) reluGate_.Init(pipe_, y, gradSum, total, t_.tileElems, tiling.act.gateElems);
     }
 
     __aicore__ inline void Process() {
@@ -83,10 +74,13 @@ private:
             const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
             bn::EnQueRows(dyQueue_, dyGm_, t_, ch, rows_.begin + r, rows);
             bn::EnQueRows(xQueue_, xGm_, t_, ch, rows_.begin + r, rows);
-            if (relu_) bn::EnQueRows(yQueue_, yGm_, t_, ch, rows_.begin + r, rows);
+            if (relu_) bn::EnQueRows(reluGate_.yQueue, reluGate_.yGm, t_, ch, rows_.begin + r, rows);
             const int32_t elems = bn::Lanes(ch, rows);
             bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
-            if (relu_) GateByOutput(dyf, ch, rows_.begin + r, rows, elems);
+            if (relu_) {
+                reluGate_.Apply(dyf, elems);
+                bn::DeQueRowsOut(reluGate_.gradSumGm, reluGate_.gradSumQueue, t_, ch, rows_.begin + r, rows);
+            }
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Sub(xf, xf, meanT, elems);  // sum of dy * (x - mean), never dy * x - mean * dy
             Mul(xf, xf, dyf, elems);
@@ -97,16 +91,6 @@ private:
         bn::FoldRows(accXmu, ch, usedRows_);
     }
 
-    // dyf <- grad_sum, ReLU's mask from y applied, and written out (exact: a selection of dy's values).
-    __aicore__ inline void GateByOutput(const LocalTensor<float>& dyf, const bn::Chunk& ch, uint64_t row0,
-                                        uint64_t rows, int32_t elems) {
-        LocalTensor<float> yf = yfBuf_.Get<float>();
-        bn::DeQueToFloat<T>(yf, yQueue_, elems);
-        gate_.Apply(dyf, dyf, yf, elems);
-        bn::EnQueFromFloat<T>(gradSumQueue_, dyf, elems);
-        bn::DeQueRowsOut(gradSumGm_, gradSumQueue_, t_, ch, row0, rows);
-    }
-
     __aicore__ inline void WriteChunk(const bn::Chunk& ch) {
         PipeBarrier<PIPE_ALL>();
         bn::CopyChannelsOut(sumDyGm_, accDyBuf_.Get<float>(), core_ * t_.c + ch.c0, ch.len);
@@ -115,11 +99,10 @@ private:
     }
 
     TPipe pipe_;
-    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_, yQueue_;
-    TQue<QuePosition::VECOUT, bn::BUFFER_NUM> gradSumQueue_;
-    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, yfBuf_, meanTile_, accDyBuf_, accXmuBuf_, meanBuf_;
-    bn::ReluGate gate_;
-    GlobalTensor<T> dyGm_, xGm_, yGm_, gradSumGm_;
+    TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, meanTile_, accDyBuf_, accXmuBuf_, meanBuf_;
+    bn::ReluGradGate<T> reluGate_;
+    GlobalTensor<T> dyGm_, xGm_;
     GlobalTensor<float> meanGm_, sumDyGm_, sumDyXmuGm_;
     BnClastTiling t_;
     uint64_t core_ = 0, usedRows_ = 0;

@@ -306,6 +306,38 @@ struct ReluGate {
     }
 };
 
+// The front of batch_norm_backward_reduce_relu(_clast), for either layout:
+// the forward output y gates dy by ReLU's mask into grad_sum, which is queued
+// for the kernel to copy out (in its layout) and reduced in dy's place.
+template <typename T>
+struct ReluGradGate {
+    GlobalTensor<T> yGm, gradSumGm;
+    TQue<QuePosition::VECIN, BUFFER_NUM> yQueue;
+    TQue<QuePosition::VECOUT, BUFFER_NUM> gradSumQueue;
+    TBuf<QuePosition::VECCALC> yfBuf;
+    ReluGate gate;
+
+    __aicore__ inline void Init(TPipe& pipe, GM_ADDR y, GM_ADDR gradSum, uint64_t total, uint64_t tileElems,
+                                uint32_t gateElems) {
+        yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), total);
+        gradSumGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(gradSum), total);
+        pipe.InitBuffer(yQueue, BUFFER_NUM, static_cast<uint32_t>(tileElems * sizeof(T)));
+        pipe.InitBuffer(gradSumQueue, BUFFER_NUM, static_cast<uint32_t>(tileElems * sizeof(T)));
+        pipe.InitBuffer(yfBuf, static_cast<uint32_t>(gateElems * sizeof(float)));
+        gate.Init(pipe, tileElems, gateElems);
+    }
+
+    // dyf <- grad_sum (the next queued y tile's mask applied), queued on
+    // gradSumQueue. Exact: a selection of dy's own values, so its T copy
+    // rounds nothing.
+    __aicore__ inline void Apply(const LocalTensor<float>& dyf, int32_t count) {
+        LocalTensor<float> yf = yfBuf.Get<float>();
+        DeQueToFloat<T>(yf, yQueue, count);
+        gate.Apply(dyf, dyf, yf, count);
+        EnQueFromFloat<T>(gradSumQueue, dyf, count);
+    }
+};
+
 // The end of batch_norm_elemt(_act) on a float tile v = bn(x), into the T tile
 // y. Fused (batch_norm_elemt_act): v is rounded to T first when T is not
 // float (the unfused add reads bn(x) from memory, so every path rounds

@@ -15,7 +15,8 @@ struct KernelLogEntry {
     std::vector<twin::Traffic> buffers;
 };
 
-// The launches since the last call, in launch order (the log is emptied).
+// The launches since the last call, in launch order (the log is emptied). The
+// log starts with the first call: until then launches are not recorded.
 std::vector<KernelLogEntry> TakeKernelLog();
 
 // The twin's model of bisheng's --cce-auto-sync (twin_pipes.h): off checks

@@ -8,6 +8,7 @@
  * (NPU_SYNCBN_SOC, default Ascend910B2). A kernel that breaks an AscendC rule
  * raises an error naming the op, the kernel, the core and the rule.
  */
+#include <atomic>
 #include <mutex>
 
 #include <torch/library.h>
@@ -19,10 +20,13 @@
 
 std::mutex gLogMutex;
 std::vector<KernelLogEntry> gLog;
+// Off until the first TakeKernelLog: a training run that never asks keeps no log.
+std::atomic<bool> gLogOn{false};
 
 void SetKernelAutoSync(bool on) { twin::SetAutoSync(on); }
 
 std::vector<KernelLogEntry> TakeKernelLog() {
+    gLogOn = true;
     std::lock_guard<std::mutex> lock(gLogMutex);
     std::vector<KernelLogEntry> out;
     out.swap(gLog);
@@ -96,6 +100,7 @@ struct TwinDevice {
             },
             ubPlan);
         TORCH_CHECK(err.empty(), "npu_syncbn::", op, " on the emulated npu: ", err);
+        if (!gLogOn) return;
         std::lock_guard<std::mutex> lock(gLogMutex);
         gLog.push_back({bn_ops::KernelName(k), blockDim, twin::LastTraffic()});
     }
