@@ -1,7 +1,8 @@
 """Host tiling (op_kernels/host/tiling.cpp) through the twin library's C ABI:
 every element covered exactly once by the kernels' own item->tile map, 32-byte
 aligned UB rows, UB plan within 192 KiB, cores used only when they get work,
-and the reducing kernels' channels never split over cores (no barrier needed)."""
+and the reducing kernels' channels cut into parts, one core a part (no barrier:
+the host merges the parts), so that every core works when C < cores."""
 import ctypes
 import itertools
 
@@ -14,7 +15,7 @@ UB = 192 * 1024
 OPS = {"stats": 0, "elemt": 1, "backward_reduce": 2, "backward_elemt": 3}
 DTYPES = {0: 4, 1: 2, 2: 2}  # BnDtype -> bytes
 FIELDS = ("n c l tileRows tileLen tileStride tileElems lChunks tilesPerChannel totalItems unitItems itemsBase itemsRem "
-          "dtype blockDim paramChunk reduceWorkElems ubBytes workspaceBytes").split()
+          "dtype blockDim paramChunk reduceWorkElems splits ubBytes workspaceBytes").split()
 
 SHAPES = [(1, 1, 1), (2, 13, 1), (64, 13, 1), (4, 3, 49), (1, 1, 70000), (2, 2, 70000), (3, 5, 7), (8, 32, 256),
           (1, 1, 100003), (5000, 3, 1), (7, 1, 9), (2, 300, 3), (1, 2, 49153)]
@@ -22,7 +23,7 @@ CORES = [1, 3, 8, 48]
 
 
 def row_tiling(op, n, c, l, dtype, cores, ub=UB):
-    out = (ctypes.c_uint64 * 19)()
+    out = (ctypes.c_uint64 * 20)()
     rc = twin.library().twin_row_tiling(op, n, c, l, dtype, cores, ub, out)
     if rc != 0:
         raise ValueError(twin.library().twin_last_error().decode())
@@ -58,18 +59,37 @@ def test_tiling_properties(op, dtype):
         assert 1 <= t["tileRows"] <= 4095, ctx
         assert t["tileRows"] == 1 or t["tileLen"] == l, ctx  # multi-row tiles hold whole rows
         assert t["lChunks"] * t["tileLen"] >= l > (t["lChunks"] - 1) * t["tileLen"], ctx
-        units = t["totalItems"] // t["unitItems"]
-        assert units * t["unitItems"] == t["totalItems"], ctx
+        reduces = op in (OPS["stats"], OPS["backward_reduce"])
+        # the reducing kernels' unit is one part of one channel; the elementwise ones' one tile
+        units = t["splits"] * c if reduces else t["totalItems"]
+        assert (t["unitItems"], t["splits"] >= 1) == ((0, True) if reduces else (1, False)), ctx
         assert 1 <= t["blockDim"] <= min(cores, units), ctx
         assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == units, ctx
         assert t["workspaceBytes"] == 0, ctx
-        if op in (OPS["stats"], OPS["backward_reduce"]):
-            # a channel is one unit: reduced by one core, so no cross-core merge
-            assert t["unitItems"] == t["tilesPerChannel"] and t["blockDim"] == min(cores, c), ctx
-        else:
-            # enough work for every core whenever the shape has it
-            assert t["unitItems"] == 1, ctx
-            assert t["blockDim"] == min(cores, n * c * -(-l // max(1, t["tileLen"]))) or t["blockDim"] == cores, ctx
+        if n * c * l * sz >= 4 * cores * 8192:  # every core works when each can get 8 KiB tiles
+            assert t["blockDim"] == cores, ctx
+        if reduces:
+            assert t["splits"] <= t["tilesPerChannel"], ctx
+            if c % cores == 0:
+                assert t["splits"] == 1, ctx  # channels spread evenly: no merge launch
+
+
+def busiest_share(t, cores):
+    """Tiles of the busiest core over the mean tiles per core (1.0 = perfect balance)."""
+    c, tiles = t["c"], t["tilesPerChannel"]
+    per_unit = -(-tiles // t["splits"])
+    return (t["itemsBase"] + (1 if t["itemsRem"] else 0)) * per_unit / (c * tiles / cores)
+
+
+@pytest.mark.parametrize("n,c,l", [(32, 64, 112 * 112), (32, 64, 56 * 56), (2, 3, 70000), (64, 16, 3136), (2, 64, 16 * 56 * 56)])
+def test_reducing_kernels_spread_few_channels_over_every_core(n, c, l):
+    """C < cores or C not a multiple of the cores (C = 64 on 48 cores): channels
+    are cut into parts so the busiest core does at most ~1.1x the mean work
+    (whole channels per core would leave it at 2 channels against 1.33)."""
+    for op in (OPS["stats"], OPS["backward_reduce"]):
+        t = row_tiling(op, n, c, l, 0, 48)
+        assert t["blockDim"] == 48 and t["splits"] > 1, t
+        assert busiest_share(t, 48) <= 1.1, t
 
 
 def test_tiles_fill_the_ub_for_large_inner():

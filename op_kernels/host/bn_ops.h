@@ -195,10 +195,20 @@ struct Ops {
         BnStatsTiling t{};
         CheckTiling(BnRowTilingFor(BN_OP_STATS, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_stats");
         t.eps = float(eps);
+        // Channels cut into parts: (splits, C) partials, then the gather kernel's merge.
+        const int64_t parts = t.rows.splits;
+        auto f32 = x.options().dtype(at::kFloat);
+        Tensor pm = parts > 1 ? at::empty({parts, int64_t(c)}, f32) : mean;
+        Tensor ps = parts > 1 ? at::empty({parts, int64_t(c)}, f32) : invstd;
         Device::Launch(Kernel::Stats, "batch_norm_stats", t.rows.blockDim,
-                       {{"input", x}, {"mean", mean}, {"invstd", invstd},
+                       {{"input", x}, {"mean", pm}, {"invstd", ps},
                         {"workspace", Workspace(BnWorkspaceBytes(BN_OP_STATS, t.rows), x)}, {"tiling", DeviceTiling(t, x)}},
                        BnUbBytes(BN_OP_STATS, t.rows));
+        if (parts > 1) {
+            std::vector<float> counts(static_cast<size_t>(parts));
+            for (int64_t p = 0; p < parts; ++p) counts[p] = float(BnRowPartElems(t.rows, uint64_t(p)));
+            MergeStats(pm, ps, counts, eps, lim, mean, invstd);
+        }
         return {mean, invstd};
     }
 
@@ -368,19 +378,26 @@ private:
             BnBackwardReduceTiling t{};
             CheckTiling(BnRowTilingFor(op, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
                         "batch_norm_backward_reduce");
-            t.outputMask = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
+            // Channels cut into parts: (splits, C) partial sums, then batch_norm_sum_rows.
+            const int64_t parts = t.rows.splits;
+            const uint32_t allOutputs = BN_OUT_SUMS | BN_OUT_GRAD_WEIGHT | BN_OUT_GRAD_BIAS;
+            t.outputMask = parts > 1 ? uint32_t(BN_OUT_SUMS) : allOutputs;
             t.hasWeight = weight.has_value() && weight->defined();
             t.act.relu = relu;
             t.act.gateElems = relu ? BnGateElems(t.rows.tileElems) : 0;
+            const Tensor meanF = F32(mean), invstdF = F32(invstd);
+            Tensor pdy = parts > 1 ? at::empty({parts, int64_t(c)}, f32) : sumDy;
+            Tensor pxmu = parts > 1 ? at::empty({parts, int64_t(c)}, f32) : sumDyXmu;
             std::vector<GmArg> args = {{"grad_out", dy}};
             if (relu) args.push_back({"output", y});
-            args.insert(args.end(), {{"input", x}, {"mean", F32(mean)}, {"invstd", F32(invstd)}, {"sum_dy", sumDy},
-                                     {"sum_dy_xmu", sumDyXmu}, {"grad_weight", gradWeight}, {"grad_bias", gradBias}});
+            args.insert(args.end(), {{"input", x}, {"mean", meanF}, {"invstd", invstdF}, {"sum_dy", pdy},
+                                     {"sum_dy_xmu", pxmu}, {"grad_weight", gradWeight}, {"grad_bias", gradBias}});
             if (relu) args.push_back({"grad_sum", gradSum});
             args.insert(args.end(), {{"workspace", Workspace(BnWorkspaceBytes(op, t.rows), x)},
                                      {"tiling", DeviceTiling(t, x)}});
             Device::Launch(relu ? Kernel::BackwardReduceRelu : Kernel::BackwardReduce, "batch_norm_backward_reduce",
                            t.rows.blockDim, args, BnUbBytes(op, t.rows));
+            if (parts > 1) SumRows(pdy, pxmu, invstdF, allOutputs, lim, sumDy, sumDyXmu, gradWeight, gradBias);
         }
         if (weight.has_value() && weight->defined()) {
             gradWeight = gradWeight.to(weight->scalar_type());
@@ -422,8 +439,15 @@ private:
                        BnClastUbBytes(BN_OP_STATS, t.g));
         std::vector<float> counts(static_cast<size_t>(w));
         for (uint32_t k = 0; k < uint32_t(w); ++k) counts[k] = float(BnClastCoreRows(t.g, k));
-        Gather("batch_norm_stats", pm, ps, Tensor(), Tensor(), DeviceFloats(counts, x), 0.0, eps,
-               BnMergeCores(c, lim.cores), lim, mean, invstd);
+        MergeStats(pm, ps, counts, eps, lim, mean, invstd);
+    }
+
+    // The merge of stats' (parts, C) partial (mean, invstd) rows of `counts`
+    // elements each: the gather kernel's Chan merge, on the same stream.
+    static void MergeStats(const Tensor& pm, const Tensor& ps, const std::vector<float>& counts, double eps,
+                           const DeviceLimits& lim, const Tensor& mean, const Tensor& invstd) {
+        Gather("batch_norm_stats", pm, ps, Tensor(), Tensor(), DeviceFloats(counts, pm), 0.0, eps,
+               BnMergeCores(uint64_t(pm.size(1)), lim.cores), lim, mean, invstd);
     }
 
     // C-last backward_reduce: per-core (sum_dy, sum_dy_xmu) rows, then their
@@ -449,13 +473,21 @@ private:
         args.insert(args.end(), {{"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(t, x)}});
         Device::Launch(relu ? Kernel::BackwardReduceReluClast : Kernel::BackwardReduceClast,
                        "batch_norm_backward_reduce", t.g.blockDim, args, BnClastUbBytes(op, t.g));
+        SumRows(pdy, pxmu, invstd, t.outputMask, lim, sumDy, sumDyXmu, gradWeight, gradBias);
+    }
+
+    // The merge of backward_reduce's (rows, C) partial sums: their column sums,
+    // grad_weight = sum_dy_xmu * invstd and grad_bias = sum_dy, as mask asks.
+    static void SumRows(const Tensor& pdy, const Tensor& pxmu, const Tensor& invstd, uint32_t mask,
+                        const DeviceLimits& lim, const Tensor& sumDy, const Tensor& sumDyXmu,
+                        const Tensor& gradWeight, const Tensor& gradBias) {
         BnSumRowsTiling m{};
-        CheckTiling(BnSumRowsTilingFor(c, uint64_t(w), lim.cores, lim.ubBytes, t.outputMask, &m),
+        CheckTiling(BnSumRowsTilingFor(uint64_t(pdy.size(1)), uint64_t(pdy.size(0)), lim.cores, lim.ubBytes, mask, &m),
                     "batch_norm_backward_reduce");
         Device::Launch(Kernel::SumRows, "batch_norm_backward_reduce", m.blockDim,
                        {{"partial_sum_dy", pdy}, {"partial_sum_dy_xmu", pxmu}, {"invstd", invstd}, {"sum_dy", sumDy},
                         {"sum_dy_xmu", sumDyXmu}, {"grad_weight", gradWeight}, {"grad_bias", gradBias},
-                        {"workspace", Workspace(0, x)}, {"tiling", DeviceTiling(m, x)}},
+                        {"workspace", Workspace(0, pdy)}, {"tiling", DeviceTiling(m, pdy)}},
                        BnSumRowsUbBytes(m));
     }
 };

@@ -10,21 +10,41 @@ constexpr uint64_t kBlock = 32;      // bytes of one UB data block
 constexpr uint32_t kParamChunk = 256;  // channels of per-channel params held in UB at once
 constexpr uint32_t kGatherChunk = 1024;
 constexpr uint32_t kCountChunk = 1024;
+constexpr uint64_t kTilesPerCore = 4;
+constexpr uint64_t kMinTileBytes = 8 * 1024;
 
 uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
 
-// The reducing kernels give each channel to one core, so no kernel needs a
-// cross-core barrier. A barrier (SyncAll) was tried and dropped: the hardware
-// form needs a MIX kernel, and even then, with the kernel-launch route
-// (ascendc_library + ACLRT_LAUNCH_KERNEL) there is no batch schedule mode
-// (`__schedmode__(1)` / TilingContext::SetScheduleMode), so two barrier
-// kernels on concurrent streams whose blocks together exceed the physical
-// cores can each wait for cores the other holds: a deadlock (asc-devkit's
-// SyncAll docs describe exactly this). The price: with C < cores only C cores
-// reduce; the elementwise kernels still split channels over every core.
+// The reducing kernels never share a channel's running sums between cores: a
+// barrier (SyncAll) was tried and dropped. Its hardware form needs a MIX
+// kernel, and even then, with the kernel-launch route (ascendc_library +
+// ACLRT_LAUNCH_KERNEL) there is no batch schedule mode (`__schedmode__(1)` /
+// TilingContext::SetScheduleMode), so two barrier kernels on concurrent
+// streams whose blocks together exceed the physical cores can each wait for
+// cores the other holds: a deadlock (asc-devkit's SyncAll docs describe
+// exactly this). Instead a channel may be cut into parts (ChooseSplits), each
+// reduced by one core into a partial result, and the host merges the parts
+// with a second launch on the same stream, as the C-last path merges its
+// per-core rows.
 bool ReducesPerChannel(BnOp op) {
     return op == BN_OP_STATS || op == BN_OP_BACKWARD_REDUCE || op == BN_OP_BACKWARD_REDUCE_RELU;
+}
+
+constexpr uint64_t kMaxSplits = BN_MAX_CORES;
+
+// Parts per channel for the reducing kernels: the fewest whose busiest core
+// (ceil(units / cores) units of at most ceil(tiles / parts) tiles each) comes
+// within 3% of the best over 1..min(tiles, kMaxSplits). More parts cost a merge
+// launch and (parts x C) partials, so one part wins whenever C spreads evenly.
+uint64_t ChooseSplits(uint64_t c, uint64_t tilesPerChannel, uint32_t cores) {
+    auto busiest = [&](uint64_t s) { return CeilDiv(s * c, cores) * CeilDiv(tilesPerChannel, s); };
+    const uint64_t most = std::min<uint64_t>(tilesPerChannel, kMaxSplits);
+    uint64_t best = busiest(1);
+    for (uint64_t s = 2; s <= most; ++s) best = std::min(best, busiest(s));
+    for (uint64_t s = 1;; ++s) {
+        if (busiest(s) * 100 <= best * 103) return s;
+    }
 }
 
 // The fused-activation kernels gate with Compares + Select (bn::ReluGate).
@@ -131,12 +151,15 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     const uint64_t maxElems = (ubBytes - fixed) / perElem / epb * epb;
     if (maxElems < epb) return BN_TILING_UB_TOO_SMALL;
 
-    // Tiles per channel wanted so that every core gets at least one item (one
-    // when a channel stays on one core anyway: then the largest tile is best).
-    const uint64_t wanted = ReducesPerChannel(op) ? 1 : CeilDiv(cores, c);
+    // Tiles per channel wanted so that the cores share about kTilesPerCore
+    // tiles each (whole tiles balance to within 1 / kTilesPerCore), but no
+    // tile is cut below kMinTileBytes for it (short copies cost their latency).
+    const uint64_t minTileElems = std::max<uint64_t>(epb, kMinTileBytes / sz);
+    const uint64_t wanted = std::min<uint64_t>(CeilDiv(kTilesPerCore * cores, c), std::max<uint64_t>(1, n * l / minTileElems));
     const uint64_t rowStride = AlignUp(l, epb);
     uint64_t tileRows, tileLen;
-    if (rowStride <= maxElems) {  // whole rows per tile
+    // Whole rows per tile, unless there are fewer rows than wanted tiles and a row can be cut.
+    if (rowStride <= maxElems && (n >= wanted || l < 2 * minTileElems)) {
         tileLen = l;
         tileRows = std::min<uint64_t>({n, maxElems / rowStride, BN_MAX_BLOCK_COUNT});
         // at least `wanted` row blocks when N allows: floor, so that rounding never leaves a core idle
@@ -159,9 +182,11 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     t.lChunks = CeilDiv(l, tileLen);
     t.tilesPerChannel = CeilDiv(n, tileRows) * t.lChunks;
     t.totalItems = c * t.tilesPerChannel;
-    t.unitItems = ReducesPerChannel(op) ? t.tilesPerChannel : 1;
     t.dtype = dtype;
-    const uint64_t units = t.totalItems / t.unitItems;
+    const bool reduces = ReducesPerChannel(op);
+    t.splits = reduces ? static_cast<uint32_t>(ChooseSplits(c, t.tilesPerChannel, cores)) : 0;
+    t.unitItems = reduces ? 0 : 1;
+    const uint64_t units = reduces ? t.splits * c : t.totalItems;
     t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, units));
     t.itemsBase = units / t.blockDim;
     t.itemsRem = units % t.blockDim;
@@ -178,8 +203,18 @@ uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
 }
 
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t) {
-    (void)op, (void)t;  // no kernel shares partial results between cores (see ReducesPerChannel)
+    (void)op, (void)t;  // partials are outputs of their own (see ReducesPerChannel)
     return 0;
+}
+
+uint64_t BnRowPartElems(const BnRowTiling& t, uint64_t part) {
+    uint64_t elems = 0;
+    const uint64_t end = (part + 1) * t.tilesPerChannel / t.splits;
+    for (uint64_t r = part * t.tilesPerChannel / t.splits; r < end; ++r) {
+        const uint64_t row0 = (r / t.lChunks) * t.tileRows, col0 = (r % t.lChunks) * t.tileLen;
+        elems += std::min<uint64_t>(t.tileRows, t.n - row0) * std::min<uint64_t>(t.tileLen, t.l - col0);
+    }
+    return elems;
 }
 
 int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBytes, bool hasRunningMean,
@@ -274,27 +309,36 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
     const uint64_t perElem = ClastPerElemBytes(op, sz) + (Gated(op) ? kGateSlackPerElem : 0);
 
     // A short ragged row packs: rowGroup rows fill whole 32-byte blocks, and a
-    // tile is one burst (one DataCopyPad block) however short a row is.
-    const bool packed = c % epb != 0 && c * sz < kClastPackedRowBytes;
-    t.rowGroup = packed ? static_cast<uint32_t>(epb / std::gcd<uint64_t>(c, epb)) : 1;
-
-    // Fewest chunks whose tile holds wantRows rows: the longest bursts. Chunks
-    // are balanced (and 32-byte multiples but the last) so that no chunk is a
-    // short remainder: every burst stays near c / chunks elements.
-    uint64_t chunks = packed ? 1 : std::max<uint64_t>(1, CeilDiv(c * perElem * wantRows, ubBytes));
+    // tile is one burst (one DataCopyPad block) however short a row is. The
+    // per-channel vectors then span rowGroup rows too; when they and one row
+    // group do not fit (odd C near 256 in 16-bit types), the plan falls back
+    // to one padded row per UB stride (one burst per row, but a plan).
+    const bool ragged = c % epb != 0 && c * sz < kClastPackedRowBytes;
     uint64_t fitRows = 0;
-    for (;; ++chunks) {
-        const uint64_t cc = std::min<uint64_t>(c, AlignUp(CeilDiv(c, chunks), epb));
-        const uint64_t stride = packed ? t.rowGroup * c : AlignUp(cc, epb);
-        const uint64_t fixed = ClastFixedBytes(op, stride, t.countChunk) + (Gated(op) ? kGateSlackFixed : 0);
-        fitRows = ubBytes > fixed ? (ubBytes - fixed) / (perElem * stride) * t.rowGroup : 0;
-        if (fitRows >= wantRows) {
-            t.chanChunk = cc;
-            t.chunkStride = stride;
-            break;
+    bool found = false;
+    for (int attempt = ragged ? 0 : 1; attempt < 2 && !found; ++attempt) {
+        const bool packed = attempt == 0;
+        t.rowGroup = packed ? static_cast<uint32_t>(epb / std::gcd<uint64_t>(c, epb)) : 1;
+        // Fewest chunks whose tile holds wantRows rows: the longest bursts. Chunks
+        // are balanced (and 32-byte multiples but the last) so that no chunk is a
+        // short remainder: every burst stays near c / chunks elements.
+        uint64_t chunks = packed ? 1 : std::max<uint64_t>(1, CeilDiv(c * perElem * wantRows, ubBytes));
+        for (;; ++chunks) {
+            const uint64_t cc = std::min<uint64_t>(c, AlignUp(CeilDiv(c, chunks), epb));
+            const uint64_t stride = packed ? t.rowGroup * c : AlignUp(cc, epb);
+            const uint64_t fixed = ClastFixedBytes(op, stride, t.countChunk) + (Gated(op) ? kGateSlackFixed : 0);
+            fitRows = ubBytes > fixed ? (ubBytes - fixed) / (perElem * stride) * t.rowGroup : 0;
+            if (fitRows >= wantRows) {
+                t.chanChunk = cc;
+                t.chunkStride = stride;
+                found = true;
+                break;
+            }
+            if (cc <= epb || packed) break;
         }
-        if (cc <= epb || packed) return BN_TILING_UB_TOO_SMALL;
     }
+    if (!found) return BN_TILING_UB_TOO_SMALL;
+    const bool packed = t.rowGroup > 1;
     t.chunks = CeilDiv(c, t.chanChunk);
     // rows of a packed tile are one block (no blockCount limit), else one block each
     t.tileRows = std::min<uint64_t>({fitRows, coreRows, packed ? fitRows : BN_MAX_BLOCK_COUNT});

@@ -57,6 +57,10 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
 // UB bytes the kernel of `op` allocates for tiling `t` (its InitBuffer total).
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t);
 
+// Elements of x that part `part` of every channel holds (the reducing kernels'
+// splits; the counts of the stats merge).
+uint64_t BnRowPartElems(const BnRowTiling& t, uint64_t part);
+
 // Workspace bytes the kernel of `op` needs: 0 for every kernel today (kept so
 // that the launch glue and the argument order stay the same if one needs it).
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t);

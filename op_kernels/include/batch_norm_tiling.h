@@ -12,12 +12,17 @@
  * Either a tile spans whole rows (len == L, rows <= tileRows) or, when one row
  * is longer than a tile, a chunk of one row (rows == 1, len <= tileLen).
  * Work items are (channel, tile) pairs numbered channel-major
- * (item = c * tilesPerChannel + t), grouped in units of unitItems items; core k
- * takes one contiguous range of units. The elementwise kernels use units of one
- * item (a core may take part of a channel); the reducing kernels (stats,
- * backward_reduce) use units of one whole channel, so every channel is reduced
- * by exactly one core and no kernel needs a cross-core barrier: see
- * host/tiling.cpp, ReducesPerChannel, for why.
+ * (item = c * tilesPerChannel + t). The elementwise kernels group them in units
+ * of unitItems (1) items; core k takes one contiguous range of units, so a core
+ * may take part of a channel. The reducing kernels (stats, backward_reduce)
+ * cut each channel's tiles into `splits` parts of consecutive tiles (part p:
+ * tiles [p * tilesPerChannel / splits, (p + 1) * tilesPerChannel / splits));
+ * their unit is one (part, channel) pair, numbered part-major (u = p * c +
+ * channel), and core k takes a contiguous range of units. Unit u writes entry u
+ * of the kernel's (splits, C) outputs: with one part these are the results; with
+ * several they are partials that the host merges with a second launch on the
+ * same stream (stream order is the barrier, no kernel waits for another core;
+ * see host/tiling.cpp, ChooseSplits).
  */
 #ifndef NPU_SYNCBN_BATCH_NORM_TILING_H
 #define NPU_SYNCBN_BATCH_NORM_TILING_H
@@ -40,13 +45,15 @@ struct BnRowTiling {
     uint64_t lChunks;          // ceil(l / tileLen)
     uint64_t tilesPerChannel;  // ceil(n / tileRows) * lChunks
     uint64_t totalItems;       // c * tilesPerChannel
-    uint64_t unitItems;        // items per scheduling unit: 1, or tilesPerChannel (whole channels)
+    uint64_t unitItems;        // items per unit of the elementwise kernels (1); 0 for the reducing kernels
     uint64_t itemsBase;        // every core gets itemsBase units ...
     uint64_t itemsRem;         // ... and the first itemsRem cores one more
     uint32_t dtype;            // BnDtype of the big tensors
     uint32_t blockDim;         // cores to launch (<= requested core count)
     uint32_t paramChunk;       // channels per batch of per-channel params / results in UB
     uint32_t reduceWorkElems;  // float elements of the ReduceSum work buffer
+    uint32_t splits;           // parts per channel of the reducing kernels (>= 1); 0 for the elementwise ones
+    uint32_t reserved;
 };
 
 struct BnStatsTiling {

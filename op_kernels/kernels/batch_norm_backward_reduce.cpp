@@ -11,9 +11,10 @@
  * dtype and layout, for backward_elemt and the residual's gradient, and reduces
  * grad_sum in place of dy.
  *
- * dy and x (and y) are each read from GM once. Each channel is reduced by one
- * core (the tiling's whole-channel units: no cross-core barrier, see
- * host/tiling.cpp).
+ * dy and x (and y) are each read from GM once. Each (part, channel) unit is
+ * reduced by one core (include/batch_norm_tiling.h). With the tiling's
+ * splits > 1 the sums are (splits, C) partials (outputMask: sums only), which
+ * the host adds up with batch_norm_sum_rows, a second launch on the same stream.
  */
 #include "bn_common.h"
 
@@ -35,8 +36,7 @@ public:
         t_ = tiling.rows;
         mask_ = tiling.outputMask;
         relu_ = fused;
-        items_ = bn::CoreItems(t_, GetBlockIdx());
-        lastChannel_ = bn::ChannelOfItem(t_, items_.end - 1);
+        units_ = bn::CoreUnits(t_, GetBlockIdx());
 
         const uint64_t total = t_.n * t_.c * t_.l;
         dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
@@ -44,8 +44,8 @@ public:
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
         if (mask_ & BN_OUT_SUMS) {
-            sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), t_.c);
-            sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), t_.c);
+            sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), uint64_t(t_.splits) * t_.c);
+            sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), uint64_t(t_.splits) * t_.c);
         }
         if (mask_ & BN_OUT_GRAD_WEIGHT) gradWeightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradWeight), t_.c);
         if (mask_ & BN_OUT_GRAD_BIAS) gradBiasGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradBias), t_.c);
@@ -68,23 +68,28 @@ public:
         if (relu_) reluGate_.Init(pipe_, y, gradSum, total, t_.tileElems, tiling.act.gateElems);
     }
 
-    // The core's items are whole channels: reduce each, stage its sums.
+    // Reduce each of the core's (part, channel) units; stage its sums at output entry u.
     __aicore__ inline void Process() {
         windowBegin_ = windowSize_ = windowCount_ = 0;
-        for (uint64_t item = items_.begin; item < items_.end; item += t_.tilesPerChannel) {
-            const uint64_t c = bn::ChannelOfItem(t_, item);
-            Stage(c, ReduceChannel(item, item + t_.tilesPerChannel, MeanOf(c)));
+        for (uint64_t u = units_.begin; u < units_.end; ++u) {
+            const uint64_t c = bn::ChannelOfUnit(t_, u);
+            const float mean = MeanOf(c, u);
+            const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
+            Stage(u, ReduceChannel(items.begin, items.end, mean));
         }
         Flush();
     }
 
 private:
-    // mean[c] from the UB window of this core's channels (loaded paramChunk at a time).
-    __aicore__ inline float MeanOf(uint64_t c) {
-        if (windowSize_ == 0 || c >= windowBegin_ + windowSize_) {
+    // mean[c] from the UB window of channels (loaded paramChunk at a time, up to
+    // the core's last unit or the part's last channel). The window of staged
+    // sums starts at the same channel of unit u's part.
+    __aicore__ inline float MeanOf(uint64_t c, uint64_t u) {
+        if (windowSize_ == 0 || c < windowBegin_ || c >= windowBegin_ + windowSize_) {
             Flush();
             windowBegin_ = c;
-            windowSize_ = bn::Min(t_.paramChunk, lastChannel_ + 1 - c);
+            windowOut_ = u;
+            windowSize_ = bn::Min(bn::Min(t_.paramChunk, t_.c - c), units_.end - u);
             bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, c, windowSize_);
             bn::CopyChannelsIn(invstdBuf_.Get<float>(), invstdGm_, c, windowSize_);
             PipeBarrier<PIPE_ALL>();
@@ -128,21 +133,22 @@ private:
         if (relu_) bn::EnQueTile(reluGate_.yQueue, reluGate_.yGm, t_, tile);
     }
 
-    __aicore__ inline void Stage(uint64_t c, const BnGradSums& s) {
-        sumDyOutBuf_.Get<float>().SetValue(c - windowBegin_, s.sumDy);
-        sumXmuOutBuf_.Get<float>().SetValue(c - windowBegin_, s.sumDyXmu);
-        windowCount_ = c - windowBegin_ + 1;
+    __aicore__ inline void Stage(uint64_t u, const BnGradSums& s) {
+        sumDyOutBuf_.Get<float>().SetValue(u - windowOut_, s.sumDy);
+        sumXmuOutBuf_.Get<float>().SetValue(u - windowOut_, s.sumDyXmu);
+        windowCount_ = u - windowOut_ + 1;
     }
 
-    // Writes the staged window: the sums, grad_bias = sum_dy, grad_weight = sum_dy_xmu * invstd.
+    // Writes the staged window: the sums, grad_bias = sum_dy, grad_weight = sum_dy_xmu * invstd
+    // (the last two only with one part, when output entries are channels).
     __aicore__ inline void Flush() {
         if (windowCount_ == 0) return;
         LocalTensor<float> sumDy = sumDyOutBuf_.Get<float>();
         LocalTensor<float> sumXmu = sumXmuOutBuf_.Get<float>();
         PipeBarrier<PIPE_ALL>();
         if (mask_ & BN_OUT_SUMS) {
-            bn::CopyChannelsOut(sumDyGm_, sumDy, windowBegin_, windowCount_);
-            bn::CopyChannelsOut(sumDyXmuGm_, sumXmu, windowBegin_, windowCount_);
+            bn::CopyChannelsOut(sumDyGm_, sumDy, windowOut_, windowCount_);
+            bn::CopyChannelsOut(sumDyXmuGm_, sumXmu, windowOut_, windowCount_);
         }
         if (mask_ & BN_OUT_GRAD_BIAS) bn::CopyChannelsOut(gradBiasGm_, sumDy, windowBegin_, windowCount_);
         if (mask_ & BN_OUT_GRAD_WEIGHT) {
@@ -166,15 +172,14 @@ private:
     BnRowTiling t_;
     uint32_t mask_ = 0;
     bool relu_ = false;
-    uint64_t lastChannel_ = 0;
-    uint64_t windowBegin_ = 0, windowSize_ = 0, windowCount_ = 0;
-    bn::ItemRange items_;
+    uint64_t windowBegin_ = 0, windowOut_ = 0, windowSize_ = 0, windowCount_ = 0;
+    bn::ItemRange units_;
 };
 
 extern "C" __global__ __aicore__ void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd,
                                                                  GM_ADDR sumDy, GM_ADDR sumDyXmu, GM_ADDR gradWeight,
                                                                  GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling) {
-    (void)workspace;  // unused: no cross-core partials (see host/tiling.cpp)
+    (void)workspace;  // unused: partials are the outputs of their own (see host/tiling.cpp)
     BnBackwardReduceTiling t;
     bn::LoadTiling(t, tiling);
     bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, bn::NoGm(), x, mean, invstd, sumDy, sumDyXmu,

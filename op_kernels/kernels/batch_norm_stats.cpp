@@ -2,9 +2,13 @@
  * batch_norm_stats: per-channel mean and invstd = 1 / sqrt(biased var + eps) of
  * x viewed as (N, C, L) contiguous. Outputs are float32 (C,).
  *
- * x is read from GM exactly once. Each channel is reduced by one core (the
- * tiling's whole-channel units: no cross-core barrier, see host/tiling.cpp),
- * which accumulates, per UB lane, sums of (x - K) and (x - K)^2 with K the
+ * With the tiling's splits > 1, each channel is cut into that many parts and
+ * the outputs are (splits, C) partials (mean and invstd of each part), merged
+ * by the host with batch_norm_gather_stats_with_counts (Chan's merge, counts =
+ * the parts' sizes): a second launch on the same stream, no barrier.
+ *
+ * x is read from GM exactly once. Each (part, channel) unit is reduced by one
+ * core (include/batch_norm_tiling.h), which accumulates, per UB lane, sums of (x - K) and (x - K)^2 with K the
  * mean of the channel's first tile (shifted sums: no cancellation when
  * |mean| >> std).
  */
@@ -26,11 +30,11 @@ public:
     __aicore__ inline void Init(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, const BnStatsTiling& tiling) {
         t_ = tiling.rows;
         eps_ = tiling.eps;
-        items_ = bn::CoreItems(t_, GetBlockIdx());
+        units_ = bn::CoreUnits(t_, GetBlockIdx());
 
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t_.n * t_.c * t_.l);
-        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
-        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
+        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), uint64_t(t_.splits) * t_.c);
+        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), uint64_t(t_.splits) * t_.c);
 
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
@@ -46,13 +50,14 @@ public:
         pipe_.InitBuffer(onesBuf_, chunkBytes);
     }
 
-    // The core's items are whole channels: reduce each, stage its result.
+    // Reduce each of the core's (part, channel) units; stage its result at output entry u.
     __aicore__ inline void Process() {
         BuildPadMask();
-        windowBegin_ = bn::ChannelOfItem(t_, items_.begin);
+        windowBegin_ = units_.begin;
         windowCount_ = 0;
-        for (uint64_t item = items_.begin; item < items_.end; item += t_.tilesPerChannel) {
-            Stage(bn::ChannelOfItem(t_, item), ReduceChannel(item, item + t_.tilesPerChannel));
+        for (uint64_t u = units_.begin; u < units_.end; ++u) {
+            const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
+            Stage(u, ReduceChannel(items.begin, items.end));
         }
         Flush();
     }
@@ -120,15 +125,15 @@ private:
 
     __aicore__ inline void CopyIn(const bn::Tile& tile) { bn::EnQueTile(inQueue_, xGm_, t_, tile); }
 
-    // Results go to UB batches of paramChunk channels, written with one copy each.
-    __aicore__ inline void Stage(uint64_t c, const BnMoments& p) {
-        if (c >= windowBegin_ + t_.paramChunk) {
+    // Results go to UB batches of paramChunk output entries, written with one copy each.
+    __aicore__ inline void Stage(uint64_t u, const BnMoments& p) {
+        if (u >= windowBegin_ + t_.paramChunk) {
             Flush();
-            windowBegin_ = c;
+            windowBegin_ = u;
         }
-        meanOutBuf_.Get<float>().SetValue(c - windowBegin_, p.mean);
-        varOutBuf_.Get<float>().SetValue(c - windowBegin_, p.m2 / p.count);
-        windowCount_ = c - windowBegin_ + 1;
+        meanOutBuf_.Get<float>().SetValue(u - windowBegin_, p.mean);
+        varOutBuf_.Get<float>().SetValue(u - windowBegin_, p.m2 / p.count);
+        windowCount_ = u - windowBegin_ + 1;
     }
 
     __aicore__ inline void Flush() {
@@ -155,12 +160,12 @@ private:
     float eps_ = 0.0f;
     uint64_t padLen_ = 0;
     uint64_t windowBegin_ = 0, windowCount_ = 0;
-    bn::ItemRange items_;
+    bn::ItemRange units_;
 };
 
 extern "C" __global__ __aicore__ void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace,
                                                        GM_ADDR tiling) {
-    (void)workspace;  // unused: no cross-core partials (see host/tiling.cpp)
+    (void)workspace;  // unused: partials are the outputs of their own (see host/tiling.cpp)
     BnStatsTiling t;
     bn::LoadTiling(t, tiling);
     bn::RunForDtype<KernelBatchNormStats>(t.rows.dtype, x, mean, invstd, t);

@@ -39,12 +39,25 @@ struct ItemRange {
     uint64_t end;
 };
 
-// Items [begin, end) of core k: itemsBase units each, one more for the first
-// itemsRem cores, unitItems items a unit.
-__aicore__ inline ItemRange CoreItems(const BnRowTiling& t, uint64_t k) {
+// Units [begin, end) of core k: itemsBase each, one more for the first itemsRem cores.
+__aicore__ inline ItemRange CoreUnits(const BnRowTiling& t, uint64_t k) {
     const uint64_t begin = k * t.itemsBase + Min(k, t.itemsRem);
-    const uint64_t end = begin + t.itemsBase + (k < t.itemsRem ? 1 : 0);
-    return {begin * t.unitItems, end * t.unitItems};
+    return {begin, begin + t.itemsBase + (k < t.itemsRem ? 1 : 0)};
+}
+
+// Items [begin, end) of core k in the elementwise kernels: unitItems items a unit.
+__aicore__ inline ItemRange CoreItems(const BnRowTiling& t, uint64_t k) {
+    const ItemRange u = CoreUnits(t, k);
+    return {u.begin * t.unitItems, u.end * t.unitItems};
+}
+
+// The reducing kernels' unit u = part * c + channel: its channel, and the items
+// of its part (consecutive tiles of the channel; include/batch_norm_tiling.h).
+__aicore__ inline uint64_t ChannelOfUnit(const BnRowTiling& t, uint64_t u) { return u % t.c; }
+
+__aicore__ inline ItemRange ItemsOfUnit(const BnRowTiling& t, uint64_t u) {
+    const uint64_t part = u / t.c, first = (u % t.c) * t.tilesPerChannel;
+    return {first + part * t.tilesPerChannel / t.splits, first + (part + 1) * t.tilesPerChannel / t.splits};
 }
 
 __aicore__ inline uint64_t CoreOfItem(const BnRowTiling& t, uint64_t item) {

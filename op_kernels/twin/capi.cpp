@@ -80,6 +80,46 @@ int Refuse(const std::string& kernel, int status) {
 
 uint8_t* Gm(const void* p) { return static_cast<uint8_t*>(const_cast<void*>(p)); }
 
+// The merge launch of stats' (w, c) partial (mean, invstd) rows of counts[k]
+// elements each (the row path's parts, the C-last path's cores): the gather kernel.
+int MergeStats(std::vector<float>& pm, std::vector<float>& ps, std::vector<float>& counts, uint64_t c, float eps,
+               uint32_t cores, float* mean, float* invstd) {
+    const uint64_t w = counts.size();
+    BnGatherTiling g{};
+    const int st = BnGatherTilingFor(c, w, BnMergeCores(c, cores), BN_UB_BYTES, false, false, 0.0f, eps, &g);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_gather_stats_with_counts", st);
+    return ReportMerge(twin::Launch(
+        "batch_norm_gather_stats_with_counts", g.blockDim,
+        {{"workspace.mean", pm.data(), w * c * 4}, {"workspace.invstd", ps.data(), w * c * 4},
+         {"workspace.counts", counts.data(), w * 4}, {"mean", mean, c * 4}, {"invstd", invstd, c * 4},
+         {"tiling", &g, sizeof(g)}},
+        [&] {
+            batch_norm_gather_stats_with_counts(Gm(pm.data()), Gm(ps.data()), nullptr, nullptr, Gm(counts.data()),
+                                                Gm(mean), Gm(invstd), nullptr, Gm(&g));
+        },
+        BnGatherUbBytes(g)));
+}
+
+// The merge launch of backward_reduce's (w, c) partial sums: batch_norm_sum_rows.
+int MergeSums(std::vector<float>& pdy, std::vector<float>& pxmu, uint64_t w, uint64_t c, const float* invstd,
+              uint32_t outputMask, uint32_t cores, float* sumDy, float* sumDyXmu, float* gradWeight, float* gradBias) {
+    BnSumRowsTiling m{};
+    const int st = BnSumRowsTilingFor(c, w, cores, BN_UB_BYTES, outputMask, &m);
+    if (st != BN_TILING_OK) return Refuse("batch_norm_sum_rows", st);
+    const bool sums = outputMask & BN_OUT_SUMS;
+    return ReportMerge(twin::Launch(
+        "batch_norm_sum_rows", m.blockDim,
+        {{"workspace.sum_dy", pdy.data(), w * c * 4}, {"workspace.sum_dy_xmu", pxmu.data(), w * c * 4},
+         {"invstd", Gm(invstd), c * 4}, {"sum_dy", sumDy, sums ? c * 4 : 0}, {"sum_dy_xmu", sumDyXmu, sums ? c * 4 : 0},
+         {"grad_weight", gradWeight, (outputMask & BN_OUT_GRAD_WEIGHT) ? c * 4 : 0},
+         {"grad_bias", gradBias, (outputMask & BN_OUT_GRAD_BIAS) ? c * 4 : 0}, {"tiling", &m, sizeof(m)}},
+        [&] {
+            batch_norm_sum_rows(Gm(pdy.data()), Gm(pxmu.data()), Gm(invstd), Gm(sumDy), Gm(sumDyXmu), Gm(gradWeight),
+                                Gm(gradBias), nullptr, Gm(&m));
+        },
+        BnSumRowsUbBytes(m)));
+}
+
 }  // namespace
 
 extern "C" {
@@ -125,11 +165,21 @@ int twin_batch_norm_stats(const void* x, uint32_t dtype, uint64_t n, uint64_t c,
     std::vector<uint8_t> ws(BnWorkspaceBytes(BN_OP_STATS, t.rows), 0);
     gBlockDim = t.rows.blockDim;
     const uint64_t xBytes = n * c * l * BnDtypeSize(dtype);
-    return Report(twin::Launch("batch_norm_stats", t.rows.blockDim,
-                               {{"input", Gm(x), xBytes}, {"mean", mean, c * 4}, {"invstd", invstd, c * 4},
-                                {"workspace", ws.data(), ws.size()}, {"tiling", &t, sizeof(t)}},
-                               [&] { batch_norm_stats(Gm(x), Gm(mean), Gm(invstd), ws.data(), Gm(&t)); },
-                               BnUbBytes(BN_OP_STATS, t.rows)));
+    // Channels cut into parts: (parts, c) partials, then the gather kernel's merge (as bn_ops.h does).
+    const uint64_t parts = t.rows.splits;
+    std::vector<float> pm(parts > 1 ? parts * c : 0), ps(pm.size()), counts(parts);
+    float* outMean = parts > 1 ? pm.data() : mean;
+    float* outInvstd = parts > 1 ? ps.data() : invstd;
+    const char* outs[2] = {parts > 1 ? "workspace.mean" : "mean", parts > 1 ? "workspace.invstd" : "invstd"};
+    const int rc = Report(twin::Launch(
+        "batch_norm_stats", t.rows.blockDim,
+        {{"input", Gm(x), xBytes}, {outs[0], outMean, parts * c * 4}, {outs[1], outInvstd, parts * c * 4},
+         {"workspace", ws.data(), ws.size()}, {"tiling", &t, sizeof(t)}},
+        [&] { batch_norm_stats(Gm(x), Gm(outMean), Gm(outInvstd), ws.data(), Gm(&t)); },
+        BnUbBytes(BN_OP_STATS, t.rows)));
+    if (rc != 0 || parts == 1) return rc;
+    for (uint64_t p = 0; p < parts; ++p) counts[p] = static_cast<float>(BnRowPartElems(t.rows, p));
+    return MergeStats(pm, ps, counts, c, eps, cores, mean, invstd);
 }
 
 int twin_batch_norm_gather_stats_with_counts(const float* mean, const float* invstd, const float* counts,
@@ -180,24 +230,34 @@ int twin_batch_norm_backward_reduce(const void* dy, const void* x, uint32_t dtyp
     BnBackwardReduceTiling t{};
     const int st = BnRowTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
     if (st != BN_TILING_OK) return Refuse("batch_norm_backward_reduce", st);
-    t.outputMask = outputMask;
+    // Channels cut into parts: (parts, c) partial sums, then batch_norm_sum_rows (as bn_ops.h does).
+    const uint64_t parts = t.rows.splits;
+    t.outputMask = parts > 1 ? uint32_t(BN_OUT_SUMS) : outputMask;
     t.hasWeight = gradWeight != nullptr;
     std::vector<uint8_t> ws(BnWorkspaceBytes(BN_OP_BACKWARD_REDUCE, t.rows), 0);
+    std::vector<float> pdy(parts > 1 ? parts * c : 0), pxmu(pdy.size());
+    float* outDy = parts > 1 ? pdy.data() : sumDy;
+    float* outXmu = parts > 1 ? pxmu.data() : sumDyXmu;
     gBlockDim = t.rows.blockDim;
     const uint64_t bytes = n * c * l * BnDtypeSize(dtype);
-    const bool sums = outputMask & BN_OUT_SUMS;
-    return Report(twin::Launch(
+    const uint32_t mask = t.outputMask;
+    const bool sums = mask & BN_OUT_SUMS;
+    const uint64_t sumBytes = sums ? parts * c * 4 : 0;
+    const int rc = Report(twin::Launch(
         "batch_norm_backward_reduce", t.rows.blockDim,
         {{"grad_out", Gm(dy), bytes}, {"input", Gm(x), bytes}, {"mean", Gm(mean), c * 4}, {"invstd", Gm(invstd), c * 4},
-         {"sum_dy", sumDy, sums ? c * 4 : 0}, {"sum_dy_xmu", sumDyXmu, sums ? c * 4 : 0},
-         {"grad_weight", gradWeight, (outputMask & BN_OUT_GRAD_WEIGHT) ? c * 4 : 0},
-         {"grad_bias", gradBias, (outputMask & BN_OUT_GRAD_BIAS) ? c * 4 : 0}, {"workspace", ws.data(), ws.size()},
+         {parts > 1 ? "workspace.sum_dy" : "sum_dy", outDy, sumBytes},
+         {parts > 1 ? "workspace.sum_dy_xmu" : "sum_dy_xmu", outXmu, sumBytes},
+         {"grad_weight", gradWeight, (mask & BN_OUT_GRAD_WEIGHT) ? c * 4 : 0},
+         {"grad_bias", gradBias, (mask & BN_OUT_GRAD_BIAS) ? c * 4 : 0}, {"workspace", ws.data(), ws.size()},
          {"tiling", &t, sizeof(t)}},
         [&] {
-            batch_norm_backward_reduce(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(sumDy), Gm(sumDyXmu), Gm(gradWeight),
+            batch_norm_backward_reduce(Gm(dy), Gm(x), Gm(mean), Gm(invstd), Gm(outDy), Gm(outXmu), Gm(gradWeight),
                                        Gm(gradBias), ws.data(), Gm(&t));
         },
         BnUbBytes(BN_OP_BACKWARD_REDUCE, t.rows)));
+    if (rc != 0 || parts == 1) return rc;
+    return MergeSums(pdy, pxmu, parts, c, invstd, outputMask, cores, sumDy, sumDyXmu, gradWeight, gradBias);
 }
 
 int twin_batch_norm_backward_elemt(const void* dy, const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l,
@@ -245,19 +305,7 @@ int twin_batch_norm_stats_clast(const void* x, uint32_t dtype, uint64_t rows, ui
                                  [&] { batch_norm_stats_clast(Gm(x), Gm(pm.data()), Gm(ps.data()), nullptr, Gm(&t)); },
                                  BnClastUbBytes(BN_OP_STATS, t.g)));
     if (rc != 0) return rc;
-    BnGatherTiling g{};
-    st = BnGatherTilingFor(c, w, BnMergeCores(c, cores), BN_UB_BYTES, false, false, 0.0f, eps, &g);
-    if (st != BN_TILING_OK) return Refuse("batch_norm_gather_stats_with_counts", st);
-    return ReportMerge(twin::Launch(
-        "batch_norm_gather_stats_with_counts", g.blockDim,
-        {{"workspace.mean", pm.data(), w * c * 4}, {"workspace.invstd", ps.data(), w * c * 4},
-         {"workspace.counts", counts.data(), w * 4}, {"mean", mean, c * 4}, {"invstd", invstd, c * 4},
-         {"tiling", &g, sizeof(g)}},
-        [&] {
-            batch_norm_gather_stats_with_counts(Gm(pm.data()), Gm(ps.data()), nullptr, nullptr, Gm(counts.data()),
-                                                Gm(mean), Gm(invstd), nullptr, Gm(&g));
-        },
-        BnGatherUbBytes(g)));
+    return MergeStats(pm, ps, counts, c, eps, cores, mean, invstd);
 }
 
 int twin_batch_norm_elemt_clast(const void* x, uint32_t dtype, uint64_t rows, uint64_t c, const float* weight,
@@ -302,21 +350,7 @@ int twin_batch_norm_backward_reduce_clast(const void* dy, const void* x, uint32_
         },
         BnClastUbBytes(BN_OP_BACKWARD_REDUCE, t.g)));
     if (rc != 0) return rc;
-    BnSumRowsTiling m{};
-    st = BnSumRowsTilingFor(c, w, cores, BN_UB_BYTES, outputMask, &m);
-    if (st != BN_TILING_OK) return Refuse("batch_norm_sum_rows", st);
-    const bool sums = outputMask & BN_OUT_SUMS;
-    return ReportMerge(twin::Launch(
-        "batch_norm_sum_rows", m.blockDim,
-        {{"workspace.sum_dy", pdy.data(), w * c * 4}, {"workspace.sum_dy_xmu", pxmu.data(), w * c * 4},
-         {"invstd", Gm(invstd), c * 4}, {"sum_dy", sumDy, sums ? c * 4 : 0}, {"sum_dy_xmu", sumDyXmu, sums ? c * 4 : 0},
-         {"grad_weight", gradWeight, (outputMask & BN_OUT_GRAD_WEIGHT) ? c * 4 : 0},
-         {"grad_bias", gradBias, (outputMask & BN_OUT_GRAD_BIAS) ? c * 4 : 0}, {"tiling", &m, sizeof(m)}},
-        [&] {
-            batch_norm_sum_rows(Gm(pdy.data()), Gm(pxmu.data()), Gm(invstd), Gm(sumDy), Gm(sumDyXmu), Gm(gradWeight),
-                                Gm(gradBias), nullptr, Gm(&m));
-        },
-        BnSumRowsUbBytes(m)));
+    return MergeSums(pdy, pxmu, w, c, invstd, outputMask, cores, sumDy, sumDyXmu, gradWeight, gradBias);
 }
 
 int twin_batch_norm_backward_elemt_clast(const void* dy, const void* x, uint32_t dtype, uint64_t rows, uint64_t c,
@@ -357,18 +391,18 @@ int twin_clast_tiling(uint32_t op, uint64_t rows, uint64_t c, uint32_t dtype, ui
 }
 
 // ---------------------------------------------------------------- tiling, for tests
-// Fields of BnRowTiling in declaration order, then UB bytes and workspace bytes.
+// Fields of BnRowTiling in declaration order (but `reserved`), then UB bytes and workspace bytes.
 int twin_row_tiling(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
-                    uint32_t ubBytes, uint64_t* out19) {
+                    uint32_t ubBytes, uint64_t* out20) {
     BnRowTiling t{};
     const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
     if (st != BN_TILING_OK) return Refuse("tiling", st);
-    const uint64_t fields[19] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
+    const uint64_t fields[20] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
                                  t.tileStride, t.tileElems, t.lChunks, t.tilesPerChannel, t.totalItems,
                                  t.unitItems,  t.itemsBase, t.itemsRem, t.dtype,          t.blockDim,
-                                 t.paramChunk, t.reduceWorkElems, BnUbBytes(static_cast<BnOp>(op), t),
+                                 t.paramChunk, t.reduceWorkElems, t.splits, BnUbBytes(static_cast<BnOp>(op), t),
                                  BnWorkspaceBytes(static_cast<BnOp>(op), t)};
-    std::memcpy(out19, fields, sizeof(fields));
+    std::memcpy(out20, fields, sizeof(fields));
     return 0;
 }
 
@@ -382,21 +416,35 @@ int twin_tiling_cover(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t 
     const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
     if (st != BN_TILING_OK) return Refuse("tiling", st);
     const uint64_t sz = BnDtypeSize(dtype);
+    const bool reduces = t.splits != 0;  // units are (part, channel) pairs, else runs of unitItems items
+    auto visit = [&](uint64_t item, uint64_t k) -> bool {
+        if (!reduces && bn::CoreOfItem(t, item) != k) return Report("CoreOfItem disagrees with CoreItems"), false;
+        const bn::Tile tile = sz == 4 ? bn::TileOfItem<float>(t, item) : bn::TileOfItem<half>(t, item);
+        if (tile.stride * sz % 32 != 0) return Report("UB row stride not 32-byte aligned"), false;
+        if (tile.rows > BN_MAX_BLOCK_COUNT) return Report("tile rows exceed DataCopyPad blockCount"), false;
+        if (tile.rows * tile.stride > t.tileElems) return Report("tile larger than its UB buffer"), false;
+        for (uint64_t i = 0; i < tile.rows; ++i) {
+            for (uint64_t j = 0; j < tile.len; ++j) ++hits[tile.gmOffset + i * c * l + j];
+        }
+        return true;
+    };
     for (uint64_t k = 0; k < t.blockDim; ++k) {
-        const bn::ItemRange r = bn::CoreItems(t, k);
-        if (r.end <= r.begin) return Report("core " + std::to_string(k) + " has no items");
-        for (uint64_t item = r.begin; item < r.end; ++item) {
-            if (bn::CoreOfItem(t, item) != k) return Report("CoreOfItem disagrees with CoreItems");
-            const bn::Tile tile = sz == 4 ? bn::TileOfItem<float>(t, item) : bn::TileOfItem<half>(t, item);
-            if (tile.stride * sz % 32 != 0) return Report("UB row stride not 32-byte aligned");
-            if (tile.rows > BN_MAX_BLOCK_COUNT) return Report("tile rows exceed DataCopyPad blockCount");
-            if (tile.rows * tile.stride > t.tileElems) return Report("tile larger than its UB buffer");
-            for (uint64_t i = 0; i < tile.rows; ++i) {
-                for (uint64_t j = 0; j < tile.len; ++j) ++hits[tile.gmOffset + i * c * l + j];
+        const bn::ItemRange u = bn::CoreUnits(t, k);
+        if (u.end <= u.begin) return Report("core " + std::to_string(k) + " has no units");
+        const bn::ItemRange r = reduces ? bn::ItemRange{0, 0} : bn::CoreItems(t, k);
+        for (uint64_t unit = u.begin; reduces && unit < u.end; ++unit) {
+            const bn::ItemRange items = bn::ItemsOfUnit(t, unit);
+            if (items.end <= items.begin) return Report("unit " + std::to_string(unit) + " has no tiles");
+            for (uint64_t item = items.begin; item < items.end; ++item) {
+                if (!visit(item, k)) return 1;
             }
         }
+        for (uint64_t item = r.begin; item < r.end; ++item) {
+            if (!visit(item, k)) return 1;
+        }
     }
-    if (bn::CoreItems(t, t.blockDim - 1).end != t.totalItems) return Report("items not all assigned");
+    const uint64_t units = reduces ? uint64_t(t.splits) * c : t.totalItems;
+    if (bn::CoreUnits(t, t.blockDim - 1).end != units) return Report("units not all assigned");
     return 0;
 }
 
