@@ -96,6 +96,7 @@ _SIGNATURES = {
     "twin_batch_norm_backward_reduce_clast": [_P, _P, _U32, _U64, _U64, _P, _P, _U32, _U32, _P, _P, _P, _P],
     "twin_batch_norm_backward_elemt_clast": [_P, _P, _U32, _U64, _U64, _P, _P, _P, _P, _P, _P, _U64, _U32, _P],
     "twin_clast_tiling": [_U32, _U64, _U64, _U32, _U32, _U32, _P],
+    "twin_tiling_sweep": [_U32, _U32, _U32, _U32, _P, _U64, _P, _U64],
     "twin_traffic_bursts": [ctypes.c_int, ctypes.c_int, _P, _P],
     "twin_run_test_kernel": [ctypes.c_char_p, _U32],
     "twin_set_soc": [ctypes.c_char_p],

@@ -16,6 +16,9 @@ SHAPES = {
     "2D": (37, 13),
     "N=1": (1, 8, 12, 12),
     "L=1 C=1": (50, 1),
+    # channels cut into parts on 48 cores (a merge launch): few long channels, C = 64
+    "C=3 long": (2, 3, 20000),
+    "C=64": (8, 64, 28, 28),
 }
 CORES = [1, 3, 8, 48]
 DTYPES = list(TOL)

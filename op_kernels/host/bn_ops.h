@@ -193,7 +193,7 @@ struct Ops {
             return {mean, invstd};
         }
         BnStatsTiling t{};
-        CheckTiling(BnRowTilingFor(BN_OP_STATS, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_stats");
+        CheckTiling(BnRowCutTilingFor(BN_OP_STATS, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows), "batch_norm_stats");
         t.eps = float(eps);
         // Channels cut into parts: (splits, C) partials, then the gather kernel's merge.
         const int64_t parts = t.rows.splits;
@@ -376,7 +376,7 @@ private:
                                 gradBias, gradSum);
         } else if (x.numel() > 0) {
             BnBackwardReduceTiling t{};
-            CheckTiling(BnRowTilingFor(op, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
+            CheckTiling(BnRowCutTilingFor(op, n, c, l, Dtype(x), lim.cores, lim.ubBytes, &t.rows),
                         "batch_norm_backward_reduce");
             // Channels cut into parts: (splits, C) partial sums, then batch_norm_sum_rows.
             const int64_t parts = t.rows.splits;

@@ -133,8 +133,10 @@ uint32_t BnDtypeSize(uint32_t dtype) {
     return 0;
 }
 
-int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
-                   uint32_t ubBytes, BnRowTiling* out) {
+namespace {
+
+int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
+              bool mayCut, BnRowTiling* out) {
     if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
     const uint64_t sz = BnDtypeSize(dtype);
     if (sz == 0) return BN_TILING_BAD_DTYPE;
@@ -155,7 +157,9 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     // tiles each (whole tiles balance to within 1 / kTilesPerCore), but no
     // tile is cut below kMinTileBytes for it (short copies cost their latency).
     const uint64_t minTileElems = std::max<uint64_t>(epb, kMinTileBytes / sz);
-    const uint64_t wanted = std::min<uint64_t>(CeilDiv(kTilesPerCore * cores, c), std::max<uint64_t>(1, n * l / minTileElems));
+    const bool reduces = ReducesPerChannel(op);
+    const uint64_t wanted = reduces && !mayCut ? 1  // whole channels a core: the largest tile is best
+        : std::min<uint64_t>(CeilDiv(kTilesPerCore * cores, c), std::max<uint64_t>(1, n * l / minTileElems));
     const uint64_t rowStride = AlignUp(l, epb);
     uint64_t tileRows, tileLen;
     // Whole rows per tile, unless there are fewer rows than wanted tiles and a row can be cut.
@@ -183,8 +187,7 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     t.tilesPerChannel = CeilDiv(n, tileRows) * t.lChunks;
     t.totalItems = c * t.tilesPerChannel;
     t.dtype = dtype;
-    const bool reduces = ReducesPerChannel(op);
-    t.splits = reduces ? static_cast<uint32_t>(ChooseSplits(c, t.tilesPerChannel, cores)) : 0;
+    t.splits = !reduces ? 0 : mayCut ? static_cast<uint32_t>(ChooseSplits(c, t.tilesPerChannel, cores)) : 1;
     t.unitItems = reduces ? 0 : 1;
     const uint64_t units = reduces ? t.splits * c : t.totalItems;
     t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, units));
@@ -194,6 +197,18 @@ int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, 
     t.reduceWorkElems = static_cast<uint32_t>(ReduceWorkElems(std::max<uint64_t>(t.tileElems, paramChunk)));
     *out = t;
     return BN_TILING_OK;
+}
+
+}  // namespace
+
+int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                   uint32_t ubBytes, BnRowTiling* out) {
+    return RowTiling(op, n, c, l, dtype, cores, ubBytes, false, out);
+}
+
+int BnRowCutTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                      uint32_t ubBytes, BnRowTiling* out) {
+    return RowTiling(op, n, c, l, dtype, cores, ubBytes, true, out);
 }
 
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {

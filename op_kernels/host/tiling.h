@@ -50,9 +50,15 @@ uint32_t BnGateElems(uint64_t tileElems);
 // Bytes per element of T for a BnDtype (0 for an unknown dtype).
 uint32_t BnDtypeSize(uint32_t dtype);
 
-// Row tiling of one of the four (N, C, L) kernels.
+// Row tiling of one of the (N, C, L) kernels. The reducing kernels (stats,
+// backward_reduce) get whole channels a core here (splits = 1: one launch,
+// (C,) outputs), which leaves cores idle when C < cores or C does not spread
+// evenly; BnRowCutTilingFor may cut channels into parts (splits >= 1), whose
+// (splits, C) partial outputs the host merges with a second launch (bn_ops.h).
 int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
                    uint32_t ubBytes, BnRowTiling* out);
+int BnRowCutTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
+                      uint32_t ubBytes, BnRowTiling* out);
 
 // UB bytes the kernel of `op` allocates for tiling `t` (its InitBuffer total).
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t);

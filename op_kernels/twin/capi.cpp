@@ -6,6 +6,7 @@
  * Return codes: 0 ok, 1 a kernel broke a rule (twin_last_error() names the
  * kernel, the core and the rule), 2 bad arguments (tiling refused them).
  */
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -159,7 +160,7 @@ int twin_traffic_bursts(int i, int cap, uint64_t* bytes, uint64_t* counts) {
 int twin_batch_norm_stats(const void* x, uint32_t dtype, uint64_t n, uint64_t c, uint64_t l, float eps,
                           uint32_t cores, float* mean, float* invstd) {
     BnStatsTiling t{};
-    const int st = BnRowTilingFor(BN_OP_STATS, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
+    const int st = BnRowCutTilingFor(BN_OP_STATS, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
     if (st != BN_TILING_OK) return Refuse("batch_norm_stats", st);
     t.eps = eps;
     std::vector<uint8_t> ws(BnWorkspaceBytes(BN_OP_STATS, t.rows), 0);
@@ -228,7 +229,7 @@ int twin_batch_norm_backward_reduce(const void* dy, const void* x, uint32_t dtyp
                                     uint32_t cores, float* sumDy, float* sumDyXmu, float* gradWeight,
                                     float* gradBias) {
     BnBackwardReduceTiling t{};
-    const int st = BnRowTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
+    const int st = BnRowCutTilingFor(BN_OP_BACKWARD_REDUCE, n, c, l, dtype, cores, BN_UB_BYTES, &t.rows);
     if (st != BN_TILING_OK) return Refuse("batch_norm_backward_reduce", st);
     // Channels cut into parts: (parts, c) partial sums, then batch_norm_sum_rows (as bn_ops.h does).
     const uint64_t parts = t.rows.splits;
@@ -395,7 +396,7 @@ int twin_clast_tiling(uint32_t op, uint64_t rows, uint64_t c, uint32_t dtype, ui
 int twin_row_tiling(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
                     uint32_t ubBytes, uint64_t* out20) {
     BnRowTiling t{};
-    const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
+    const int st = BnRowCutTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
     if (st != BN_TILING_OK) return Refuse("tiling", st);
     const uint64_t fields[20] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
                                  t.tileStride, t.tileElems, t.lChunks, t.tilesPerChannel, t.totalItems,
@@ -413,7 +414,7 @@ int twin_row_tiling(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dt
 int twin_tiling_cover(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
                       uint32_t ubBytes, uint32_t* hits) {
     BnRowTiling t{};
-    const int st = BnRowTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
+    const int st = BnRowCutTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
     if (st != BN_TILING_OK) return Refuse("tiling", st);
     const uint64_t sz = BnDtypeSize(dtype);
     const bool reduces = t.splits != 0;  // units are (part, channel) pairs, else runs of unitItems items
@@ -446,6 +447,53 @@ int twin_tiling_cover(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t 
     const uint64_t units = reduces ? uint64_t(t.splits) * c : t.totalItems;
     if (bn::CoreUnits(t, t.blockDim - 1).end != units) return Report("units not all assigned");
     return 0;
+}
+
+// The tiling sweep: for every C of cs[0..nc) and every N*L of nls[0..nnl), the
+// row tiling (N*L split as (N*L, 1), (1, N*L) and (32, N*L / 32)) and the C-last
+// tiling of op must give a plan, within the UB the op may plan (the twin's
+// check at launch) and within the copy limits. Returns the number of failures;
+// twin_last_error() describes the first.
+int twin_tiling_sweep(uint32_t op, uint32_t dtype, uint32_t cores, uint32_t ubBytes, const uint64_t* cs, uint64_t nc,
+                      const uint64_t* nls, uint64_t nnl) {
+    const BnOp o = static_cast<BnOp>(op);
+    const uint64_t planUb = (o == BN_OP_ELEMT_ACT || o == BN_OP_BACKWARD_REDUCE_RELU)
+                                ? std::min<uint64_t>(ubBytes, BN_SELECT_UB_BYTES) : ubBytes;
+    int failures = 0;
+    auto fail = [&](const char* layout, uint64_t n, uint64_t c, uint64_t l, const std::string& why) {
+        if (failures++ == 0) {
+            gError = std::string(layout) + " op " + std::to_string(op) + " dtype " + std::to_string(dtype) + " (N " +
+                     std::to_string(n) + ", C " + std::to_string(c) + ", L " + std::to_string(l) + "): " + why;
+        }
+    };
+    for (uint64_t i = 0; i < nc; ++i) {
+        for (uint64_t j = 0; j < nnl; ++j) {
+            const uint64_t c = cs[i], nl = nls[j];
+            const uint64_t splits[3][2] = {{nl, 1}, {1, nl}, {std::min<uint64_t>(nl, 32), nl / std::min<uint64_t>(nl, 32)}};
+            for (const auto& nlPair : splits) {
+                BnRowTiling t{};
+                const int st = BnRowCutTilingFor(o, nlPair[0], c, nlPair[1], dtype, cores, ubBytes, &t);
+                if (st != BN_TILING_OK) {
+                    fail("row", nlPair[0], c, nlPair[1], BnTilingStatusText(st));
+                } else if (BnUbBytes(o, t) > planUb) {
+                    fail("row", nlPair[0], c, nlPair[1], "UB plan " + std::to_string(BnUbBytes(o, t)) + " bytes");
+                } else if (t.tileRows > BN_MAX_BLOCK_COUNT || t.blockDim < 1 || t.blockDim > cores) {
+                    fail("row", nlPair[0], c, nlPair[1], "copy or core limits");
+                }
+            }
+            BnClastTiling g{};
+            const int st = BnClastTilingFor(o, nl, c, dtype, cores, ubBytes, &g);
+            if (st != BN_TILING_OK) {
+                fail("C-last", nl, c, 1, BnTilingStatusText(st));
+            } else if (BnClastUbBytes(o, g) > planUb) {
+                fail("C-last", nl, c, 1, "UB plan " + std::to_string(BnClastUbBytes(o, g)) + " bytes");
+            } else if ((g.rowGroup == 1 && g.tileRows > BN_MAX_BLOCK_COUNT) || g.tileRows < 1 ||
+                       g.blockDim < 1 || g.blockDim > cores) {
+                fail("C-last", nl, c, 1, "copy or core limits");
+            }
+        }
+    }
+    return failures;
 }
 
 // BnGatherTiling fields: c, world, chanBase, chanRem, blockDim, chunk, countChunk, UB bytes.
