@@ -98,6 +98,16 @@ def test_tiles_fill_the_ub_for_large_inner():
     assert t["ubBytes"] > UB * 0.9  # a long row uses (almost) all of the UB
 
 
+def test_row_stride_beyond_uint32_copies_one_row_at_a_time():
+    """A channel's rows lie C*L elements apart; DataCopyPad takes that stride
+    as a uint32 of bytes, so past 4 GiB a tile holds one row."""
+    for op in OPS.values():
+        t = row_tiling(op, 4, 300000, 2000, 0, 48)  # rows 2.4 GiB apart in float32
+        assert t["tileRows"] > 1, t  # under the limit: several rows a copy
+        t = row_tiling(op, 4, 600000, 2000, 0, 48)  # rows 4.8 GiB apart
+        assert t["tileRows"] == 1, t
+
+
 def test_small_ub_is_respected():
     for ub in (16 * 1024, 64 * 1024):
         t = row_tiling(OPS["backward_elemt"], 4, 3, 5000, 0, 8, ub)

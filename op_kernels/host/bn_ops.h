@@ -36,6 +36,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -155,23 +158,46 @@ inline Tensor F32(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 inline Tensor F32(const OptTensor& t) { return t.has_value() && t->defined() ? F32(*t) : Tensor(); }
 
+// Small host constants on the device (a launch's tiling, a merge's counts, the
+// unused workspace): uploaded once per device and content, then reused, so a
+// launch in steady state allocates and uploads nothing. The kernels only read
+// them. The map is never destroyed (it would outlive the device allocator at
+// exit); it is emptied past kMaxDeviceConstants entries (launches already
+// issued hold their own references).
+constexpr size_t kMaxDeviceConstants = 4096;
+
+inline Tensor DeviceConstant(const void* bytes, size_t n, const Tensor& like) {
+    static std::mutex mu;
+    static auto* cache = new std::map<std::string, Tensor>();
+    std::string key = like.device().str();
+    key.push_back('\0');
+    key.append(static_cast<const char*>(bytes), n);
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache->find(key);
+    if (it != cache->end()) return it->second;
+    if (cache->size() >= kMaxDeviceConstants) cache->clear();
+    Tensor host = at::empty({int64_t(n)}, at::TensorOptions().dtype(at::kByte));
+    std::memcpy(host.data_ptr(), bytes, n);
+    return cache->emplace(std::move(key), host.to(like.device())).first->second;
+}
+
 // The tiling struct as a device tensor of bytes (the kernels' `tiling` argument).
 template <typename Tiling>
 Tensor DeviceTiling(const Tiling& t, const Tensor& like) {
-    Tensor host = at::empty({int64_t(sizeof(Tiling))}, at::TensorOptions().dtype(at::kByte));
-    std::memcpy(host.data_ptr(), &t, sizeof(Tiling));
-    return host.to(like.device());
+    return DeviceConstant(&t, sizeof(Tiling), like);
 }
 
-// Host floats as a device tensor (the per-core row counts of a C-last merge).
+// Host floats as a device tensor (the per-part element counts of a merge).
 inline Tensor DeviceFloats(const std::vector<float>& v, const Tensor& like) {
-    Tensor host = at::empty({int64_t(v.size())}, at::TensorOptions().dtype(at::kFloat));
-    std::memcpy(host.data_ptr(), v.data(), v.size() * sizeof(float));
-    return host.to(like.device());
+    return DeviceConstant(v.data(), v.size() * sizeof(float), like).view(at::kFloat);
 }
 
+// The workspace argument: every kernel needs 0 bytes today (BnWorkspaceBytes),
+// so it is one shared 32-byte constant; a kernel that needs one gets its own.
 inline Tensor Workspace(uint64_t bytes, const Tensor& like) {
-    return at::empty({int64_t(bytes ? bytes : 32)}, like.options().dtype(at::kByte));
+    static const uint8_t kNone[32] = {};
+    if (bytes == 0) return DeviceConstant(kNone, sizeof(kNone), like);
+    return at::empty({int64_t(bytes)}, like.options().dtype(at::kByte));
 }
 
 inline void CheckTiling(int status, const char* op) {

@@ -20,7 +20,9 @@
 #include <torch/library.h>
 
 #include "acl/acl.h"
+#include "torch_npu/csrc/core/npu/NPUFunctions.h"
 #include "torch_npu/csrc/core/npu/NPUStream.h"
+#include "torch_npu/csrc/framework/OpCommand.h"
 
 #include "aclrtlaunch_batch_norm_backward_elemt.h"
 #include "aclrtlaunch_batch_norm_backward_reduce.h"
@@ -55,12 +57,19 @@ int64_t VectorCores(int32_t device) {
 }
 
 // aclrtGetDeviceInfo is newer than some CANN runtimes torch-npu runs on (torch-npu
-// itself looks it up at run time), so it is looked up, not linked; 0 (the 910B
-// size is then assumed) when it is missing or fails.
+// itself looks it up at run time), so it is looked up, not linked, and neither
+// it nor its attribute is taken from the headers: older CANN headers declare
+// neither, and the glue must still build. Its public signature (acl/acl_rt.h:
+// aclError aclrtGetDeviceInfo(uint32_t, aclrtDevAttr, int64_t*), the enum passed
+// as an int) and attribute (ACL_DEV_ATTR_UBUF_PER_VECTOR_CORE = 204) are
+// written here. 0 (the 910B size is then assumed) when it is missing or fails.
+using AclGetDeviceInfo = aclError (*)(uint32_t deviceId, int32_t attr, int64_t* value);
+constexpr int32_t kAclDevAttrUbPerVectorCore = 204;
+
 int64_t UbBytes(int32_t device) {
-    static const auto getInfo = reinterpret_cast<decltype(&aclrtGetDeviceInfo)>(dlsym(RTLD_DEFAULT, "aclrtGetDeviceInfo"));
+    static const auto getInfo = reinterpret_cast<AclGetDeviceInfo>(dlsym(RTLD_DEFAULT, "aclrtGetDeviceInfo"));
     int64_t ub = 0;
-    if (getInfo == nullptr || getInfo(uint32_t(device), ACL_DEV_ATTR_UBUF_PER_VECTOR_CORE, &ub) != ACL_SUCCESS) ub = 0;
+    if (getInfo == nullptr || getInfo(uint32_t(device), kAclDevAttrUbPerVectorCore, &ub) != ACL_SUCCESS) ub = 0;
     return ub;
 }
 
@@ -76,11 +85,29 @@ struct AclDevice {
         return it->second;
     }
 
+    // The launch goes through torch-npu's task queue, as its own aclnn ops do
+    // (op-plugin's op_api_common.h: the current stream taken with stream(false),
+    // the call handed to OpCommand::RunOpApiV2, torch_npu/csrc/framework/
+    // OpCommand.h): queued behind the ops before it, in order, and the queue is
+    // not drained (NPUStream::stream() with no argument empties it first,
+    // NPUStream.h). The lambda holds the argument tensors until it runs.
     static void Launch(Kernel k, const char* op, uint32_t blockDim, const std::vector<GmArg>& args, uint64_t ubPlan) {
         (void)ubPlan;  // checked by the twin; the device has no such check
+        (void)op;
+        const aclrtStream stream = c10_npu::getCurrentNPUStream().stream(false);
+        at_npu::native::OpCommand::RunOpApiV2(bn_ops::KernelName(k), [k, blockDim, stream, held = args]() -> int {
+            // The queue's worker thread launches: it binds the stream's resources
+            // first where torch-npu asks for it (as op-plugin's queued calls do).
+            if (c10_npu::check_dequeue_need_use(stream)) c10_npu::UseStreamResInCurrentThread(stream);
+            const uint32_t rc = LaunchOn(stream, k, blockDim, held);
+            TORCH_CHECK(rc == 0, "npu_syncbn: kernel ", bn_ops::KernelName(k), " launch failed (", rc, ")");
+            return 0;
+        });
+    }
+
+    static uint32_t LaunchOn(aclrtStream stream, Kernel k, uint32_t blockDim, const std::vector<GmArg>& args) {
         std::vector<void*> p;
         for (const GmArg& a : args) p.push_back(bn_ops::Ptr(a.t));
-        const aclrtStream stream = c10_npu::getCurrentNPUStream().stream();
         uint32_t rc = 1;
         switch (k) {
             case Kernel::Stats:
@@ -139,7 +166,7 @@ struct AclDevice {
                                                                                 p[3], p[4], p[5], p[6], p[7], p[8]);
                 break;
         }
-        TORCH_CHECK(rc == 0, "npu_syncbn::", op, ": kernel ", bn_ops::KernelName(k), " launch failed (", rc, ")");
+        return rc;
     }
 };
 

@@ -12,6 +12,7 @@ constexpr uint32_t kGatherChunk = 1024;
 constexpr uint32_t kCountChunk = 1024;
 constexpr uint64_t kTilesPerCore = 4;
 constexpr uint64_t kMinTileBytes = 8 * 1024;
+constexpr uint64_t kMaxCopyStrideBytes = 0xffffffffull;  // DataCopyExtParams::srcStride / dstStride (uint32)
 
 uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
@@ -168,6 +169,9 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
         tileRows = std::min<uint64_t>({n, maxElems / rowStride, BN_MAX_BLOCK_COUNT});
         // at least `wanted` row blocks when N allows: floor, so that rounding never leaves a core idle
         tileRows = std::max<uint64_t>(1, std::min<uint64_t>(tileRows, n / std::min<uint64_t>(n, wanted)));
+        // A multi-row copy strides C*L elements between rows, and DataCopyPad's
+        // stride is a uint32 of bytes: past that, one row a copy.
+        if ((c * l - 1) * sz > kMaxCopyStrideBytes) tileRows = 1;
     } else {  // one row spans several tiles
         tileRows = 1;
         uint64_t chunks = CeilDiv(l, maxElems);

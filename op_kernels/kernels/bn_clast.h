@@ -53,19 +53,27 @@ __aicore__ inline int32_t Lanes(const Chunk& ch, uint64_t rows) {
     return static_cast<int32_t>(ch.group > 1 ? rows * ch.len : rows * ch.stride);
 }
 
-// The GM side of a tile copy: one block of rows * len elements when packed,
-// else `rows` blocks of len elements, C elements apart.
+// Whether a tile's rows are one contiguous run in GM and in UB: packed rows,
+// or a chunk of all C channels whose rows fill whole 32-byte blocks (C = 64
+// in float16: one 4 KiB burst for 32 rows instead of 32 bursts of 128 B).
+__aicore__ inline bool OneBurst(const BnClastTiling& t, const Chunk& ch) {
+    return ch.group > 1 || (ch.len == t.c && ch.stride == ch.len);
+}
+
+// The GM side of a tile copy: one block of rows * len elements when the rows
+// are contiguous (OneBurst), else `rows` blocks of len elements, C elements apart.
 template <typename T>
 __aicore__ inline DataCopyExtParams RowBlocks(const BnClastTiling& t, const Chunk& ch, uint64_t rows, bool in) {
-    const uint64_t blocks = ch.group > 1 ? 1 : rows;
-    const uint64_t len = ch.group > 1 ? rows * ch.len : ch.len;
+    const bool one = OneBurst(t, ch);
+    const uint64_t blocks = one ? 1 : rows;
+    const uint64_t len = one ? rows * ch.len : ch.len;
     const uint32_t gap = static_cast<uint32_t>((t.c - ch.len) * sizeof(T));
     return DataCopyExtParams(static_cast<uint16_t>(blocks), static_cast<uint32_t>(len * sizeof(T)), in ? gap : 0,
                              in ? 0 : gap, 0);
 }
 
 // Rows [row0, row0 + rows) x channels of `ch` from (R, C) GM into UB, pad lanes
-// 0: one burst of ch.len elements per row, or one of the whole tile when packed.
+// 0: one burst of ch.len elements per row, or one of the whole tile (OneBurst).
 template <typename T>
 __aicore__ inline void CopyRowsIn(const LocalTensor<T>& dst, const GlobalTensor<T>& src, const BnClastTiling& t,
                                   const Chunk& ch, uint64_t row0, uint64_t rows) {
