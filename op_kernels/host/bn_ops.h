@@ -211,9 +211,12 @@ struct Ops {
         const DeviceLimits lim = Device::Limits(input);
         auto [x, layout] = Arrange(input);
         auto [n, c, l] = Shape(x);
-        Tensor mean = at::zeros({int64_t(c)}, x.options().dtype(at::kFloat));
-        Tensor invstd = at::full({int64_t(c)}, 1.0 / std::sqrt(eps), x.options().dtype(at::kFloat));
-        if (x.numel() == 0) return {mean, invstd};
+        auto f32 = x.options().dtype(at::kFloat);
+        if (x.numel() == 0) {  // aten's values for an empty batch
+            return {at::zeros({int64_t(c)}, f32), at::full({int64_t(c)}, 1.0 / std::sqrt(eps), f32)};
+        }
+        // The kernels write every entry: no fill kernels.
+        Tensor mean = at::empty({int64_t(c)}, f32), invstd = at::empty({int64_t(c)}, f32);
         if (layout == Layout::CLast) {
             StatsClast(x, n * l, c, eps, lim, mean, invstd);
             return {mean, invstd};
@@ -223,7 +226,6 @@ struct Ops {
         t.eps = float(eps);
         // Channels cut into parts: (splits, C) partials, then the gather kernel's merge.
         const int64_t parts = t.rows.splits;
-        auto f32 = x.options().dtype(at::kFloat);
         Tensor pm = parts > 1 ? at::empty({parts, int64_t(c)}, f32) : mean;
         Tensor ps = parts > 1 ? at::empty({parts, int64_t(c)}, f32) : invstd;
         Device::Launch(Kernel::Stats, "batch_norm_stats", t.rows.blockDim,
@@ -394,8 +396,13 @@ private:
         Tensor gradSum = relu ? at::empty_like(x) : Tensor();
         auto [n, c, l] = Shape(x);
         auto f32 = x.options().dtype(at::kFloat);
-        Tensor sumDy = at::zeros({int64_t(c)}, f32), sumDyXmu = at::zeros({int64_t(c)}, f32);
-        Tensor gradWeight = at::zeros({int64_t(c)}, f32), gradBias = at::zeros({int64_t(c)}, f32);
+        // The kernels write all four whole (the row kernel with one part, else the
+        // merge): no fill kernels, but for an empty batch (sums of nothing).
+        const int64_t channels = int64_t(c);
+        auto make = [&x, &f32, channels]() {
+            return x.numel() > 0 ? at::empty({channels}, f32) : at::zeros({channels}, f32);
+        };
+        Tensor sumDy = make(), sumDyXmu = make(), gradWeight = make(), gradBias = make();
         const BnOp op = relu ? BN_OP_BACKWARD_REDUCE_RELU : BN_OP_BACKWARD_REDUCE;
         if (x.numel() > 0 && layout == Layout::CLast) {
             BackwardReduceClast(op, dy, y, x, n * l, c, F32(mean), F32(invstd), lim, sumDy, sumDyXmu, gradWeight,

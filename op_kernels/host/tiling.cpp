@@ -271,6 +271,7 @@ constexpr uint64_t kClastMinRows = 8;     // rows a tile should hold before chan
 constexpr uint32_t kClastCountChunk = 256;  // per-rank counts per UB batch (backward_elemt)
 constexpr uint64_t kMergeMinChannels = 128; // channels per core of a merge launch: 512-byte float bursts
 constexpr uint32_t kSumRowsChunk = 1024;
+constexpr uint32_t kSumRowsMinChunk = 128;  // 512-byte bursts per row
 constexpr uint64_t kClastPackedRowBytes = 512;  // ragged rows shorter than this pack (BnClastTiling::rowGroup)
 
 // Bytes per tile element: the queues of T (double-buffered) plus float tiles.
@@ -390,6 +391,11 @@ int BnSumRowsTilingFor(uint64_t c, uint64_t rows, uint32_t cores, uint32_t ubByt
     t.chanRem = c % t.blockDim;
     t.chunk = static_cast<uint32_t>(std::min<uint64_t>(kSumRowsChunk, AlignUp(t.chanBase + (t.chanRem ? 1 : 0), 8)));
     t.outputMask = outputMask;
+    // Every row of a chunk in one copy when it fits with at least kSumRowsMinChunk
+    // channels; else fewer rows a copy.
+    t.rowBatch = static_cast<uint32_t>(std::min<uint64_t>(rows, BN_MAX_BLOCK_COUNT));
+    while (BnSumRowsUbBytes(t) > ubBytes && t.chunk > kSumRowsMinChunk) t.chunk /= 2;
+    while (BnSumRowsUbBytes(t) > ubBytes && t.rowBatch > 1) t.rowBatch = (t.rowBatch + 1) / 2;
     while (BnSumRowsUbBytes(t) > ubBytes && t.chunk > 8) t.chunk /= 2;
     if (BnSumRowsUbBytes(t) > ubBytes) return BN_TILING_UB_TOO_SMALL;
     *out = t;
@@ -397,6 +403,7 @@ int BnSumRowsTilingFor(uint64_t c, uint64_t rows, uint32_t cores, uint32_t ubByt
 }
 
 uint64_t BnSumRowsUbBytes(const BnSumRowsTiling& t) {
-    // acc sum_dy, acc sum_dy_xmu, one row of each, invstd
-    return 5 * AlignUp(uint64_t(t.chunk) * 4, kBlock);
+    // rowBatch rows of sum_dy and of sum_dy_xmu; acc sum_dy, acc sum_dy_xmu, invstd
+    const uint64_t chunk = AlignUp(uint64_t(t.chunk) * 4, kBlock);
+    return 2 * uint64_t(t.rowBatch) * chunk + 3 * chunk;
 }

@@ -172,9 +172,11 @@ struct BnClastBackwardElemtTiling {
     uint32_t world;       // length of the count tensor (ranks)
 };
 
-// The merge launch of the C-last backward_reduce: sums `rows` partial rows
+// The merge launch of backward_reduce's partial sums (C-last: one row per
+// core; row layout: one per part of a channel): sums `rows` partial rows
 // (rows, C) of sum_dy and sum_dy_xmu over the rows, channels split over cores
-// in contiguous ranges, `chunk` channels at a time; writes the outputs of mask.
+// in contiguous ranges, `chunk` channels at a time, `rowBatch` rows of a chunk
+// moved by one strided copy; writes the outputs of mask.
 struct BnSumRowsTiling {
     uint64_t c;
     uint64_t rows;
@@ -183,7 +185,7 @@ struct BnSumRowsTiling {
     uint32_t blockDim;
     uint32_t chunk;       // channels per UB batch
     uint32_t outputMask;  // BnReduceOutputs
-    uint32_t reserved;
+    uint32_t rowBatch;    // rows per copy (<= rows, <= BN_MAX_BLOCK_COUNT)
 };
 
 #endif  // NPU_SYNCBN_BATCH_NORM_TILING_H

@@ -67,10 +67,12 @@ private:
         float total = 0.0f;
         for (uint64_t w0 = 0; w0 < world_; w0 += t_.paramChunk) {
             const uint64_t n = bn::Min(t_.paramChunk, world_ - w0);
+            PipeBarrier<PIPE_ALL>();  // the previous ReduceSum has read buf
             bn::CopyChannelsIn(buf, params_.count, w0, n);
             PipeBarrier<PIPE_ALL>();
             total += bn::SumLanes(buf, n, resBuf_.Get<float>(), workBuf_.Get<float>());
         }
+        PipeBarrier<PIPE_ALL>();  // before buf is loaded with the first window (once a launch)
         return total;
     }
 

@@ -1,5 +1,6 @@
 /*
- * batch_norm_sum_rows: the merge launch of the C-last batch_norm_backward_reduce.
+ * batch_norm_sum_rows: the merge launch of batch_norm_backward_reduce's partials
+ * (C-last: one row per core; row layout: one row per part of the channels).
  * Sums the per-core partial rows of sum_dy and sum_dy_xmu (float32 (rows, C))
  * over the rows and writes, as outputMask asks, sum_dy, sum_dy_xmu, grad_bias =
  * sum_dy and grad_weight = sum_dy_xmu * invstd (float32 (C,)).
@@ -9,7 +10,9 @@
  * device (npu_ops.cpp / the emulated device), and its GM traffic counted by the
  * twin like every other launch. Launched after the partials' kernel on the same
  * stream: stream order is the barrier. Channels are split over cores, at least
- * 128 per core (host/tiling.cpp, BnMergeCores), `chunk` channels at a time.
+ * 128 per core (host/tiling.cpp, BnMergeCores), `chunk` channels at a time;
+ * the rows of a chunk move with one strided copy (rowBatch rows), not one
+ * copy and one barrier per row.
  */
 #include "bn_common.h"
 
@@ -38,8 +41,8 @@ public:
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(uint64_t(t_.chunk) * sizeof(float), bn::BLOCK_BYTES));
         pipe_.InitBuffer(accDyBuf_, chunkBytes);
         pipe_.InitBuffer(accXmuBuf_, chunkBytes);
-        pipe_.InitBuffer(rowDyBuf_, chunkBytes);
-        pipe_.InitBuffer(rowXmuBuf_, chunkBytes);
+        pipe_.InitBuffer(rowDyBuf_, t_.rowBatch * chunkBytes);
+        pipe_.InitBuffer(rowXmuBuf_, t_.rowBatch * chunkBytes);
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
     }
 
@@ -52,21 +55,36 @@ public:
     }
 
 private:
+    // Rows [r0, r0 + rows) x channels [c, c + nc) of a (rows, C) partial table
+    // into UB with one strided copy, each row at a 32-byte aligned stride.
+    __aicore__ inline void CopyRowsIn(const LocalTensor<float>& dst, const GlobalTensor<float>& src, uint64_t r0,
+                                      uint64_t rows, uint64_t c, uint64_t nc) {
+        DataCopyExtParams p(static_cast<uint16_t>(rows), static_cast<uint32_t>(nc * sizeof(float)),
+                            static_cast<uint32_t>((t_.c - nc) * sizeof(float)), 0, 0);
+        const uint8_t right = static_cast<uint8_t>(bn::AlignUp(nc, bn::BLOCK_BYTES / sizeof(float)) - nc);
+        DataCopyPadExtParams<float> pad(true, 0, right, 0.0f);  // pad lanes 0: the adds run over whole blocks
+        DataCopyPad(dst, src[r0 * t_.c + c], p, pad);
+    }
+
     __aicore__ inline void Sum(uint64_t c, uint64_t nc) {
-        const int32_t n = static_cast<int32_t>(nc);
+        const uint64_t stride = bn::AlignUp(nc, bn::BLOCK_BYTES / sizeof(float));
+        const int32_t n = static_cast<int32_t>(stride);
         LocalTensor<float> accDy = accDyBuf_.Get<float>();
         LocalTensor<float> accXmu = accXmuBuf_.Get<float>();
         LocalTensor<float> rowDy = rowDyBuf_.Get<float>();
         LocalTensor<float> rowXmu = rowXmuBuf_.Get<float>();
         Duplicate(accDy, 0.0f, n);
         Duplicate(accXmu, 0.0f, n);
-        for (uint64_t r = 0; r < t_.rows; ++r) {
-            PipeBarrier<PIPE_ALL>();  // the previous row's Add has read the row buffers
-            bn::CopyChannelsIn(rowDy, partialDyGm_, r * t_.c + c, nc);
-            bn::CopyChannelsIn(rowXmu, partialXmuGm_, r * t_.c + c, nc);
+        for (uint64_t r0 = 0; r0 < t_.rows; r0 += t_.rowBatch) {
+            const uint64_t rows = bn::Min(t_.rowBatch, t_.rows - r0);
+            PipeBarrier<PIPE_ALL>();  // the previous batch's Adds have read the row buffers
+            CopyRowsIn(rowDy, partialDyGm_, r0, rows, c, nc);
+            CopyRowsIn(rowXmu, partialXmuGm_, r0, rows, c, nc);
             PipeBarrier<PIPE_ALL>();
-            Add(accDy, accDy, rowDy, n);
-            Add(accXmu, accXmu, rowXmu, n);
+            for (uint64_t r = 0; r < rows; ++r) {
+                Add(accDy, accDy, rowDy[r * stride], n);
+                Add(accXmu, accXmu, rowXmu[r * stride], n);
+            }
         }
         PipeBarrier<PIPE_ALL>();
     }

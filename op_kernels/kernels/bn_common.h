@@ -213,7 +213,11 @@ __aicore__ inline void DeQueTileOut(const GlobalTensor<T>& dst, Q& q, const BnRo
 __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count, const LocalTensor<float>& res,
                                  const LocalTensor<float>& work) {
     ReduceSum(res, lanes, work, static_cast<int32_t>(count));
-    PipeBarrier<PIPE_ALL>();
+    // Only the vector pipe's result is waited for (V -> S), not every pipe: the
+    // next tile's copy-in already issued keeps moving.
+    const TEventID vToS = GetTPipePtr()->FetchEventID(HardEvent::V_S);
+    SetFlag<HardEvent::V_S>(vToS);
+    WaitFlag<HardEvent::V_S>(vToS);
     const float sum = res.GetValue(0);
     // The next ReduceSum (V) rewrites res: order it after this scalar read.
     // bisheng's --cce-auto-sync (on in ascendc_library builds) would insert
