@@ -71,11 +71,10 @@ public:
     // Reduce each of the core's (part, channel) units; stage its sums at output entry u.
     __aicore__ inline void Process() {
         windowBegin_ = windowSize_ = windowCount_ = 0;
+        if (units_.begin < units_.end) CopyIn(bn::TileOfItem<T>(t_, bn::ItemsOfUnit(t_, units_.begin).begin));
         for (uint64_t u = units_.begin; u < units_.end; ++u) {
-            const uint64_t c = bn::ChannelOfUnit(t_, u);
-            const float mean = MeanOf(c, u);
-            const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
-            Stage(u, ReduceChannel(items.begin, items.end, mean));
+            const float mean = MeanOf(bn::ChannelOfUnit(t_, u), u);
+            Stage(u, ReduceChannel(u, mean));
         }
         Flush();
     }
@@ -97,7 +96,10 @@ private:
         return meanBuf_.Get<float>().GetValue(c - windowBegin_);
     }
 
-    __aicore__ inline BnGradSums ReduceChannel(uint64_t begin, uint64_t end, float mean) {
+    // Unit u's tiles; the first was copied in ahead, and each tile's successor
+    // (bn::NextItem) is copied in before the tile is computed.
+    __aicore__ inline BnGradSums ReduceChannel(uint64_t u, float mean) {
+        const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
         LocalTensor<float> dyf = dyfBuf_.Get<float>();
         LocalTensor<float> xf = xfBuf_.Get<float>();
         LocalTensor<float> accDy = accDyBuf_.Get<float>();
@@ -105,9 +107,10 @@ private:
         Duplicate(accDy, 0.0f, static_cast<int32_t>(t_.tileElems));
         Duplicate(accXmu, 0.0f, static_cast<int32_t>(t_.tileElems));
         uint64_t lanes = 0;
-        for (uint64_t item = begin; item < end; ++item) {
+        for (uint64_t item = items.begin; item < items.end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
-            CopyIn(tile);
+            uint64_t next = 0;
+            if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
             bn::DeQueToFloat<T>(dyf, dyQueue_, elems);  // pad lanes of dy are 0, so they add nothing
             if (relu_) {

@@ -55,9 +55,9 @@ public:
         BuildPadMask();
         windowBegin_ = units_.begin;
         windowCount_ = 0;
+        if (units_.begin < units_.end) CopyIn(bn::TileOfItem<T>(t_, bn::ItemsOfUnit(t_, units_.begin).begin));
         for (uint64_t u = units_.begin; u < units_.end; ++u) {
-            const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
-            Stage(u, ReduceChannel(items.begin, items.end));
+            Stage(u, ReduceChannel(u));
         }
         Flush();
     }
@@ -81,7 +81,11 @@ private:
     }
 
     // Shifted per-lane sums over items [begin, end) of one channel.
-    __aicore__ inline BnMoments ReduceChannel(uint64_t begin, uint64_t end) {
+    // Unit u's tiles; the first was copied in ahead, and each tile's successor
+    // (bn::NextItem) is copied in before the tile is computed.
+    __aicore__ inline BnMoments ReduceChannel(uint64_t u) {
+        const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
+        const uint64_t begin = items.begin, end = items.end;
         LocalTensor<float> xf = xfBuf_.Get<float>();
         LocalTensor<float> sum = sumBuf_.Get<float>();
         LocalTensor<float> sq = sqBuf_.Get<float>();
@@ -92,7 +96,8 @@ private:
         uint64_t lanes = 0, count = 0;
         for (uint64_t item = begin; item < end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
-            CopyIn(tile);
+            uint64_t next = 0;
+            if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
             const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
             bn::DeQueToFloat<T>(xf, inQueue_, elems);
             if (item == begin) {

@@ -69,6 +69,21 @@ __aicore__ inline uint64_t CoreOfItem(const BnRowTiling& t, uint64_t item) {
 
 __aicore__ inline uint64_t ChannelOfItem(const BnRowTiling& t, uint64_t item) { return item / t.tilesPerChannel; }
 
+// The reducing kernels walk a core's units one tile ahead: the item after
+// `item` of unit u (the unit's next tile, else the next unit's first), so its
+// copy-in is issued before the current tile is computed and before the unit's
+// sums are read back by the scalar unit. False after the core's last item.
+__aicore__ inline bool NextItem(const BnRowTiling& t, const ItemRange& units, uint64_t u, uint64_t item,
+                                uint64_t& next) {
+    if (item + 1 < ItemsOfUnit(t, u).end) {
+        next = item + 1;
+        return true;
+    }
+    if (u + 1 >= units.end) return false;
+    next = ItemsOfUnit(t, u + 1).begin;
+    return true;
+}
+
 // A float constant as a scalar of T. bfloat16_t goes through AscendC's scalar
 // conversion helper: bisheng for dav-2201 rejects a plain scalar bf16 cast.
 template <typename T>
