@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import numbers
+import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
@@ -68,7 +69,8 @@ def initialize(init: Any, num_features: int, dtype: Optional[torch.dtype] = None
       random ones draw from torch's global generator (``torch.manual_seed``).
       ``'xavier_uniform'``, ``'he_normal'`` and the other fan-based or
       matrix initializers raise ValueError: they need a parameter of at least 2 dims;
-    * a number (int or float, not bool): that constant;
+    * a number: that constant; a bool too (MindSpore documents
+      ``numbers.Number``, which bool is: True fills 1.0, False 0.0);
     * a tensor, numpy array or list of shape (num_features,) (a 0-dim one is
       broadcast); ValueError for another shape;
     * a callable that fills a tensor in place, like ``torch.nn.init.normal_``.
@@ -94,8 +96,6 @@ def initialize(init: Any, num_features: int, dtype: Optional[torch.dtype] = None
                 f"a BatchNorm parameter has shape ({num_features},): use one of {_init_names()}, a number or a tensor"
             )
         raise ValueError(f"{what}={init!r} is not a known initializer name: use one of {_init_names()}, a number or a tensor")
-    if isinstance(init, bool):
-        raise TypeError(f"{what} must be an initializer name, a number, a tensor or a callable, got bool {init!r}")
     if isinstance(init, numbers.Real):
         return out.fill_(float(init))
     if isinstance(init, Tensor) or hasattr(init, "__array__") or isinstance(init, (list, tuple)):
@@ -118,11 +118,15 @@ def initialize(init: Any, num_features: int, dtype: Optional[torch.dtype] = None
 # ----------------------------------------------------------------------------- process_groups
 
 
+class UseBatchStatisticsError(TypeError, ValueError):
+    """``use_batch_statistics`` is not None, True or False: a ValueError as
+    MindSpore raises it, and a TypeError, Python's error for a wrong type, so
+    that either ``except`` catches it."""
+
+
 def _check_process_groups_types(process_groups) -> List[List[int]]:
     if not isinstance(process_groups, (list, tuple)):
         raise TypeError(f"process_groups must be a list of lists of rank ids, got {type(process_groups).__name__}")
-    if not process_groups:
-        raise ValueError("process_groups must hold at least one list of rank ids, got an empty list")
     out = []
     for i, group in enumerate(process_groups):
         if not isinstance(group, (list, tuple)):
@@ -134,13 +138,14 @@ def _check_process_groups_types(process_groups) -> List[List[int]]:
     return out
 
 
-def validate_process_groups(process_groups, world_size: int, rank: int) -> List[int]:
+def validate_process_groups(process_groups, world_size: int, rank: int) -> Optional[List[int]]:
     """Check MindSpore's ``process_groups`` (a list of lists of rank ids
-    splitting the world) and return the group of ``rank``.
+    splitting the world) and return the group of ``rank``, or None when
+    ``rank`` is in none of them (an empty list included): that rank then
+    normalizes with its own batch statistics, as in MindSpore.
 
-    TypeError: not a list of lists of ints. ValueError: an empty list, a rank
-    id outside [0, world_size), a rank named twice (in one group or in two),
-    or ``rank`` in none of the groups."""
+    TypeError: not a list of lists of ints. ValueError: an empty group, a rank
+    id outside [0, world_size), or a rank named twice (in one group or in two)."""
     groups = _check_process_groups_types(process_groups)
     seen: Dict[int, int] = {}
     for i, group in enumerate(groups):
@@ -149,9 +154,7 @@ def validate_process_groups(process_groups, world_size: int, rank: int) -> List[
             if r in seen:
                 raise ValueError(f"rank {r} is in process_groups[{seen[r]}] and in process_groups[{i}]: a rank may be in one group only")
             seen[r] = i
-    if rank not in seen:
-        raise ValueError(f"this rank ({rank}) is in none of process_groups {groups}: every rank that builds the layer needs its group")
-    return groups[seen[rank]]
+    return groups[seen[rank]] if rank in seen else None
 
 
 def _group_name(ranks: Sequence[int]) -> str:
@@ -195,7 +198,8 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
             ``'normal'``, ``'uniform'``, ``'truncatedNormal'``), a number, a
             tensor / numpy array of shape (num_features,), or an in-place
             filling callable; see :func:`initialize`.
-        use_batch_statistics (bool or None):
+        use_batch_statistics (bool or None); another value raises
+            :class:`UseBatchStatisticsError`, a ValueError as in MindSpore and a TypeError:
             * None (default): follow the mode: training normalizes with the
               batch statistics (synced over the group) and updates the moving
               statistics; inference normalizes with the moving statistics.
@@ -210,11 +214,14 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         process_groups (list of lists of int, optional): split of the world
             into sync groups, e.g. ``[[0, 1], [2, 3]]``: statistics are synced
             within the group of this rank. Rank ids in [0, world size), each
-            in one group only, and this rank's group must be listed. None:
-            the whole world. The group is made with
+            in one group only. None: the whole world. The group is made with
             :func:`npu_syncbn.create_group` under the name
             ``"npu_syncbn.mindspore:0,1"`` (only its members take part; layers
-            with the same group share it).
+            with the same group share it). A rank in none of the groups
+            (``[]`` leaves out every rank) normalizes with its own batch
+            statistics, with a warning, as MindSpore runs it. Without
+            ``npu_syncbn.init()`` the world is this one process (rank 0 of 1),
+            so ``[[0]]`` and ``[]`` work there as in MindSpore.
         dtype: dtype of the parameters (MindSpore's ``dtype``; default
             float32): a floating torch.dtype or its name (``"float16"`` ...).
         sync_mode, layer_name (keyword-only, not MindSpore's): as in
@@ -234,13 +241,14 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
 
     Raises:
         TypeError: num_features not an int, eps not a float, momentum not a
-            number, use_batch_statistics not None/bool, process_groups not a
-            list of lists of ints, an initializer of a wrong type.
+            number, process_groups not a list of lists of ints, an
+            initializer of a wrong type.
         ValueError: num_features < 1, eps <= 0, momentum not in [0, 1], a rank
-            id in process_groups not in [0, world size), a rank twice, this
-            rank in no group; an unknown or 2-D-only initializer name, an
+            id in process_groups not in [0, world size), a rank twice, an
+            empty group; an unknown or 2-D-only initializer name, an
             initializer tensor of the wrong shape.
-        RuntimeError: process_groups given before ``npu_syncbn.init()``.
+        UseBatchStatisticsError (ValueError and TypeError):
+            use_batch_statistics not None, True or False.
     """
 
     _ALIASES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
@@ -264,20 +272,23 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
     ) -> None:
         check_front_arguments(num_features, eps, momentum, affine)
         if use_batch_statistics is not None and not isinstance(use_batch_statistics, bool):
-            raise TypeError(f"use_batch_statistics must be None, True or False, got {use_batch_statistics!r}")
+            raise UseBatchStatisticsError(f"use_batch_statistics must be None, True or False, got {use_batch_statistics!r}")
         dtype = parse_dtype(dtype)
         values = {
             name: initialize(init, num_features, dtype, name)
             for name, init in (("gamma_init", gamma_init), ("beta_init", beta_init),
                                ("moving_mean_init", moving_mean_init), ("moving_var_init", moving_var_init))
         }
-        group_name, ranks = None, None
+        group_name, ranks, synchronized = None, None, True
         if process_groups is not None:
-            _check_process_groups_types(process_groups)
-            if not comm.is_distributed():
-                raise RuntimeError("process_groups needs an initialised process group: call npu_syncbn.init() first")
-            ranks = validate_process_groups(process_groups, dist.get_world_size(), dist.get_rank())
-            group_name = _named_group_for(ranks)
+            distributed = comm.is_distributed()
+            world_size, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+            ranks = validate_process_groups(process_groups, world_size, rank)
+            if ranks is None:
+                synchronized = False
+                _warn_no_group(rank, process_groups)
+            elif distributed:
+                group_name = _named_group_for(ranks)
 
         # round(.., 15): MindSpore's 0.9 gives torch's 0.1 exactly rather than 0.09999999999999998.
         torch_momentum = round(1.0 - float(momentum), 15)
@@ -293,7 +304,12 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         self.use_batch_statistics = use_batch_statistics
         self.process_groups = None if process_groups is None else [list(g) for g in process_groups]
         self.group_ranks = ranks
-        self._start_as_cell(affine)
+        self.synchronized = synchronized
+        if not affine:
+            # As MindSpore documents and runs it: γ and β exist but are not learned.
+            self.weight.requires_grad_(False)
+            self.bias.requires_grad_(False)
+        self._start_as_cell()
 
     # --- MindSpore attribute names --------------------------------------------------
     gamma = property(lambda self: self.weight, doc="alias of ``weight`` (γ)")
@@ -313,9 +329,9 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         use_batch = self.uses_batch_statistics()
-        # Batch statistics are synchronized whenever they are used (MindSpore has
-        # no unsynchronized state), moving statistics never communicate.
-        return self._normalize(x, use_batch_stats=use_batch, sync=use_batch)
+        # Batch statistics are synchronized whenever they are used (unless this
+        # rank is in none of process_groups); moving statistics never communicate.
+        return self._normalize(x, use_batch_stats=use_batch, sync=use_batch and self.synchronized)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
@@ -335,6 +351,15 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         text = text.replace("affine=True", f"affine={self.mindspore_affine}", 1)
         text = text.replace(", track_running_stats=True", "", 1)
         return text + f", use_batch_statistics={self.use_batch_statistics}"
+
+
+def _warn_no_group(rank: int, process_groups) -> None:
+    warnings.warn(
+        f"SyncBatchNorm: this rank ({rank}) is in none of process_groups {process_groups}, so this layer normalizes "
+        "with this rank's batch statistics only (no synchronization), as MindSpore runs it",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _accept_mindspore_names(state_dict, prefix, error_msgs) -> None:
