@@ -7,6 +7,9 @@ checkpoint-name conversion between MindSpore and torch.
   ``moving_variance`` are aliases of ``weight``/``bias``/``running_mean``/``running_var``.
 * :func:`from_mindspore_state_dict` / :func:`to_mindspore_state_dict`:
   rename BatchNorm entries of a checkpoint dict both ways.
+  A bare MindSpore layer's checkpoint names its moving statistics ``mean`` and
+  ``variance`` (its parameters' own names); one inside a network
+  ``<cell>.moving_mean`` and ``<cell>.moving_variance``. Both are understood.
 
 Written from MindSpore's public documentation; no MindSpore code is used.
 """
@@ -32,11 +35,17 @@ __all__ = [
     "initialize",
     "MINDSPORE_TO_TORCH",
     "TORCH_TO_MINDSPORE",
+    "BARE_MINDSPORE_TO_TORCH",
+    "UseBatchStatisticsError",
 ]
 
-# MindSpore BatchNorm parameter name -> torch name.
+# MindSpore BatchNorm parameter name -> torch name, for a layer inside a network
+# (MindSpore names a cell's parameters by attribute: "bn1.moving_mean") ...
 MINDSPORE_TO_TORCH = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 TORCH_TO_MINDSPORE = {v: k for k, v in MINDSPORE_TO_TORCH.items()}
+# ... and for a bare layer, whose checkpoint has its parameters' own names.
+BARE_MINDSPORE_TO_TORCH = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "variance": "running_var"}
+BARE_TORCH_TO_MINDSPORE = {v: k for k, v in BARE_MINDSPORE_TO_TORCH.items()}
 
 # ----------------------------------------------------------------------------- initializers
 
@@ -236,7 +245,8 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
     Attributes ``gamma``, ``beta``, ``moving_mean``, ``moving_variance`` are
     aliases of ``weight``, ``bias``, ``running_mean``, ``running_var`` (read
     and assign). ``state_dict()`` uses the torch names; ``load_state_dict``
-    takes either naming (MindSpore names are renamed, and a missing
+    takes either naming (MindSpore names, ``mean``/``variance`` of a bare
+    MindSpore layer's checkpoint included, are renamed, and a missing
     ``num_batches_tracked`` is then taken as 0).
 
     Raises:
@@ -366,7 +376,7 @@ def _accept_mindspore_names(state_dict, prefix, error_msgs) -> None:
     """Rename this layer's MindSpore keys in ``state_dict`` to torch's (in place);
     a missing num_batches_tracked is then 0."""
     renamed = False
-    for ms_name, torch_name in MINDSPORE_TO_TORCH.items():
+    for ms_name, torch_name in {**MINDSPORE_TO_TORCH, **BARE_MINDSPORE_TO_TORCH}.items():
         key = prefix + ms_name
         if key in state_dict:
             if prefix + torch_name in state_dict:
@@ -403,11 +413,14 @@ def _bn_prefixes(keys: Iterable[str], stats: Sequence[str]) -> set:
     return {p for p, leaves in found.items() if leaves == set(stats)}
 
 
-def _rename(d: Mapping[str, Any], mapping: Dict[str, str], prefixes: set, convert) -> "collections.OrderedDict[str, Any]":
+def _rename(d: Mapping[str, Any], mapping: Dict[str, str], bare_mapping: Dict[str, str], prefixes: set,
+            convert) -> "collections.OrderedDict[str, Any]":
+    # bare_mapping for the prefix "": a bare layer.
     out: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
     for key, value in d.items():
         prefix, leaf = _split(key)
-        new_key = prefix + mapping[leaf] if (prefix in prefixes and leaf in mapping) else key
+        names = bare_mapping if prefix == "" else mapping
+        new_key = prefix + names[leaf] if (prefix in prefixes and leaf in names) else key
         if new_key in out or (new_key != key and new_key in d):
             raise ValueError(f"state_dict has both {key!r} and {new_key!r}: cannot rename one onto the other")
         out[new_key] = convert(value)
@@ -425,9 +438,12 @@ def from_mindspore_state_dict(d: Mapping[str, Any], layers: Optional[Iterable[st
 
     In every BatchNorm layer (a prefix with both ``moving_mean`` and
     ``moving_variance``, or the prefixes given in ``layers``, e.g.
-    ``["backbone.bn1"]``; ``""`` for a bare layer) renames ``gamma`` ->
-    ``weight``, ``beta`` -> ``bias``, ``moving_mean`` -> ``running_mean``,
-    ``moving_variance`` -> ``running_var``, and adds ``num_batches_tracked``
+    ``["backbone.bn1"]``) renames ``gamma`` -> ``weight``, ``beta`` ->
+    ``bias``, ``moving_mean`` -> ``running_mean``, ``moving_variance`` ->
+    ``running_var``. In a bare layer's checkpoint (no prefix, with both
+    ``mean`` and ``variance``, as MindSpore saves a layer that is not inside a
+    network; or ``""`` in ``layers``) ``mean`` and ``variance`` become
+    ``running_mean`` and ``running_var``. Adds ``num_batches_tracked``
     = 0 (int64) when the dict has none for that layer (MindSpore keeps no such
     counter; it only matters for torch's momentum=None). Other keys (including
     ``gamma``/``beta`` of non-BatchNorm layers such as LayerNorm) are kept as they are.
@@ -439,7 +455,9 @@ def from_mindspore_state_dict(d: Mapping[str, Any], layers: Optional[Iterable[st
     prefixes = _layers(layers)
     if prefixes is None:
         prefixes = _bn_prefixes(d.keys(), ("moving_mean", "moving_variance"))
-    out = _rename(d, MINDSPORE_TO_TORCH, prefixes, _as_tensor)
+        if "mean" in d and "variance" in d:
+            prefixes.add("")
+    out = _rename(d, MINDSPORE_TO_TORCH, BARE_MINDSPORE_TO_TORCH, prefixes, _as_tensor)
     for prefix in sorted(prefixes):
         if prefix + "running_mean" in out and prefix + "num_batches_tracked" not in out:
             out[prefix + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
@@ -454,8 +472,11 @@ def to_mindspore_state_dict(
     In every BatchNorm layer (a prefix with both ``running_mean`` and
     ``running_var``, or the prefixes given in ``layers``) renames ``weight`` ->
     ``gamma``, ``bias`` -> ``beta``, ``running_mean`` -> ``moving_mean``,
-    ``running_var`` -> ``moving_variance``. Other keys (a Conv's ``weight``
-    ...) are kept. Values are kept as given (tensors stay tensors).
+    ``running_var`` -> ``moving_variance``; a bare layer's (no prefix) moving
+    statistics become ``mean`` and ``variance``, the names of a bare MindSpore
+    layer, so the dict loads strictly with ``load_param_into_net`` into a
+    layer or a network alike. Other keys (a Conv's ``weight`` ...) are kept.
+    Values are kept as given (tensors stay tensors).
 
     ``num_batches_tracked`` has no MindSpore counterpart; what happens to a
     BatchNorm layer's counter is chosen, never silent:
@@ -473,7 +494,7 @@ def to_mindspore_state_dict(
     prefixes = _layers(layers)
     if prefixes is None:
         prefixes = _bn_prefixes(d.keys(), ("running_mean", "running_var"))
-    out = _rename(d, TORCH_TO_MINDSPORE, prefixes, lambda v: v)
+    out = _rename(d, TORCH_TO_MINDSPORE, BARE_TORCH_TO_MINDSPORE, prefixes, lambda v: v)
     if num_batches_tracked != "keep":
         for prefix in prefixes:
             key = prefix + "num_batches_tracked"

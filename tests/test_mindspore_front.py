@@ -340,7 +340,8 @@ def test_round_trips():
 def test_num_batches_tracked_policies():
     sd = SyncBatchNorm(2).state_dict()
     assert "num_batches_tracked" not in to_mindspore_state_dict(sd)
-    assert set(to_mindspore_state_dict(sd, num_batches_tracked="error")) == {"gamma", "beta", "moving_mean", "moving_variance"}
+    # a bare layer: its moving statistics under a bare MindSpore layer's names
+    assert set(to_mindspore_state_dict(sd, num_batches_tracked="error")) == {"gamma", "beta", "mean", "variance"}
     sd["num_batches_tracked"] = torch.tensor(5)
     with pytest.raises(ValueError, match="num_batches_tracked = 5 has no MindSpore counterpart"):
         to_mindspore_state_dict(sd, num_batches_tracked="error")
@@ -350,6 +351,23 @@ def test_num_batches_tracked_policies():
     kept = from_mindspore_state_dict({"gamma": torch.ones(2), "beta": torch.zeros(2), "moving_mean": torch.zeros(2),
                                       "moving_variance": torch.ones(2), "num_batches_tracked": torch.tensor(5)})
     assert int(kept["num_batches_tracked"]) == 5
+
+
+def test_bare_layer_checkpoint_names():
+    # MindSpore saves a bare layer's moving statistics as "mean"/"variance", a layer in a network as "x.moving_mean"
+    bare = {"mean": torch.tensor([1.0, 2.0]), "variance": torch.tensor([3.0, 4.0]), "gamma": torch.ones(2),
+            "beta": torch.zeros(2)}
+    out = from_mindspore_state_dict(bare)
+    assert set(out) == {"running_mean", "running_var", "weight", "bias", "num_batches_tracked"}
+    assert torch.equal(out["running_var"], torch.tensor([3.0, 4.0]))
+    # nested "mean"/"variance" are no MindSpore BatchNorm names: left alone
+    nested = from_mindspore_state_dict({"net.mean": torch.ones(2), "net.variance": torch.ones(2)})
+    assert set(nested) == {"net.mean", "net.variance"}
+    layer = SyncBatchNorm(2)
+    assert not layer.load_state_dict(bare, strict=True).missing_keys  # the layer's own loader takes them too
+    assert torch.equal(layer.moving_mean, torch.tensor([1.0, 2.0])) and int(layer.num_batches_tracked) == 0
+    back = to_mindspore_state_dict(layer.state_dict())
+    assert set(back) == set(bare) and all(torch.equal(back[k], bare[k]) for k in bare)
 
 
 def test_explicit_layers_and_collisions():
