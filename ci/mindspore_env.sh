@@ -17,10 +17,10 @@ mkdir -p "$(dirname "$VENV")"
 if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV" || { echo "mindspore_env: cannot create a venv at $VENV (python3 -m venv failed); parity test will skip"; exit 0; }
 fi
-if "$PY" -m pip install --quiet --disable-pip-version-check "mindspore==$MS_VERSION" "numpy<2" >"$VENV/.install.log" 2>&1; then
+if "$PY" -m pip install --quiet --disable-pip-version-check --timeout 30 --retries 2 "mindspore==$MS_VERSION" "numpy<2" >"$VENV/.install.log" 2>&1; then
     touch "$STAMP"
 else
-    why=$(grep -m1 -iE 'error|could not|unreachable|connection' "$VENV/.install.log" || tail -n1 "$VENV/.install.log")
+    why=$( (grep -m1 '^ERROR' "$VENV/.install.log" || tail -n1 "$VENV/.install.log") | cut -c1-200)
     echo "mindspore_env: cannot install mindspore==$MS_VERSION (${why:-pip failed}); MindSpore parity test will skip"
 fi
 exit 0

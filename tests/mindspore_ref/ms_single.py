@@ -24,7 +24,8 @@ def make(front, kwargs):
 
 
 def params(net):
-    return {p.name: p.asnumpy() for p in net.get_parameters()}
+    # copies: asnumpy() may share the parameter's memory, which later steps update in place
+    return {p.name: p.asnumpy().copy() for p in net.get_parameters()}
 
 
 class Wrapped(nn.Cell):
@@ -56,7 +57,7 @@ def run_case(case, inputs, arrays):
         dx, dw = (grads if weights else (grads, ()))
         arrays[key + "dx"] = dx.asnumpy()
         for p, d in zip(weights, dw):
-            arrays[key + "d_" + p.name] = d.asnumpy()
+            arrays[key + "d_" + p.name] = d.asnumpy().copy()
         for name, value in params(net).items():
             arrays[key + "p_" + name] = value
 
@@ -125,7 +126,7 @@ def main():
         loaded = ms.load_checkpoint(path)
         report["checkpoints"][item["id"]] = sorted(loaded)
         for k, v in loaded.items():
-            arrays[f"{item['id']}/ckpt/{k}"] = v.asnumpy()
+            arrays[f"{item['id']}/ckpt/{k}"] = v.asnumpy().copy()
         net.set_train(False)
         arrays[f"{item['id']}/eval_y"] = net(Tensor(inputs[item["eval_x"]])).asnumpy()
     np.savez(f"{out_dir}/out.npz", **arrays)
