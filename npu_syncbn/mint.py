@@ -152,6 +152,12 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
             ids are not in [0, world size), or that this rank is not a
             member of; an unknown dtype name.
 
+    These errors follow MindSpore's documentation; MindSpore 2.10 itself
+    accepts ``num_features=0``, an int ``eps``, ``momentum`` outside [0, 1],
+    non-bool flags and an unknown group name when the layer is constructed.
+    ``track_running_stats=False`` and 5-D input run as documented here, where
+    MindSpore 2.10 on CPU refuses them (docs/mindspore.md lists every difference).
+
     Input (N, C, \*) with at least 2 dims; output of the same shape and dtype.
     """
 
