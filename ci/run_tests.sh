@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 bash ci/install.sh
 bash ci/npu_glue_check.sh
 bash ci/ascendc_check.sh all
+bash ci/mindspore_env.sh  # MindSpore 2.10 in its own venv for tests/test_mindspore_parity.py (says why not when offline)
 exec "${PYTHON:-python3}" -m pytest tests -q -rs "$@"

@@ -5,16 +5,17 @@ checkpoint-name conversion between MindSpore and torch.
   ``use_batch_statistics``, ``*_init`` initializers, ``process_groups``) on
   :class:`npu_syncbn.SyncBatchNorm`; ``gamma``/``beta``/``moving_mean``/
   ``moving_variance`` are aliases of ``weight``/``bias``/``running_mean``/``running_var``.
-* :func:`from_mindspore_state_dict` / :func:`to_mindspore_state_dict`:
-  rename BatchNorm entries of a checkpoint dict both ways.
+* :func:`from_mindspore_state_dict` / :func:`to_mindspore_state_dict`
+  (from :mod:`npu_syncbn.mindspore_names`): rename BatchNorm entries of a
+  checkpoint dict both ways, a bare layer's ``mean``/``variance`` included.
 
 Written from MindSpore's public documentation; no MindSpore code is used.
 """
 from __future__ import annotations
 
-import collections
 import numbers
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,8 @@ from torch import Tensor
 
 from . import comm
 from .mint import CellMixin, check_front_arguments, parse_dtype
+from .mindspore_names import (BARE_MINDSPORE_TO_TORCH, MINDSPORE_TO_TORCH, TORCH_TO_MINDSPORE,
+                              accept_mindspore_names, from_mindspore_state_dict, to_mindspore_state_dict)
 from .modules import SyncBatchNorm as _TorchSyncBatchNorm
 
 __all__ = [
@@ -31,11 +34,9 @@ __all__ = [
     "initialize",
     "MINDSPORE_TO_TORCH",
     "TORCH_TO_MINDSPORE",
+    "BARE_MINDSPORE_TO_TORCH",
+    "UseBatchStatisticsError",
 ]
-
-# MindSpore BatchNorm parameter name -> torch name.
-MINDSPORE_TO_TORCH = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-TORCH_TO_MINDSPORE = {v: k for k, v in MINDSPORE_TO_TORCH.items()}
 
 # ----------------------------------------------------------------------------- initializers
 
@@ -68,7 +69,8 @@ def initialize(init: Any, num_features: int, dtype: Optional[torch.dtype] = None
       random ones draw from torch's global generator (``torch.manual_seed``).
       ``'xavier_uniform'``, ``'he_normal'`` and the other fan-based or
       matrix initializers raise ValueError: they need a parameter of at least 2 dims;
-    * a number (int or float, not bool): that constant;
+    * a number: that constant; a bool too (MindSpore documents
+      ``numbers.Number``, which bool is: True fills 1.0, False 0.0);
     * a tensor, numpy array or list of shape (num_features,) (a 0-dim one is
       broadcast); ValueError for another shape;
     * a callable that fills a tensor in place, like ``torch.nn.init.normal_``.
@@ -94,8 +96,6 @@ def initialize(init: Any, num_features: int, dtype: Optional[torch.dtype] = None
                 f"a BatchNorm parameter has shape ({num_features},): use one of {_init_names()}, a number or a tensor"
             )
         raise ValueError(f"{what}={init!r} is not a known initializer name: use one of {_init_names()}, a number or a tensor")
-    if isinstance(init, bool):
-        raise TypeError(f"{what} must be an initializer name, a number, a tensor or a callable, got bool {init!r}")
     if isinstance(init, numbers.Real):
         return out.fill_(float(init))
     if isinstance(init, Tensor) or hasattr(init, "__array__") or isinstance(init, (list, tuple)):
@@ -118,11 +118,15 @@ def initialize(init: Any, num_features: int, dtype: Optional[torch.dtype] = None
 # ----------------------------------------------------------------------------- process_groups
 
 
+class UseBatchStatisticsError(TypeError, ValueError):
+    """``use_batch_statistics`` is not None, True or False: a ValueError as
+    MindSpore raises it, and a TypeError, Python's error for a wrong type, so
+    that either ``except`` catches it."""
+
+
 def _check_process_groups_types(process_groups) -> List[List[int]]:
     if not isinstance(process_groups, (list, tuple)):
         raise TypeError(f"process_groups must be a list of lists of rank ids, got {type(process_groups).__name__}")
-    if not process_groups:
-        raise ValueError("process_groups must hold at least one list of rank ids, got an empty list")
     out = []
     for i, group in enumerate(process_groups):
         if not isinstance(group, (list, tuple)):
@@ -134,13 +138,14 @@ def _check_process_groups_types(process_groups) -> List[List[int]]:
     return out
 
 
-def validate_process_groups(process_groups, world_size: int, rank: int) -> List[int]:
+def validate_process_groups(process_groups, world_size: int, rank: int) -> Optional[List[int]]:
     """Check MindSpore's ``process_groups`` (a list of lists of rank ids
-    splitting the world) and return the group of ``rank``.
+    splitting the world) and return the group of ``rank``, or None when
+    ``rank`` is in none of them (an empty list included): that rank then
+    normalizes with its own batch statistics, as in MindSpore.
 
-    TypeError: not a list of lists of ints. ValueError: an empty list, a rank
-    id outside [0, world_size), a rank named twice (in one group or in two),
-    or ``rank`` in none of the groups."""
+    TypeError: not a list of lists of ints. ValueError: an empty group, a rank
+    id outside [0, world_size), or a rank named twice (in one group or in two)."""
     groups = _check_process_groups_types(process_groups)
     seen: Dict[int, int] = {}
     for i, group in enumerate(groups):
@@ -149,9 +154,7 @@ def validate_process_groups(process_groups, world_size: int, rank: int) -> List[
             if r in seen:
                 raise ValueError(f"rank {r} is in process_groups[{seen[r]}] and in process_groups[{i}]: a rank may be in one group only")
             seen[r] = i
-    if rank not in seen:
-        raise ValueError(f"this rank ({rank}) is in none of process_groups {groups}: every rank that builds the layer needs its group")
-    return groups[seen[rank]]
+    return groups[seen[rank]] if rank in seen else None
 
 
 def _group_name(ranks: Sequence[int]) -> str:
@@ -195,7 +198,8 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
             ``'normal'``, ``'uniform'``, ``'truncatedNormal'``), a number, a
             tensor / numpy array of shape (num_features,), or an in-place
             filling callable; see :func:`initialize`.
-        use_batch_statistics (bool or None):
+        use_batch_statistics (bool or None); another value raises
+            :class:`UseBatchStatisticsError`, a ValueError as in MindSpore and a TypeError:
             * None (default): follow the mode: training normalizes with the
               batch statistics (synced over the group) and updates the moving
               statistics; inference normalizes with the moving statistics.
@@ -210,11 +214,14 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         process_groups (list of lists of int, optional): split of the world
             into sync groups, e.g. ``[[0, 1], [2, 3]]``: statistics are synced
             within the group of this rank. Rank ids in [0, world size), each
-            in one group only, and this rank's group must be listed. None:
-            the whole world. The group is made with
+            in one group only. None: the whole world. The group is made with
             :func:`npu_syncbn.create_group` under the name
             ``"npu_syncbn.mindspore:0,1"`` (only its members take part; layers
-            with the same group share it).
+            with the same group share it). A rank in none of the groups
+            (``[]`` leaves out every rank) normalizes with its own batch
+            statistics, with a warning, as MindSpore runs it. Without
+            ``npu_syncbn.init()`` the world is this one process (rank 0 of 1),
+            so ``[[0]]`` and ``[]`` work there as in MindSpore.
         dtype: dtype of the parameters (MindSpore's ``dtype``; default
             float32): a floating torch.dtype or its name (``"float16"`` ...).
         sync_mode, layer_name (keyword-only, not MindSpore's): as in
@@ -229,18 +236,25 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
     Attributes ``gamma``, ``beta``, ``moving_mean``, ``moving_variance`` are
     aliases of ``weight``, ``bias``, ``running_mean``, ``running_var`` (read
     and assign). ``state_dict()`` uses the torch names; ``load_state_dict``
-    takes either naming (MindSpore names are renamed, and a missing
+    takes either naming (MindSpore names, ``mean``/``variance`` of a bare
+    MindSpore layer's checkpoint included, are renamed, and a missing
     ``num_batches_tracked`` is then taken as 0).
 
     Raises:
         TypeError: num_features not an int, eps not a float, momentum not a
-            number, use_batch_statistics not None/bool, process_groups not a
-            list of lists of ints, an initializer of a wrong type.
+            number, process_groups not a list of lists of ints, an
+            initializer of a wrong type.
         ValueError: num_features < 1, eps <= 0, momentum not in [0, 1], a rank
-            id in process_groups not in [0, world size), a rank twice, this
-            rank in no group; an unknown or 2-D-only initializer name, an
+            id in process_groups not in [0, world size), a rank twice, an
+            empty group; an unknown or 2-D-only initializer name, an
             initializer tensor of the wrong shape.
-        RuntimeError: process_groups given before ``npu_syncbn.init()``.
+        UseBatchStatisticsError (ValueError and TypeError):
+            use_batch_statistics not None, True or False.
+
+    The types follow MindSpore's documentation where it names one (an int
+    ``eps`` and a non-list ``process_groups`` are TypeErrors; MindSpore 2.10
+    accepts the first and raises ValueError for the second);
+    docs/mindspore.md lists every difference.
     """
 
     _ALIASES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
@@ -264,20 +278,23 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
     ) -> None:
         check_front_arguments(num_features, eps, momentum, affine)
         if use_batch_statistics is not None and not isinstance(use_batch_statistics, bool):
-            raise TypeError(f"use_batch_statistics must be None, True or False, got {use_batch_statistics!r}")
+            raise UseBatchStatisticsError(f"use_batch_statistics must be None, True or False, got {use_batch_statistics!r}")
         dtype = parse_dtype(dtype)
         values = {
             name: initialize(init, num_features, dtype, name)
             for name, init in (("gamma_init", gamma_init), ("beta_init", beta_init),
                                ("moving_mean_init", moving_mean_init), ("moving_var_init", moving_var_init))
         }
-        group_name, ranks = None, None
+        group_name, ranks, synchronized = None, None, True
         if process_groups is not None:
-            _check_process_groups_types(process_groups)
-            if not comm.is_distributed():
-                raise RuntimeError("process_groups needs an initialised process group: call npu_syncbn.init() first")
-            ranks = validate_process_groups(process_groups, dist.get_world_size(), dist.get_rank())
-            group_name = _named_group_for(ranks)
+            distributed = comm.is_distributed()
+            world_size, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+            ranks = validate_process_groups(process_groups, world_size, rank)
+            if ranks is None:
+                synchronized = False
+                _warn_no_group(rank, process_groups)
+            elif distributed:
+                group_name = _named_group_for(ranks)
 
         # round(.., 15): MindSpore's 0.9 gives torch's 0.1 exactly rather than 0.09999999999999998.
         torch_momentum = round(1.0 - float(momentum), 15)
@@ -293,7 +310,12 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         self.use_batch_statistics = use_batch_statistics
         self.process_groups = None if process_groups is None else [list(g) for g in process_groups]
         self.group_ranks = ranks
-        self._start_as_cell(affine)
+        self.synchronized = synchronized
+        if not affine:
+            # As MindSpore documents and runs it: γ and β exist but are not learned.
+            self.weight.requires_grad_(False)
+            self.bias.requires_grad_(False)
+        self._start_as_cell()
 
     # --- MindSpore attribute names --------------------------------------------------
     gamma = property(lambda self: self.weight, doc="alias of ``weight`` (γ)")
@@ -313,9 +335,9 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         use_batch = self.uses_batch_statistics()
-        # Batch statistics are synchronized whenever they are used (MindSpore has
-        # no unsynchronized state), moving statistics never communicate.
-        return self._normalize(x, use_batch_stats=use_batch, sync=use_batch)
+        # Batch statistics are synchronized whenever they are used (unless this
+        # rank is in none of process_groups); moving statistics never communicate.
+        return self._normalize(x, use_batch_stats=use_batch, sync=use_batch and self.synchronized)
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
@@ -326,7 +348,7 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # Before torch's own handling (which fills a missing num_batches_tracked with the current value).
-        _accept_mindspore_names(state_dict, prefix, error_msgs)
+        accept_mindspore_names(state_dict, prefix, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
@@ -337,126 +359,10 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         return text + f", use_batch_statistics={self.use_batch_statistics}"
 
 
-def _accept_mindspore_names(state_dict, prefix, error_msgs) -> None:
-    """Rename this layer's MindSpore keys in ``state_dict`` to torch's (in place);
-    a missing num_batches_tracked is then 0."""
-    renamed = False
-    for ms_name, torch_name in MINDSPORE_TO_TORCH.items():
-        key = prefix + ms_name
-        if key in state_dict:
-            if prefix + torch_name in state_dict:
-                error_msgs.append(f"both {key!r} and {prefix + torch_name!r} in the state_dict")
-                continue
-            state_dict[prefix + torch_name] = _as_tensor(state_dict.pop(key))
-            renamed = True
-    if renamed and prefix + "num_batches_tracked" not in state_dict:
-        state_dict[prefix + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-
-
-# ----------------------------------------------------------------------------- checkpoint names
-
-
-def _as_tensor(value):
-    if isinstance(value, Tensor):
-        return value
-    if hasattr(value, "__array__") or isinstance(value, numbers.Number):
-        return torch.as_tensor(value)
-    return value
-
-
-def _split(key: str):
-    prefix, _, leaf = key.rpartition(".")
-    return (prefix + "." if prefix else ""), leaf
-
-
-def _bn_prefixes(keys: Iterable[str], stats: Sequence[str]) -> set:
-    found = collections.defaultdict(set)
-    for key in keys:
-        prefix, leaf = _split(key)
-        if leaf in stats:
-            found[prefix].add(leaf)
-    return {p for p, leaves in found.items() if leaves == set(stats)}
-
-
-def _rename(d: Mapping[str, Any], mapping: Dict[str, str], prefixes: set, convert) -> "collections.OrderedDict[str, Any]":
-    out: "collections.OrderedDict[str, Any]" = collections.OrderedDict()
-    for key, value in d.items():
-        prefix, leaf = _split(key)
-        new_key = prefix + mapping[leaf] if (prefix in prefixes and leaf in mapping) else key
-        if new_key in out or (new_key != key and new_key in d):
-            raise ValueError(f"state_dict has both {key!r} and {new_key!r}: cannot rename one onto the other")
-        out[new_key] = convert(value)
-    return out
-
-
-def _layers(layers: Optional[Iterable[str]]) -> Optional[set]:
-    if layers is None:
-        return None
-    return {(p if p.endswith(".") or p == "" else p + ".") for p in layers}
-
-
-def from_mindspore_state_dict(d: Mapping[str, Any], layers: Optional[Iterable[str]] = None) -> "collections.OrderedDict[str, Tensor]":
-    """MindSpore checkpoint names -> torch names, for ``load_state_dict``.
-
-    In every BatchNorm layer (a prefix with both ``moving_mean`` and
-    ``moving_variance``, or the prefixes given in ``layers``, e.g.
-    ``["backbone.bn1"]``; ``""`` for a bare layer) renames ``gamma`` ->
-    ``weight``, ``beta`` -> ``bias``, ``moving_mean`` -> ``running_mean``,
-    ``moving_variance`` -> ``running_var``, and adds ``num_batches_tracked``
-    = 0 (int64) when the dict has none for that layer (MindSpore keeps no such
-    counter; it only matters for torch's momentum=None). Other keys (including
-    ``gamma``/``beta`` of non-BatchNorm layers such as LayerNorm) are kept as they are.
-
-    Values may be torch tensors, numpy arrays or numbers (numpy arrays and
-    numbers become tensors). Returns a new ordered dict; ``d`` is not modified.
-    ValueError when a renamed key would collide with an existing one.
-    """
-    prefixes = _layers(layers)
-    if prefixes is None:
-        prefixes = _bn_prefixes(d.keys(), ("moving_mean", "moving_variance"))
-    out = _rename(d, MINDSPORE_TO_TORCH, prefixes, _as_tensor)
-    for prefix in sorted(prefixes):
-        if prefix + "running_mean" in out and prefix + "num_batches_tracked" not in out:
-            out[prefix + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-    return out
-
-
-def to_mindspore_state_dict(
-    d: Mapping[str, Any], num_batches_tracked: str = "drop", layers: Optional[Iterable[str]] = None
-) -> "collections.OrderedDict[str, Any]":
-    """torch names -> MindSpore checkpoint names (the inverse of :func:`from_mindspore_state_dict`).
-
-    In every BatchNorm layer (a prefix with both ``running_mean`` and
-    ``running_var``, or the prefixes given in ``layers``) renames ``weight`` ->
-    ``gamma``, ``bias`` -> ``beta``, ``running_mean`` -> ``moving_mean``,
-    ``running_var`` -> ``moving_variance``. Other keys (a Conv's ``weight``
-    ...) are kept. Values are kept as given (tensors stay tensors).
-
-    ``num_batches_tracked`` has no MindSpore counterpart; what happens to a
-    BatchNorm layer's counter is chosen, never silent:
-
-    * ``"drop"`` (default): left out (a MindSpore net has no such parameter;
-      the counter only matters for torch's momentum=None, which MindSpore lacks).
-      :func:`from_mindspore_state_dict` brings it back as 0;
-    * ``"keep"``: kept under its torch name (round trips exactly; MindSpore
-      would see an extra parameter);
-    * ``"error"``: ValueError if any counter is non-zero (dropping it would lose
-      information), else dropped.
-    """
-    if num_batches_tracked not in ("drop", "keep", "error"):
-        raise ValueError(f"num_batches_tracked must be 'drop', 'keep' or 'error', got {num_batches_tracked!r}")
-    prefixes = _layers(layers)
-    if prefixes is None:
-        prefixes = _bn_prefixes(d.keys(), ("running_mean", "running_var"))
-    out = _rename(d, TORCH_TO_MINDSPORE, prefixes, lambda v: v)
-    if num_batches_tracked != "keep":
-        for prefix in prefixes:
-            key = prefix + "num_batches_tracked"
-            if key in out:
-                if num_batches_tracked == "error" and int(_as_tensor(out[key])) != 0:
-                    raise ValueError(
-                        f"{key} = {int(_as_tensor(out[key]))} has no MindSpore counterpart; pass "
-                        "num_batches_tracked='drop' to leave it out or 'keep' to keep it"
-                    )
-                del out[key]
-    return out
+def _warn_no_group(rank: int, process_groups) -> None:
+    warnings.warn(
+        f"SyncBatchNorm: this rank ({rank}) is in none of process_groups {process_groups}, so this layer normalizes "
+        "with this rank's batch statistics only (no synchronization), as MindSpore runs it",
+        UserWarning,
+        stacklevel=3,
+    )

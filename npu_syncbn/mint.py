@@ -84,19 +84,13 @@ def check_named_group(name) -> str:
     return name
 
 
-def check_front_arguments(num_features, eps, momentum, affine) -> None:
+def check_front_arguments(num_features, eps, momentum, affine, allow_none_momentum: bool = False) -> None:
     """Argument checks shared by the MindSpore fronts: num_features, eps and
-    momentum (a number, None not accepted) as in :func:`validate_hyperparameters`,
-    and affine a bool. TypeError / ValueError."""
-    validate_hyperparameters(num_features, eps, momentum, allow_none_momentum=False)
+    momentum (a number; None only where ``allow_none_momentum``) as in
+    :func:`validate_hyperparameters`, and affine a bool. TypeError / ValueError."""
+    validate_hyperparameters(num_features, eps, momentum, allow_none_momentum=allow_none_momentum)
     if not isinstance(affine, bool):
         raise TypeError(f"affine must be a bool, got {type(affine).__name__}")
-
-
-def freeze_affine(module: _TorchSyncBatchNorm) -> None:
-    """affine=False as MindSpore documents it: γ and β exist but are not learned."""
-    module.weight.requires_grad_(False)
-    module.bias.requires_grad_(False)
 
 
 class CellMixin:
@@ -106,12 +100,9 @@ class CellMixin:
         """MindSpore's ``Cell.set_train``: same as ``train(mode)`` (recursive, returns self)."""
         return self.train(mode)
 
-    def _start_as_cell(self, affine: bool) -> None:
-        """End of a front's ``__init__``: affine=False freezes γ and β
-        (:func:`freeze_affine`), and the module starts in inference mode, as
-        MindSpore cells do."""
-        if not affine:
-            freeze_affine(self)
+    def _start_as_cell(self) -> None:
+        """End of a front's ``__init__``: the module starts in inference mode,
+        as MindSpore cells do."""
         self.train(False)
 
 
@@ -124,12 +115,17 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
     Args:
         num_features (int): C of an (N, C, \*) input; >= 1.
         eps (float): added to the variance; a float > 0. Default 1e-5.
-        momentum (float): torch convention (weight of the new batch),
-            in [0, 1]; None is not accepted (MindSpore documents a float). Default 0.1.
+        momentum (float or None): torch convention (weight of the new
+            batch), in [0, 1]; None: cumulative average (1 / num_batches_tracked),
+            as torch and MindSpore's implementation take it (its documentation
+            only names a float). Default 0.1.
         affine (bool): True: γ (``weight``) and β (``bias``) are learned.
-            False: they still exist (ones and zeros, in the state_dict) but
-            have ``requires_grad=False``, as MindSpore documents ("unlearnable
-            parameters"); the output is the same as torch's affine=False.
+            False: there are none (``weight`` and ``bias`` are None, not in
+            the state_dict, ``affine`` is False), as in MindSpore's
+            implementation and torch. MindSpore's documentation calls them
+            "unlearnable parameters"; we follow the implementation so that
+            checkpoints load strictly both ways (the output is the same:
+            γ = 1, β = 0).
         track_running_stats (bool): keep ``running_mean``/``running_var``;
             False: batch statistics in training and in eval.
         process_group (str, optional): name of a group made with
@@ -150,11 +146,17 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
 
     Raises:
         TypeError: num_features not an int, eps not a float, momentum not a
-            number, process_group not None or a str, dtype of a wrong type.
+            number or None, process_group not None or a str, dtype of a wrong type.
         ValueError: num_features < 1, eps <= 0, momentum not in [0, 1], a
             process_group name that create_group did not make, whose rank
             ids are not in [0, world size), or that this rank is not a
             member of; an unknown dtype name.
+
+    These errors follow MindSpore's documentation; MindSpore 2.10 itself
+    accepts ``num_features=0``, an int ``eps``, ``momentum`` outside [0, 1],
+    non-bool flags and an unknown group name when the layer is constructed.
+    ``track_running_stats=False`` and 5-D input run as documented here, where
+    MindSpore 2.10 on CPU refuses them (docs/mindspore.md lists every difference).
 
     Input (N, C, \*) with at least 2 dims; output of the same shape and dtype.
     """
@@ -163,7 +165,7 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: Optional[float] = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         process_group: Optional[str] = None,
@@ -172,17 +174,13 @@ class SyncBatchNorm(CellMixin, _TorchSyncBatchNorm):
         sync_mode: str = "auto",
         layer_name: str = "",
     ) -> None:
-        check_front_arguments(num_features, eps, momentum, affine)
+        check_front_arguments(num_features, eps, momentum, affine, allow_none_momentum=True)
         if not isinstance(track_running_stats, bool):
             raise TypeError(f"track_running_stats must be a bool, got {type(track_running_stats).__name__}")
         if process_group is not None:
             check_named_group(process_group)
         super().__init__(
-            num_features, eps, float(momentum), True, track_running_stats, process_group=process_group,
-            dtype=parse_dtype(dtype), sync_mode=sync_mode, layer_name=layer_name,
+            num_features, eps, None if momentum is None else float(momentum), affine, track_running_stats,
+            process_group=process_group, dtype=parse_dtype(dtype), sync_mode=sync_mode, layer_name=layer_name,
         )
-        self.mint_affine = affine
-        self._start_as_cell(affine)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr().replace("affine=True", f"affine={self.mint_affine}", 1)
+        self._start_as_cell()

@@ -115,6 +115,9 @@ class SyncBatchNorm(_BatchNorm):
 
     Shape: input (N, C, \*) with at least 2 dims; output the same shape and dtype.
     float16/bfloat16 input works with float32 parameters (statistics in float32).
+    Otherwise parameters and running stats must have the input's dtype: a
+    float64 weight with a float32 input raises TypeError naming ``weight``,
+    with or without a process group (as local BatchNorm refuses it).
 
     Eval mode with running stats normalizes with them and communicates nothing.
     Weight and bias gradients are this rank's share; DistributedDataParallel
@@ -207,6 +210,22 @@ class SyncBatchNorm(_BatchNorm):
                 f"input is on {input.device} but this layer's parameters and buffers are on {held.device}: "
                 "move the input or the module (.to(device)) so that they share a device"
             )
+        self._check_state_dtypes(input)
+
+    def _check_state_dtypes(self, input: Tensor) -> None:
+        """Parameters and running stats in the input's dtype, or float32 for a
+        float16/bfloat16 input: what every path (local, eval, synchronized)
+        computes the same way. Anything else raises here, naming the tensor,
+        rather than failing in aten on one rank and passing on two."""
+        allowed = (input.dtype, torch.float32) if input.dtype in (torch.float16, torch.bfloat16) else (input.dtype,)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(self, name)
+            if t is not None and t.dtype not in allowed:
+                expected = " or ".join(str(d) for d in allowed)
+                raise TypeError(
+                    f"{name} is {t.dtype} but the input is {input.dtype}: this layer's {name} must be {expected} for "
+                    f"a {input.dtype} input; convert the module (.to({input.dtype})) or the input (.to({t.dtype}))"
+                )
 
     def _momentum_for_step(self):
         """Momentum of the step about to run: a float, or for the cumulative
@@ -223,7 +242,8 @@ class SyncBatchNorm(_BatchNorm):
 
     def _fusable_residual(self, input: Tensor, residual: Tensor) -> bool:
         """True when ``residual`` has the input's shape (fused); False for one
-        that broadcasts (then torch adds it); raises for another dtype or device."""
+        that broadcasts to it (then torch adds it); raises for another dtype or
+        device, or a shape that does not broadcast to the input's."""
         if not isinstance(residual, Tensor):
             raise TypeError(f"residual must be a torch.Tensor or None, got {type(residual).__name__}")
         if residual.dtype != input.dtype or residual.device != input.device:
@@ -231,7 +251,18 @@ class SyncBatchNorm(_BatchNorm):
                 f"residual must have the input's dtype and device ({input.dtype}, {input.device}), "
                 f"got {residual.dtype}, {residual.device}"
             )
-        return residual.shape == input.shape
+        if residual.shape == input.shape:
+            return True
+        try:
+            broadcasts = torch.broadcast_shapes(residual.shape, input.shape) == input.shape
+        except RuntimeError:
+            broadcasts = False
+        if not broadcasts:
+            raise ValueError(
+                f"residual must have the input's shape {tuple(input.shape)} (or one that broadcasts to it), "
+                f"got {tuple(residual.shape)}"
+            )
+        return False
 
     def _normalize(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor] = None) -> Tensor:
         """The one place that decides what to compute (fronts call it directly).

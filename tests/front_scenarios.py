@@ -43,7 +43,7 @@ def _compare(mod, members: List[int], rank: int, counts: List[int], C: int, torc
     errs = dict.fromkeys(["output", "grad_input", "grad_weight", "grad_bias"], 0.0)
     start = sum(counts[:idx])
     sl = slice(start, start + counts[idx])
-    pg = comm.resolve_group(mod.process_group)
+    pg = comm.resolve_group(mod.process_group) if len(members) > 1 else None  # a group of one sums nothing
     dev = rank_device()
     mod.to(dev)
     for step in range(steps):
@@ -62,7 +62,8 @@ def _compare(mod, members: List[int], rank: int, counts: List[int], C: int, torc
         errs["grad_input"] = max(errs["grad_input"], _rel(x.grad, Xr.grad[sl]))
         for name, p, rp in (("grad_weight", mod.weight, ref.weight), ("grad_bias", mod.bias, ref.bias)):
             summed = p.grad.detach().clone()
-            dist.all_reduce(summed, group=pg)
+            if pg is not None:
+                dist.all_reduce(summed, group=pg)
             errs[name] = max(errs[name], _rel(summed, rp.grad))
             p.grad, rp.grad = None, None
     errs["running_mean"] = _rel(mod.running_mean, ref.running_mean)
@@ -154,3 +155,38 @@ def ms_no_stats_sync_in_inference(rank: int, world_size: int) -> List[float]:
     x = torch.full((2, 2), float(rank * 10), dtype=torch.float64, device=rank_device())
     mod(x)  # inference mode: still batch statistics of both ranks, moving stats updated
     return mod.moving_mean.cpu().tolist()
+
+
+def ms_rank_in_no_group(rank: int, world_size: int, process_groups) -> Dict[str, float]:
+    """A rank in none of ``process_groups`` normalizes with its own batch
+    (compared with BatchNorm2d on that batch alone); a group of one does the same."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mod = ms_front.SyncBatchNorm(3, process_groups=process_groups, dtype=torch.float64).set_train()
+    errs = _compare(mod, [rank], rank, [2 + 3 * rank], 3, 0.1)
+    errs.pop("num_batches_tracked_equal")
+    errs["synchronized"] = float(mod.synchronized)
+    return errs
+
+
+# ----------------------------------------------------------------------------- torch front
+
+
+def torch_front_error(rank: int, world_size: int, case: str) -> str:
+    """The torch front's error for a bad argument on a synchronized training
+    step ("type: message"), or "ok"."""
+    bn = npu_syncbn.SyncBatchNorm(3).train()
+    x = torch.randn(4, 3, 5)
+    residual = None
+    if case == "float64 weight":
+        bn.weight.data = bn.weight.data.double()
+    elif case == "float64 running_var":
+        bn.running_var = bn.running_var.double()
+    elif case == "residual shape":
+        residual = torch.randn(4, 2, 5)
+    try:
+        bn(x, residual)
+    except (TypeError, ValueError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return "ok"

@@ -29,14 +29,15 @@ def close(a, b, tol=TOL):
     (dict(num_features=2, momentum=-0.5), ValueError, "momentum"),
     (dict(num_features=2, momentum=None), TypeError, "momentum"),
     (dict(num_features=2, affine="yes"), TypeError, "affine"),
-    (dict(num_features=2, use_batch_statistics=1), TypeError, "use_batch_statistics"),
-    (dict(num_features=2, use_batch_statistics="True"), TypeError, "use_batch_statistics"),
+    (dict(num_features=2, use_batch_statistics=1), ValueError, "use_batch_statistics"),  # ValueError as MindSpore
+    (dict(num_features=2, use_batch_statistics="True"), TypeError, "use_batch_statistics"),  # and a TypeError
     (dict(num_features=2, process_groups="0-1"), TypeError, "process_groups"),
     (dict(num_features=2, process_groups=3), TypeError, "process_groups"),
     (dict(num_features=2, process_groups=[0, 1]), TypeError, r"process_groups\[0\]"),
     (dict(num_features=2, process_groups=[[0, 1.0]]), TypeError, r"process_groups\[0\]"),
     (dict(num_features=2, process_groups=[[0, True]]), TypeError, r"process_groups\[0\]"),
-    (dict(num_features=2, process_groups=[]), ValueError, "at least one"),
+    (dict(num_features=2, process_groups=[[0], []]), ValueError, "at least one rank"),
+    (dict(num_features=2, process_groups=[[0, 1]]), ValueError, r"rank id 1 in process_groups\[0\] is not in range \[0, 1\)"),
     (dict(num_features=2, dtype="int8"), ValueError, "dtype"),
 ])
 def test_constructor_errors(kwargs, exc, needle):
@@ -44,10 +45,23 @@ def test_constructor_errors(kwargs, exc, needle):
         SyncBatchNorm(**kwargs)
 
 
-def test_process_groups_need_init():
+@pytest.mark.parametrize("groups", [[[0]], []])
+def test_process_groups_without_init_are_a_world_of_one(groups):
+    # As MindSpore: [[0]] is this process's own group, [] leaves it in no group (local statistics, warned)
     assert not dist.is_initialized()
-    with pytest.raises(RuntimeError, match="npu_syncbn.init"):
-        SyncBatchNorm(2, process_groups=[[0]])
+    if groups:
+        m = SyncBatchNorm(3, process_groups=groups, dtype=torch.float64)
+        assert m.group_ranks == [0] and m.synchronized
+    else:
+        with pytest.warns(UserWarning, match=r"this rank \(0\) is in none of process_groups \[\]"):
+            m = SyncBatchNorm(3, process_groups=groups, dtype=torch.float64)
+        assert m.group_ranks is None and not m.synchronized
+    assert m.process_group is None
+    ref = torch.nn.BatchNorm2d(3).double()
+    m.set_train()
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    close(m(x), ref(x))
+    close(m.moving_mean, ref.running_mean)
 
 
 @pytest.mark.parametrize("groups, rank, needle", [
@@ -55,7 +69,6 @@ def test_process_groups_need_init():
     ([[0, -1]], 0, r"rank id -1 .* not in range \[0, 4\)"),
     ([[0, 0], [1, 2, 3]], 0, "names a rank twice"),
     ([[0, 1], [1, 2, 3]], 0, r"rank 1 is in process_groups\[0\] and in process_groups\[1\]"),
-    ([[0, 1], [2]], 3, r"this rank \(3\) is in none of process_groups"),
     ([[0, 1], []], 0, "at least one rank"),
 ])
 def test_validate_process_groups_errors(groups, rank, needle):
@@ -67,6 +80,8 @@ def test_validate_process_groups_returns_own_group():
     assert ms.validate_process_groups([[0, 1], [2, 3]], 4, 2) == [2, 3]
     assert ms.validate_process_groups(([3, 1], (0, 2)), 4, 1) == [3, 1]
     assert ms.validate_process_groups([[0, 1]], 4, 0) == [0, 1]  # ranks 2, 3 need not build this layer
+    assert ms.validate_process_groups([[0, 1], [2]], 4, 3) is None  # in no group: unsynchronized
+    assert ms.validate_process_groups([], 4, 3) is None
 
 
 # ----------------------------------------------------------------------------- construction
@@ -241,6 +256,20 @@ def test_tensor_and_array_init(value):
         assert m.gamma.data_ptr() != value.data_ptr()  # copied, not shared
 
 
+def test_bool_init_is_a_number():
+    # MindSpore documents numbers.Number, which bool is, and fills 1.0 / 0.0
+    m = SyncBatchNorm(3, gamma_init=True, beta_init=False, moving_var_init=True)
+    assert torch.equal(m.gamma, torch.ones(3)) and torch.equal(m.beta, torch.zeros(3))
+    assert torch.equal(m.moving_variance, torch.ones(3))
+
+
+def test_use_batch_statistics_error_is_value_and_type_error():
+    with pytest.raises(ValueError, match="use_batch_statistics must be None, True or False, got 1"):
+        SyncBatchNorm(2, use_batch_statistics=1)
+    with pytest.raises(TypeError, match="use_batch_statistics"):
+        SyncBatchNorm(2, use_batch_statistics="yes")
+
+
 def test_number_scalar_tensor_and_callable_init():
     m = SyncBatchNorm(3, gamma_init=0.5, beta_init=2, moving_mean_init=torch.tensor(1.5),
                       moving_var_init=lambda t: torch.nn.init.constant_(t, 3.0))
@@ -256,7 +285,6 @@ def test_number_scalar_tensor_and_callable_init():
     ("gaussian", ValueError, "not a known initializer"),
     (torch.ones(4), ValueError, r"shape \(4,\), expected \(3,\)"),
     (np.ones((3, 1)), ValueError, r"shape \(3, 1\)"),
-    (True, TypeError, "bool"),
     ({"ones": 1}, TypeError, "gamma_init"),
 ])
 def test_bad_init(init, exc, needle):
@@ -312,7 +340,8 @@ def test_round_trips():
 def test_num_batches_tracked_policies():
     sd = SyncBatchNorm(2).state_dict()
     assert "num_batches_tracked" not in to_mindspore_state_dict(sd)
-    assert set(to_mindspore_state_dict(sd, num_batches_tracked="error")) == {"gamma", "beta", "moving_mean", "moving_variance"}
+    # a bare layer: its moving statistics under a bare MindSpore layer's names
+    assert set(to_mindspore_state_dict(sd, num_batches_tracked="error")) == {"gamma", "beta", "mean", "variance"}
     sd["num_batches_tracked"] = torch.tensor(5)
     with pytest.raises(ValueError, match="num_batches_tracked = 5 has no MindSpore counterpart"):
         to_mindspore_state_dict(sd, num_batches_tracked="error")
@@ -322,6 +351,23 @@ def test_num_batches_tracked_policies():
     kept = from_mindspore_state_dict({"gamma": torch.ones(2), "beta": torch.zeros(2), "moving_mean": torch.zeros(2),
                                       "moving_variance": torch.ones(2), "num_batches_tracked": torch.tensor(5)})
     assert int(kept["num_batches_tracked"]) == 5
+
+
+def test_bare_layer_checkpoint_names():
+    # MindSpore saves a bare layer's moving statistics as "mean"/"variance", a layer in a network as "x.moving_mean"
+    bare = {"mean": torch.tensor([1.0, 2.0]), "variance": torch.tensor([3.0, 4.0]), "gamma": torch.ones(2),
+            "beta": torch.zeros(2)}
+    out = from_mindspore_state_dict(bare)
+    assert set(out) == {"running_mean", "running_var", "weight", "bias", "num_batches_tracked"}
+    assert torch.equal(out["running_var"], torch.tensor([3.0, 4.0]))
+    # nested "mean"/"variance" are no MindSpore BatchNorm names: left alone
+    nested = from_mindspore_state_dict({"net.mean": torch.ones(2), "net.variance": torch.ones(2)})
+    assert set(nested) == {"net.mean", "net.variance"}
+    layer = SyncBatchNorm(2)
+    assert not layer.load_state_dict(bare, strict=True).missing_keys  # the layer's own loader takes them too
+    assert torch.equal(layer.moving_mean, torch.tensor([1.0, 2.0])) and int(layer.num_batches_tracked) == 0
+    back = to_mindspore_state_dict(layer.state_dict())
+    assert set(back) == set(bare) and all(torch.equal(back[k], bare[k]) for k in bare)
 
 
 def test_explicit_layers_and_collisions():
@@ -403,5 +449,11 @@ def test_world_of_four_process_groups_errors(ranks):
     out = pool.run(front_scenarios.ms_process_groups_error, [[0, 1], [1, 2, 3]])
     assert all(o.startswith("ValueError") and "in one group only" in o for o in out), out
     out = pool.run(front_scenarios.ms_process_groups_error, [[0, 1], [3]])
-    assert out[:2] == ["ok", "ok"] and out[3] == "ok"
-    assert out[2].startswith("ValueError") and "this rank (2) is in none" in out[2]
+    assert out == ["ok"] * 4  # rank 2, in no group, builds an unsynchronized layer (as MindSpore)
+
+
+@pytest.mark.parametrize("process_groups", [[[0]], []])
+def test_rank_in_no_group_normalizes_locally(ranks, process_groups):
+    for rank, errs in enumerate(ranks(2).run(front_scenarios.ms_rank_in_no_group, process_groups)):
+        assert errs.pop("synchronized") == float(rank in sum(process_groups, []))
+        assert max(errs.values()) < 1e-10, (rank, errs)

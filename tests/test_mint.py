@@ -37,11 +37,24 @@ def test_momentum_outside_unit_interval_is_value_error(momentum):
         mint.SyncBatchNorm(2, momentum=momentum)
 
 
-@pytest.mark.parametrize("momentum", [None, "0.1", True])
+@pytest.mark.parametrize("momentum", ["0.1", True])
 def test_momentum_must_be_a_number(momentum):
-    # MindSpore documents momentum as a float: no cumulative-average None in this front
     with pytest.raises(TypeError, match="momentum"):
         mint.SyncBatchNorm(2, momentum=momentum)
+
+
+def test_momentum_none_is_the_cumulative_average():
+    # MindSpore's mint.nn.SyncBatchNorm takes None, as torch does: running stats = mean of the batches so far
+    torch.manual_seed(2)
+    m = mint.SyncBatchNorm(3, momentum=None, dtype=torch.float64).set_train()
+    batches = [torch.randn(4, 3, 2, 2, dtype=torch.float64) * 2 + k for k in range(3)]
+    for x in batches:
+        m(x)
+    close = dict(rtol=TOL, atol=TOL)
+    torch.testing.assert_close(m.running_mean, torch.stack([x.mean(dim=(0, 2, 3)) for x in batches]).mean(0), **close)
+    unbiased = [x.transpose(0, 1).reshape(3, -1).var(dim=1) for x in batches]
+    torch.testing.assert_close(m.running_var, sum(unbiased) / 3, **close)  # step n weighs 1/n: the first replaces
+    assert int(m.num_batches_tracked) == 3 and m.momentum is None
 
 
 @pytest.mark.parametrize("momentum", [0.0, 1.0, 0, 1])
@@ -141,13 +154,15 @@ def test_local_equals_torch_batchnorm(affine, track):
     torch.testing.assert_close(m(x), ref(x), rtol=TOL, atol=TOL)
 
 
-def test_affine_false_keeps_unlearnable_gamma_beta():
+def test_affine_false_has_no_weight_and_bias():
+    # As MindSpore's mint.nn.SyncBatchNorm runs it (and torch): no gamma/beta at all, so checkpoints load strictly
     m = mint.SyncBatchNorm(3, affine=False)
-    assert not m.weight.requires_grad and not m.bias.requires_grad
-    assert torch.equal(m.weight, torch.ones(3)) and torch.equal(m.bias, torch.zeros(3))
-    assert set(m.state_dict()) == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
-    assert not any(p.requires_grad for p in m.parameters())
+    assert m.affine is False and m.weight is None and m.bias is None
+    assert set(m.state_dict()) == {"running_mean", "running_var", "num_batches_tracked"}
+    assert list(m.parameters()) == []
     assert "affine=False" in repr(m)
+    ref = torch.nn.BatchNorm2d(3, affine=False)
+    assert not m.load_state_dict(ref.state_dict(), strict=True).missing_keys
 
 
 # ----------------------------------------------------------------------------- 2 ranks
