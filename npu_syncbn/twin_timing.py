@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 from . import twin
 
@@ -39,6 +39,8 @@ def _lib() -> ctypes.CDLL:
     if not _declared:
         lib.twin_set_timing.argtypes, lib.twin_set_timing.restype = [ctypes.c_int], ctypes.c_int
         lib.twin_timing_launches.argtypes, lib.twin_timing_launches.restype = [], ctypes.c_int
+        lib.twin_set_timing_ablation.argtypes = [ctypes.c_int]
+        lib.twin_set_timing_ablation.restype = ctypes.c_int
         lib.twin_timing_get.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
         lib.twin_timing_get.restype = ctypes.c_int
         lib.twin_timing_host_costs.argtypes, lib.twin_timing_host_costs.restype = [ctypes.c_void_p], None
@@ -50,18 +52,31 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+ABLATIONS = {"pipe_all": 1, "granule": 2, "scalar_stall": 4}
+
+
 @contextlib.contextmanager
-def timing(mode: str = "on") -> Iterator[None]:
+def timing(mode: str = "on", without: Tuple[str, ...] = ()) -> Iterator[None]:
     """Times every twin launch inside the block (``"on"``, or ``"time_only"``:
-    the per-element work skipped). The previous mode comes back after it."""
+    the per-element work skipped). ``without``: what-if switches, to see what a
+    cause costs by leaving it out: ``"pipe_all"`` (PIPE_ALL barriers play as
+    no-ops; the data dependencies they covered still hold), ``"granule"``
+    (bursts cost their bytes, not whole 512-byte granules), ``"scalar_stall"``
+    (the scalar unit issues past a GetValue / SetValue without waiting for
+    it: optimistic). The previous settings come back after the block."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    unknown = [w for w in without if w not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"without must name switches of {sorted(ABLATIONS)}, got {unknown}")
     lib = _lib()
     old = lib.twin_set_timing(MODES[mode])
+    old_flags = lib.twin_set_timing_ablation(sum(ABLATIONS[w] for w in set(without)))
     try:
         yield
     finally:
         lib.twin_set_timing(old)
+        lib.twin_set_timing_ablation(old_flags)
 
 
 def last_op() -> List[Dict[str, object]]:

@@ -437,6 +437,12 @@ int twin_set_timing(int mode) {
     return old;
 }
 
+// What-if switches of the model (twin_timing.h, TimingAblation: 1 no
+// PIPE_ALL, 2 no 512-byte granules, 4 no scalar issue stalls); returns the old ones.
+int twin_set_timing_ablation(int flags) {
+    return twin::TimingAblationFlags().exchange(flags);
+}
+
 // Launches of the last op that the timing model played.
 int twin_timing_launches() { return static_cast<int>(gTimes.size()); }
 

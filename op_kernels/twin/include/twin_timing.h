@@ -45,6 +45,19 @@ inline void SetTimingMode(int mode) { TimingModeFlag() = mode; }
 // False in time-only mode: copies and vector math skip their per-element work.
 inline bool MovesData() { return CurrentTimingMode() != kTimeOnly; }
 
+// What-if switches, to attribute time to a cause by leaving it out:
+// kNoPipeAll plays PIPE_ALL barriers as if only the data dependencies they
+// cover were synchronised; kNoGranule charges each burst its bytes (rounded
+// to 32) instead of whole 512-byte granules; kNoScalarStall lets the scalar
+// unit issue past a GetValue / SetValue before it completes (optimistic: a
+// value read back would have to be known in advance).
+enum TimingAblation : int { kNoPipeAll = 1, kNoGranule = 2, kNoScalarStall = 4 };
+inline std::atomic<int>& TimingAblationFlags() {
+    static std::atomic<int> flags{0};
+    return flags;
+}
+inline bool Ablated(int what) { return (TimingAblationFlags().load(std::memory_order_relaxed) & what) != 0; }
+
 // Pipes of the timing model: the four of twin_pipes.h, and kNode for zero-cost
 // ordering points (PIPE_ALL barriers, SyncAll).
 constexpr int kTimePipes = 5;
@@ -99,10 +112,13 @@ public:
 
     // Closes the next instruction: a DMA on MTE2 (GM -> UB) or MTE3 (UB -> GM)
     // of `rows` bursts of `rowBytes`, rows `pitch` bytes apart in GM starting
-    // at GM address `gm`, or one burst of rows * rowBytes when `joined`.
+    // `gm` bytes into its (512-byte aligned) buffer, or one burst of
+    // rows * rowBytes when `joined`.
     void Dma(uint8_t pipe, uintptr_t gm, uint64_t rowBytes, uint64_t rows, uint64_t pitch, bool joined);
 
-    void BarrierAll() { Close(kNode, kFixed, 0.0); }
+    void BarrierAll() {
+        if (!Ablated(kNoPipeAll)) Close(kNode, kFixed, 0.0);
+    }
     void SyncAll() {
         Close(kNode, kSync, 0.0);
         instrs_.back().sync = syncs_++;
@@ -145,7 +161,7 @@ private:
         const int32_t me = static_cast<int32_t>(instrs_.size());
         instrs_.push_back(next_);
         last_[pipe] = me;
-        if (pipe == kPipeS || pipe == kNode) {
+        if (pipe == kNode || (pipe == kPipeS && !Ablated(kNoScalarStall))) {
             fence_ = me;
             fencePipe_ = pipe;
         }
@@ -194,10 +210,9 @@ inline double DmaNs(uint8_t pipe, double bytes) {
 
 inline double DmaLatencyNs(uint8_t pipe) { return pipe == kPipeMte2 ? kMte2LatencyNs : kMte3LatencyNs; }
 
-// 512-byte granules that GM bytes [begin, begin + bytes) touch.
-inline uint64_t Granules(uintptr_t begin, uint64_t bytes) {
-    const uint64_t g = static_cast<uint64_t>(kGranuleBytes);
-    return bytes == 0 ? 0 : (begin + bytes - 1) / g - begin / g + 1;
+// Granules of `granule` bytes that GM bytes [begin, begin + bytes) touch.
+inline uint64_t Granules(uintptr_t begin, uint64_t bytes, uint64_t granule) {
+    return bytes == 0 ? 0 : (begin + bytes - 1) / granule - begin / granule + 1;
 }
 
 // Cycles of a vector instruction over `bytes` of its widest operand.
@@ -211,13 +226,14 @@ inline double VectorNs(double cyclesPerRepeat, uint64_t bytes) {
 inline void TimeTrace::Dma(uint8_t pipe, uintptr_t gm, uint64_t rowBytes, uint64_t rows, uint64_t pitch,
                            bool joined) {
     const uint64_t bytes = rowBytes * rows;
+    const uint64_t granule = Ablated(kNoGranule) ? kBlockBytes : static_cast<uint64_t>(timing::kGranuleBytes);
     uint64_t granules = 0;
     if (joined) {
-        granules = timing::Granules(gm, bytes);
+        granules = timing::Granules(gm, bytes, granule);
     } else {
-        for (uint64_t r = 0; r < rows; ++r) granules += timing::Granules(gm + r * pitch, rowBytes);
+        for (uint64_t r = 0; r < rows; ++r) granules += timing::Granules(gm + r * pitch, rowBytes, granule);
     }
-    const double work = static_cast<double>(granules) * timing::kGranuleBytes;
+    const double work = static_cast<double>(granules * granule);
     const double total = timing::DmaNs(pipe, work);
     const double latency = std::min(timing::DmaLatencyNs(pipe), 0.5 * total);
     Close(pipe, kDma, latency);
@@ -246,8 +262,14 @@ inline void TimeScalarUb() {
 inline void TimeScalarGm() {
     if (TimeTrace* t = Trace()) t->Fixed(kPipeS, timing::kScalarGmNs);
 }
-inline void TimeCopy(uint8_t pipe, const void* gm, uint64_t rowBytes, uint64_t rows, uint64_t pitch, bool joined) {
-    if (TimeTrace* t = Trace()) t->Dma(pipe, reinterpret_cast<uintptr_t>(gm), rowBytes, rows, pitch, joined);
+// A copy's GM side starts at `gm` in launch buffer `buf`; granules count from
+// the buffer's start, taken as 512-byte aligned (as device allocations are).
+inline void TimeCopy(uint8_t pipe, const GmBuffer* buf, const void* gm, uint64_t rowBytes, uint64_t rows,
+                     uint64_t pitch, bool joined) {
+    if (TimeTrace* t = Trace()) {
+        const uintptr_t offset = static_cast<uintptr_t>(static_cast<const uint8_t*>(gm) - buf->base);
+        t->Dma(pipe, offset, rowBytes, rows, pitch, joined);
+    }
 }
 
 }  // namespace twin
