@@ -167,7 +167,7 @@ def limit_of(row: Dict[str, object]) -> str:
         return "drains"
     if row.get("granule_us", 0) > 0.25 * kernel:
         return "short bursts"
-    if row["cores_used"] < row["cores"] or row["core_balance"] < 0.75:
+    if row["cores_used"] < row["cores"] or row["core_balance"] < 0.85:
         return "cores idle"
     if row["moved_gbps"] > 0.8 * row["soc_hbm_gbps"]:
         return "HBM"
