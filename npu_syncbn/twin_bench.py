@@ -40,16 +40,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def _run(kernel: str, x: torch.Tensor, dy: torch.Tensor, cores: int) -> Dict[str, object]:
-    c = x.shape[1]
-    w, b, m, s = torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c)
-    if kernel == "stats":
-        twin.batch_norm_stats(x, 1e-5, block_dim=cores)
-    elif kernel == "elemt":
-        twin.batch_norm_elemt(x, w, b, m, s, 1e-5, block_dim=cores)
-    elif kernel == "backward_reduce":
-        twin.batch_norm_backward_reduce(dy, x, m, s, w, True, True, True, block_dim=cores)
-    else:
-        twin.batch_norm_backward_elemt(dy, x, m, s, w, m, m, torch.tensor([x.numel() // c]), block_dim=cores)
+    twin_time_bench.run_op(kernel, x, dy, cores)
     return twin.traffic()
 
 

@@ -76,7 +76,8 @@ def _tensor(shape, layout: str, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype).contiguous(memory_format=fmt)  # time-only: never read
 
 
-def _run_op(op: str, x: torch.Tensor, dy: torch.Tensor, cores: int) -> None:
+def run_op(op: str, x: torch.Tensor, dy: torch.Tensor, cores: int) -> None:
+    """Runs twin op `op` (one of OPS, or "gather") once on x (and dy) on `cores` cores."""
     c = x.shape[1]
     w, m = torch.ones(c), torch.zeros(c)
     if op == "stats":
@@ -116,7 +117,7 @@ def measure_op(op: str, shape, layout: str, dtype: str, cores: int, explain: boo
     x = _tensor(shape, layout, DTYPES[dtype])
     dy = _tensor(shape, layout, DTYPES[dtype]) if op.startswith("backward") else x
     with twin_timing.timing("time_only"):
-        _run_op(op, x, dy, cores)
+        run_op(op, x, dy, cores)
         launches = twin_timing.last_op()
     traffic = twin.traffic()
     path = "row" if op == "gather" else twin.layout_of(x)[0]
@@ -146,7 +147,7 @@ def measure_op(op: str, shape, layout: str, dtype: str, cores: int, explain: boo
     if explain:
         for cause, switches in EXPLAIN.items():
             with twin_timing.timing("time_only", without=switches):
-                _run_op(op, x, dy, cores)
+                run_op(op, x, dy, cores)
                 without = sum(l["us"] for l in twin_timing.last_op())
             row[f"{cause}_us"] = kernel_us - without
     row["limit"] = limit_of(row)
