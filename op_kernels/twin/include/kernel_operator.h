@@ -27,6 +27,9 @@
  *     the byte size of every burst (one contiguous GM run of a copy).
  * Fresh UB is poisoned with 0xFF bytes (NaN as float), so reading data that was
  * never written shows up as NaN in results.
+ * With the timing model on (twin_timing.h), the same calls are also recorded as
+ * timed instructions per pipe; in its time-only mode the per-element work of
+ * copies and vector math is skipped.
  */
 #ifndef NPU_SYNCBN_TWIN_KERNEL_OPERATOR_H
 #define NPU_SYNCBN_TWIN_KERNEL_OPERATOR_H
