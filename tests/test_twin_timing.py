@@ -95,6 +95,14 @@ def test_one_core_doing_all_the_work_is_cores_times_slower():
     assert one / spread == pytest.approx(8, rel=0.02)
 
 
+def test_queue_depth_decides_whether_copy_and_compute_overlap():
+    copy, div = table_ns(TILE), vector_ns(4, TILE)
+    single, _ = kernel_ns("queue_depth", 1, 8 * TILE, 1)
+    double, _ = kernel_ns("queue_depth", 1, 8 * TILE, 2)
+    assert single == pytest.approx(8 * (copy + div), rel=1e-9)  # each copy waits for the Div to free the buffer
+    assert double == pytest.approx(8 * copy + div, rel=1e-9)  # the Divs hide under the next copies
+
+
 def test_sync_all_waits_for_the_slowest_core():
     # core k streams k + 1 tiles, then SyncAll, then core 0 one more tile
     ns, launch = kernel_ns("sync_all", 4, 1 << 20)

@@ -23,6 +23,7 @@ void twin_timing_pipe_all(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_timing_stream(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_timing_one_core_streams(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_timing_sync_all(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_timing_queue_depth(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 }
 
 extern "C" {
@@ -93,6 +94,7 @@ int twin_run_timing_kernel(const char* name, uint32_t cores, uint64_t bytes, uin
         {"stream", twin_timing_stream},
         {"one_core_streams", twin_timing_one_core_streams},
         {"sync_all", twin_timing_sync_all},
+        {"queue_depth", twin_timing_queue_depth},
     };
     for (const Named& k : kernels) {
         if (std::strcmp(k.name, name) == 0) {

@@ -353,9 +353,15 @@ public:
         }
     }
 
+    // As AscendC does, the buffers are tried round-robin from the one after
+    // the last allocated: with BUFFER_NUM 2 an alloc / free per tile takes
+    // the two buffers in turn (which is what lets tile i + 1 move in while
+    // tile i is computed; the timing model depends on it).
     template <typename T>
     LocalTensor<T> AllocTensor() {
-        for (auto& s : slots_) {
+        for (size_t probe = 0; probe < slots_.size(); ++probe) {
+            twin::Slot& s = slots_[cursor_];
+            cursor_ = (cursor_ + 1) % slots_.size();
             if (s.state == twin::Slot::FREE) {
                 s.state = twin::Slot::ALLOCATED;
                 twin::PipeHandOff(s.addr, s.bytes);  // FreeTensor -> AllocTensor: the consumer is done with it
@@ -409,6 +415,7 @@ private:
         twin::Fail("queue imbalance", std::string(op) + " of a tensor that does not belong to this TQue");
     }
     std::vector<twin::Slot> slots_;
+    size_t cursor_ = 0;  // the buffer AllocTensor tries first
     std::deque<twin::Slot*> fifo_;
 };
 

@@ -119,3 +119,27 @@ extern "C" __global__ __aicore__ void twin_timing_sync_all(GM_ADDR buf, GM_ADDR 
     SyncAll();
     if (k == 0) Stream(buf, a.bytes, 0, kTile);
 }
+
+// Core 0 runs 8 tiles of copy-in (MTE2) then a Div reading the tile (V),
+// through a queue of arg buffers: with 1 the next copy waits for the Div to
+// have read the buffer; with 2 the copy of tile i + 1 overlaps the Div of tile i.
+extern "C" __global__ __aicore__ void twin_timing_queue_depth(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    const TimingArgs a = ArgsOf(tiling);
+    if (GetBlockIdx() != 0) return;
+    TPipe pipe;
+    TQue<QuePosition::VECIN, 2> in;
+    TBuf<QuePosition::VECCALC> out;
+    pipe.InitBuffer(in, static_cast<uint8_t>(a.arg), kTile);
+    pipe.InitBuffer(out, kTile);
+    GlobalTensor<float> gm;
+    gm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(buf), a.bytes / sizeof(float));
+    const int32_t n = kTile / sizeof(float);
+    for (uint32_t i = 0; i < 8; ++i) {
+        LocalTensor<float> x = in.AllocTensor<float>();
+        DataCopy(x, gm[i * n], static_cast<uint32_t>(n));
+        in.EnQue(x);
+        LocalTensor<float> y = in.DeQue<float>();
+        Div(out.Get<float>(), y, y, n);
+        in.FreeTensor(y);
+    }
+}
