@@ -23,7 +23,9 @@ Every function takes ``block_dim`` (emulated cores: 1 up to the vector cores of
 the emulated SoC, 48 on Ascend910B2, the default; ``set_soc`` or
 ``NPU_SYNCBN_SOC`` selects another, e.g. Ascend910B4 with 40, and a launch
 above its cores is a :class:`TwinError`). ``traffic()`` gives the GM bytes and
-burst sizes of the last op (both launches of a C-last reducing op). A kernel that breaks a rule raises :class:`TwinError`. Needs
+burst sizes of the last op (both launches of a C-last reducing op);
+:mod:`npu_syncbn.twin_timing` turns on the Ascend timing model for these same
+ops and reads back the modelled time of each launch. A kernel that breaks a rule raises :class:`TwinError`. Needs
 neither torch_npu nor an NPU.
 """
 from __future__ import annotations

@@ -4,6 +4,7 @@ Usage::
 
     python -m npu_syncbn.twin_bench                    # float32, 48 cores, the default shapes
     python -m npu_syncbn.twin_bench --dtype bfloat16 --cores 40 --markdown
+    python -m npu_syncbn.twin_bench --time --json rows.json   # modelled Ascend time per op
 
 For each layout (NCHW, NHWC, NDHWC, (N, C)) and each of the four (N, C, *)
 kernels it runs the op once in the twin (npu_syncbn.twin) and prints the bytes
@@ -13,8 +14,9 @@ other bytes moved (per-channel parameters and outputs, the C-last partial rows
 between an op's two launches), and the median and smallest GM burst (one
 contiguous GM run of one copy) over the activation-sized buffers and over all
 buffers. Bytes and bursts are what the twin counts on every
-DataCopy / DataCopyPad, the same copies the kernels issue on an NPU; no
-timing is measured.
+DataCopy / DataCopyPad, the same copies the kernels issue on an NPU.
+With ``--time`` it prints instead the modelled Ascend time of every op per
+layout, dtype and shape against its HBM floor (npu_syncbn.twin_time_bench).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from . import twin
+from . import twin, twin_time_bench
 
 # layout name -> (shape, memory format or None)
 LAYOUTS = {
@@ -38,16 +40,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def _run(kernel: str, x: torch.Tensor, dy: torch.Tensor, cores: int) -> Dict[str, object]:
-    c = x.shape[1]
-    w, b, m, s = torch.ones(c), torch.zeros(c), torch.zeros(c), torch.ones(c)
-    if kernel == "stats":
-        twin.batch_norm_stats(x, 1e-5, block_dim=cores)
-    elif kernel == "elemt":
-        twin.batch_norm_elemt(x, w, b, m, s, 1e-5, block_dim=cores)
-    elif kernel == "backward_reduce":
-        twin.batch_norm_backward_reduce(dy, x, m, s, w, True, True, True, block_dim=cores)
-    else:
-        twin.batch_norm_backward_elemt(dy, x, m, s, w, m, m, torch.tensor([x.numel() // c]), block_dim=cores)
+    twin_time_bench.run_op(kernel, x, dy, cores)
     return twin.traffic()
 
 
@@ -100,10 +93,24 @@ def format_table(rows: Sequence[Dict[str, object]], markdown: bool = False) -> s
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m npu_syncbn.twin_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
-    p.add_argument("--cores", type=int, default=48, help="emulated vector cores (block_dim), default 48")
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
+                   help="float32 (the default), or with --time the one dtype to model (default: all three)")
+    p.add_argument("--cores", type=int, default=None,
+                   help="emulated vector cores (block_dim), default 48 (--time: the SoC's vector cores)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--time", action="store_true", help="modelled Ascend time per op, layout, dtype and shape")
+    p.add_argument("--json", metavar="PATH", help="with --time: write the rows as JSON to PATH")
+    p.add_argument("--explain", action="store_true",
+                   help="with --time: also play each row without PIPE_ALL and without 512-byte granules")
+    p.add_argument("--quick", action="store_true", help="with --time: batch 32 only, no 3-D shape")
     a = p.parse_args(argv)
+    if a.time:
+        a.dtype_given = a.dtype is not None
+        return twin_time_bench.main(a)
+    if a.json or a.explain or a.quick:
+        p.error("--json, --explain and --quick go with --time")
+    a.dtype = a.dtype or "float32"
+    a.cores = a.cores or 48
     rows = measure(dtype=_DTYPES[a.dtype], cores=a.cores)
     print(f"twin GM traffic per kernel, {a.dtype}, {a.cores} cores; shapes: "
           + ", ".join(f"{k} {v[0]}" for k, v in LAYOUTS.items()))

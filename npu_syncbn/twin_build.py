@@ -60,14 +60,17 @@ def _source_root_unless_prebuilt(lib: str) -> Optional[str]:
 
 def sources(root: Optional[str] = None) -> List[str]:
     """Translation units of the twin library: runtime, C ABI, host tiling, the
-    five kernels and the test-only broken kernels."""
+    kernels and the test-only kernels (broken ones for the rules, timing ones
+    for the timing model)."""
     root = root or kernels_root()
     files = [
         os.path.join(root, "twin", "runtime.cpp"),
         os.path.join(root, "twin", "capi.cpp"),
+        os.path.join(root, "twin", "capi_timing.cpp"),
         os.path.join(root, "host", "tiling.cpp"),
         os.path.join(root, "host", "soc.cpp"),
         os.path.join(root, "twin", "tests", "broken_kernels.cpp"),
+        os.path.join(root, "twin", "tests", "timing_kernels.cpp"),
     ]
     files += sorted(glob.glob(os.path.join(root, "kernels", "batch_norm_*.cpp")))
     return files

@@ -2,6 +2,7 @@
  * Plain C ABI of the twin library (loaded from Python with ctypes): one launcher
  * per kernel, doing what the NPU host glue does (tiling, workspace, launch on
  * block_dim cores), plus the tiling functions and the byte counts for tests.
+ * The timing model's functions are in capi_timing.cpp.
  *
  * Return codes: 0 ok, 1 a kernel broke a rule (twin_last_error() names the
  * kernel, the core and the rule), 2 bad arguments (tiling refused them).
@@ -13,6 +14,8 @@
 
 #include "kernel_entries.h"
 #include "twin_pipes.h"
+#include "twin_timing_sim.h"
+#include "capi_report.h"
 #include "../host/tiling.h"
 #include "../kernels/bn_common.h"
 
@@ -47,10 +50,13 @@ namespace {
 std::string gError;
 uint32_t gBlockDim = 0;
 std::vector<twin::Traffic> gTraffic;  // GM traffic of the last op: its launches, same-named buffers summed
+std::vector<twin::LaunchTime> gTimes;  // the timing model's time of each launch of the last op (timing on)
 
 int Report(const std::string& err) {
     gError = err;
     gTraffic = twin::LastTraffic();
+    gTimes.clear();
+    if (err.empty() && twin::CurrentTimingMode() != twin::kTimingOff) gTimes.push_back(twin::LastLaunchTime());
     return err.empty() ? 0 : 1;
 }
 
@@ -58,7 +64,10 @@ int Report(const std::string& err) {
 // traffic adds to the first launch's. Called only after the first succeeded.
 int ReportMerge(const std::string& err) {
     std::vector<twin::Traffic> first = gTraffic;
+    std::vector<twin::LaunchTime> times = gTimes;
     Report(err);
+    times.insert(times.end(), gTimes.begin(), gTimes.end());
+    gTimes = times;
     for (const twin::Traffic& m : gTraffic) {
         bool found = false;
         for (twin::Traffic& f : first) {
@@ -122,6 +131,13 @@ int MergeSums(std::vector<float>& pdy, std::vector<float>& pxmu, uint64_t w, uin
 }
 
 }  // namespace
+
+namespace twin_capi {
+int Report(const std::string& err) { return ::Report(err); }
+void SetBlockDim(uint32_t blockDim) { gBlockDim = blockDim; }
+void SetError(const std::string& err) { gError = err; }
+const std::vector<twin::LaunchTime>& Times() { return gTimes; }
+}  // namespace twin_capi
 
 extern "C" {
 

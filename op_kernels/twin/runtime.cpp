@@ -2,6 +2,7 @@
 // buffer registry with byte counters, and first-failure reporting.
 #include "twin_runtime.h"
 #include "twin_pipes.h"
+#include "twin_timing_sim.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@ thread_local CoreContext* tlsCore = nullptr;
 struct Stopped {};
 
 std::vector<Traffic> gLastTraffic;
+LaunchTime gLastTime;
 
 constexpr uint64_t kZeroCheckBytes = 1 << 20;  // larger buffers are not scanned (activations)
 
@@ -168,6 +170,8 @@ std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vect
         state.buffers.push_back(std::move(b));
     }
     state.barrier.Reset(blockDim);
+    const bool timed = CurrentTimingMode() != kTimingOff;
+    std::vector<std::unique_ptr<TimeTrace>> traces(blockDim);
 
     auto record = [&state](uint32_t core, const std::string& what) {
         std::lock_guard<std::mutex> lock(state.errorMu);
@@ -179,6 +183,7 @@ std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vect
         ctx.blockIdx = k;
         ctx.ub = static_cast<uint8_t*>(std::aligned_alloc(kBlockBytes, kUbBytes));
         std::memset(ctx.ub, 0xFF, kUbBytes);  // poison: unwritten UB reads as NaN
+        if (timed) ctx.timing = std::make_unique<TimeTrace>();
         tlsCore = &ctx;
         try {
             body();
@@ -199,6 +204,7 @@ std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vect
             state.barrier.Abort();
         }
         state.barrier.Exit();
+        traces[k] = std::move(ctx.timing);
         tlsCore = nullptr;
         std::free(ctx.ub);
     };
@@ -212,11 +218,22 @@ std::string Launch(const std::string& kernel, uint32_t blockDim, const std::vect
         for (auto& t : threads) t.join();
     }
 
+    gLastTime = LaunchTime{};
+    if (timed && state.error.empty()) {
+        std::vector<std::vector<Instr>> cores(blockDim);
+        for (uint32_t k = 0; k < blockDim; ++k) cores[k] = std::move(traces[k]->Instrs());
+        gLastTime = PlayLaunch(cores, soc.name);
+        gLastTime.kernel = kernel;
+        if (!gLastTime.error.empty()) state.error = "kernel '" + kernel + "': " + gLastTime.error;
+    }
+
     gLastTraffic.clear();
     for (auto& b : state.buffers) gLastTraffic.push_back({b->name, b->read.load(), b->written.load(), b->bursts});
     return state.error;
 }
 
 const std::vector<Traffic>& LastTraffic() { return gLastTraffic; }
+
+const LaunchTime& LastLaunchTime() { return gLastTime; }
 
 }  // namespace twin

@@ -27,6 +27,9 @@
  *     the byte size of every burst (one contiguous GM run of a copy).
  * Fresh UB is poisoned with 0xFF bytes (NaN as float), so reading data that was
  * never written shows up as NaN in results.
+ * With the timing model on (twin_timing.h), the same calls are also recorded as
+ * timed instructions per pipe; in its time-only mode the per-element work of
+ * copies and vector math is skipped.
  */
 #ifndef NPU_SYNCBN_TWIN_KERNEL_OPERATOR_H
 #define NPU_SYNCBN_TWIN_KERNEL_OPERATOR_H
@@ -130,7 +133,10 @@ inline int64_t GetBlockNum() { return twin::Core().launch->blockDim; }
 // records what a barrier or an event pair orders, to find the missing ones.
 template <pipe_t pipe>
 inline void PipeBarrier() {
-    if constexpr (pipe == PIPE_ALL) twin::Pipes().BarrierAll();
+    if constexpr (pipe == PIPE_ALL) {
+        twin::Pipes().BarrierAll();
+        if (twin::TimeTrace* t = twin::Trace()) t->BarrierAll();
+    }
 }
 
 enum class HardEvent { MTE2_V, V_MTE2, V_MTE3, MTE3_V, MTE2_MTE3, MTE3_MTE2, MTE2_S, S_MTE2, V_S, S_V, MTE3_S, S_MTE3 };
@@ -142,6 +148,15 @@ constexpr uint8_t PipeOf(pipe_t p) {
          : p == PIPE_MTE3 ? twin::kPipeMte3 : twin::kPipeNone;
 }
 struct EventPipes { uint8_t from, to; };
+// The timing model's side of an event pair (pipes outside S, V, MTE2, MTE3 are not timed).
+inline void TimeSet(uint8_t from, uint8_t to, int id) {
+    twin::TimeTrace* t = twin::Trace();
+    if (t && from < twin::kPipeCount && to < twin::kPipeCount) t->SetFlag(from, to, id);
+}
+inline void TimeWait(uint8_t from, uint8_t to, int id) {
+    twin::TimeTrace* t = twin::Trace();
+    if (t && from < twin::kPipeCount && to < twin::kPipeCount) t->WaitFlag(from, to, id);
+}
 constexpr EventPipes PipesOf(HardEvent e) {
     switch (e) {
         case HardEvent::MTE2_V: return {twin::kPipeMte2, twin::kPipeV};
@@ -167,18 +182,26 @@ template <HardEvent event>
 inline void SetFlag(int32_t id) {
     constexpr twin_detail::EventPipes e = twin_detail::PipesOf(event);
     twin::Pipes().Set(e.from, e.to, id);
+    twin_detail::TimeSet(e.from, e.to, id);
 }
 template <HardEvent event>
 inline void WaitFlag(int32_t id) {
     constexpr twin_detail::EventPipes e = twin_detail::PipesOf(event);
     twin::Pipes().Wait(e.from, e.to, id);
+    twin_detail::TimeWait(e.from, e.to, id);
 }
 
 template <pipe_t src, pipe_t dst>
 class TQueSync {
 public:
-    void SetFlag(TEventID id) { twin::Pipes().Set(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id); }
-    void WaitFlag(TEventID id) { twin::Pipes().Wait(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id); }
+    void SetFlag(TEventID id) {
+        twin::Pipes().Set(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id);
+        twin_detail::TimeSet(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id);
+    }
+    void WaitFlag(TEventID id) {
+        twin::Pipes().Wait(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id);
+        twin_detail::TimeWait(twin_detail::PipeOf(src), twin_detail::PipeOf(dst), id);
+    }
 };
 
 // Hardware SyncAll: the launch-stub generator passes the cross-core sync
@@ -191,6 +214,7 @@ inline void SyncAll() {
                                         "KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIV_1_0)");
     }
     core.launch->barrier.Wait();
+    if (twin::TimeTrace* t = twin::Trace()) t->SyncAll();
 }
 
 // ---------------------------------------------------------------- tensors
@@ -203,6 +227,7 @@ public:
     T GetValue(uint64_t i) const {
         CheckIndex(i);
         twin::PipeRead("GetValue", twin::kPipeS, addr_ + i, sizeof(T));
+        twin::TimeScalarUb();
         T v;
         std::memcpy(&v, addr_ + i, sizeof(T));
         return v;
@@ -210,6 +235,7 @@ public:
     void SetValue(uint64_t i, T v) const {
         CheckIndex(i);
         twin::PipeWrite("SetValue", twin::kPipeS, addr_ + i, sizeof(T));
+        twin::TimeScalarUb();
         std::memcpy(addr_ + i, &v, sizeof(T));
     }
     LocalTensor operator[](uint64_t offset) const {
@@ -251,6 +277,7 @@ public:
         Check(i, 1, "GlobalTensor::GetValue");
         buf_->read += sizeof(T);
         twin::RecordBursts(buf_, sizeof(T), 1, true);
+        twin::TimeScalarGm();
         T v;
         std::memcpy(&v, addr_ + i, sizeof(T));
         return v;
@@ -259,6 +286,7 @@ public:
         Check(i, 1, "GlobalTensor::SetValue");
         buf_->written += sizeof(T);
         twin::RecordBursts(buf_, sizeof(T), 1, true);
+        twin::TimeScalarGm();
         std::memcpy(addr_ + i, &v, sizeof(T));
     }
     GlobalTensor operator[](uint64_t offset) const {
@@ -306,6 +334,7 @@ inline void SyncAll(const GlobalTensor<int32_t>& gmWorkspace, const LocalTensor<
                                             twin::Str(need));
     }
     core.launch->barrier.Wait();
+    if (twin::TimeTrace* t = twin::Trace()) t->SyncAll();
 }
 
 // ---------------------------------------------------------------- memory management
@@ -324,9 +353,15 @@ public:
         }
     }
 
+    // As AscendC does, the buffers are tried round-robin from the one after
+    // the last allocated: with BUFFER_NUM 2 an alloc / free per tile takes
+    // the two buffers in turn (which is what lets tile i + 1 move in while
+    // tile i is computed; the timing model depends on it).
     template <typename T>
     LocalTensor<T> AllocTensor() {
-        for (auto& s : slots_) {
+        for (size_t probe = 0; probe < slots_.size(); ++probe) {
+            twin::Slot& s = slots_[cursor_];
+            cursor_ = (cursor_ + 1) % slots_.size();
             if (s.state == twin::Slot::FREE) {
                 s.state = twin::Slot::ALLOCATED;
                 twin::PipeHandOff(s.addr, s.bytes);  // FreeTensor -> AllocTensor: the consumer is done with it
@@ -380,6 +415,7 @@ private:
         twin::Fail("queue imbalance", std::string(op) + " of a tensor that does not belong to this TQue");
     }
     std::vector<twin::Slot> slots_;
+    size_t cursor_ = 0;  // the buffer AllocTensor tries first
     std::deque<twin::Slot*> fifo_;
 };
 

@@ -1,6 +1,8 @@
 // Data movement of the CPU twin (see kernel_operator.h): DataCopy and
 // DataCopyPad between GM and UB, with their alignment, range and bounds rules,
-// GM byte counts and the pipe each side of a copy runs on (twin_pipes.h).
+// GM byte counts, the pipe each side of a copy runs on (twin_pipes.h) and its
+// shape for the timing model (twin_timing.h: bursts, GM address). In
+// time-only mode the bytes themselves are not moved.
 #ifndef NPU_SYNCBN_TWIN_COPY_H
 #define NPU_SYNCBN_TWIN_COPY_H
 
@@ -87,7 +89,8 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, uint
     buf->read += bytes;
     twin::RecordBursts(buf, bytes, 1, true);
     twin::PipeWrite("DataCopy", twin::kPipeMte2, dst.GetPhyAddr(), bytes);
-    std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
+    twin::TimeCopy(twin::kPipeMte2, buf, src.GetPhyAddr(), bytes, 1, bytes, true);
+    if (twin::MovesData()) std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
 template <typename T>
@@ -97,7 +100,8 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, uint
     buf->written += bytes;
     twin::RecordBursts(buf, bytes, 1, true);
     twin::PipeRead("DataCopy", twin::kPipeMte3, src.GetPhyAddr(), bytes);
-    std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
+    twin::TimeCopy(twin::kPipeMte3, buf, dst.GetPhyAddr(), bytes, 1, bytes, true);
+    if (twin::MovesData()) std::memcpy(dst.GetPhyAddr(), src.GetPhyAddr(), bytes);
 }
 
 // Strided block copy GM -> UB: blockCount blocks of blockLen 32-byte blocks.
@@ -109,7 +113,9 @@ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>& src, cons
     twin::CheckCount("DataCopy", (p.blockCount - 1) * s.dstStep + s.len, dst.GetSize());
     twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * s.srcStep + s.len, "DataCopy");
     twin::PipeWrite("DataCopy", twin::kPipeMte2, dst.GetPhyAddr(), ((p.blockCount - 1) * s.dstStep + s.len) * sizeof(T));
-    twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
+    twin::TimeCopy(twin::kPipeMte2, buf, src.GetPhyAddr(), s.len * sizeof(T), p.blockCount, s.srcStep * sizeof(T),
+                   p.srcStride == 0 && p.dstStride == 0);
+    if (twin::MovesData()) twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->read += p.blockCount * s.len * sizeof(T);
     twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, p.srcStride == 0 && p.dstStride == 0);
 }
@@ -122,7 +128,9 @@ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>& src, cons
     twin::CheckCount("DataCopy", (p.blockCount - 1) * s.srcStep + s.len, src.GetSize());
     twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * s.dstStep + s.len, "DataCopy");
     twin::PipeRead("DataCopy", twin::kPipeMte3, src.GetPhyAddr(), ((p.blockCount - 1) * s.srcStep + s.len) * sizeof(T));
-    twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
+    twin::TimeCopy(twin::kPipeMte3, buf, dst.GetPhyAddr(), s.len * sizeof(T), p.blockCount, s.dstStep * sizeof(T),
+                   p.srcStride == 0 && p.dstStride == 0);
+    if (twin::MovesData()) twin_detail::CopyBlocks(dst.GetPhyAddr(), src.GetPhyAddr(), p.blockCount, s);
     buf->written += p.blockCount * s.len * sizeof(T);
     twin::RecordBursts(buf, s.len * sizeof(T), p.blockCount, p.srcStride == 0 && p.dstStride == 0);
 }
@@ -155,7 +163,9 @@ inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor<T>& src, c
     twin::GmBuffer* buf = src.Check(0, (p.blockCount - 1) * srcStep + len, "DataCopyPad");
     twin::PipeWrite("DataCopyPad", twin::kPipeMte2, dst.GetPhyAddr(),
                     ((p.blockCount - 1) * dstStep + (used + epb - 1) / epb * epb) * sizeof(T));
-    for (uint32_t b = 0; b < p.blockCount; ++b) {
+    twin::TimeCopy(twin::kPipeMte2, buf, src.GetPhyAddr(), p.blockLen, p.blockCount, srcStep * sizeof(T),
+                   p.srcStride == 0 && dstStep == len);
+    for (uint32_t b = 0; b < p.blockCount && twin::MovesData(); ++b) {
         T* row = dst.GetPhyAddr() + b * dstStep;
         std::memset(static_cast<void*>(row), 0xFF, (used + epb - 1) / epb * epb * sizeof(T));
         if (pad.isPad) {
@@ -182,7 +192,9 @@ inline void DataCopyPad(const GlobalTensor<T>& dst, const LocalTensor<T>& src, c
     twin::CheckCount("DataCopyPad", (p.blockCount - 1) * srcStep + len, src.GetSize());
     twin::GmBuffer* buf = dst.Check(0, (p.blockCount - 1) * dstStep + len, "DataCopyPad");
     twin::PipeRead("DataCopyPad", twin::kPipeMte3, src.GetPhyAddr(), ((p.blockCount - 1) * srcStep + len) * sizeof(T));
-    for (uint32_t b = 0; b < p.blockCount; ++b) {
+    twin::TimeCopy(twin::kPipeMte3, buf, dst.GetPhyAddr(), p.blockLen, p.blockCount, dstStep * sizeof(T),
+                   p.dstStride == 0 && srcStep == len);
+    for (uint32_t b = 0; b < p.blockCount && twin::MovesData(); ++b) {
         std::memcpy(dst.GetPhyAddr() + b * dstStep, src.GetPhyAddr() + b * srcStep, len * sizeof(T));
     }
     buf->written += uint64_t(p.blockCount) * p.blockLen;

@@ -19,6 +19,8 @@
 //     ordered by the compiler, not by the queue; twin_set_auto_sync(0) models a
 //     build with --cce-auto-sync=off, where such a read needs its own event.
 // Same-pipe accesses are in order (V after V is ordered by bisheng on 2201).
+// Every access is also handed to the timing model (twin_timing.h), which
+// records the same calls as instructions with their costs.
 #ifndef NPU_SYNCBN_TWIN_PIPES_H
 #define NPU_SYNCBN_TWIN_PIPES_H
 
@@ -27,10 +29,9 @@
 #include <vector>
 
 #include "twin_runtime.h"
+#include "twin_timing.h"
 
 namespace twin {
-
-enum Pipe : uint8_t { kPipeS = 0, kPipeV, kPipeMte2, kPipeMte3, kPipeCount, kPipeNone = 255 };
 
 inline const char* PipeName(uint8_t p) {
     static const char* const names[] = {"S", "V", "MTE2", "MTE3"};
@@ -115,6 +116,11 @@ inline void PipeAccess(const char* api, uint8_t pipe, const void* p, uint64_t by
 
 // A read of UB [p, p + bytes) by `pipe` in API call `api`.
 inline void PipeRead(const char* api, uint8_t pipe, const void* p, uint64_t bytes) {
+    if (TimeTrace* t = Trace()) {
+        uint32_t first, last;
+        UbBlocks(p, bytes, first, last);
+        t->Touch(pipe, first, last, false);
+    }
     PipeAccess(api, pipe, p, bytes, "reads UB written by", [&](PipeState&, PipeState::Block& blk, uint32_t now) {
         blk.readSeq[pipe] = now;
         blk.readApi = api;
@@ -124,6 +130,11 @@ inline void PipeRead(const char* api, uint8_t pipe, const void* p, uint64_t byte
 // A write of UB [p, p + bytes) by `pipe` in API call `api` (also checked
 // against unordered reads: write-after-read).
 inline void PipeWrite(const char* api, uint8_t pipe, const void* p, uint64_t bytes) {
+    if (TimeTrace* t = Trace()) {
+        uint32_t first, last;
+        UbBlocks(p, bytes, first, last);
+        t->Touch(pipe, first, last, true);
+    }
     PipeAccess(api, pipe, p, bytes, "overwrites UB written by", [&](PipeState& s, PipeState::Block& blk, uint32_t now) {
         for (uint8_t q = 0; q < kPipeCount; ++q) {
             if (blk.readSeq[q] != 0 && !s.Ordered(q, pipe, blk.readSeq[q])) {

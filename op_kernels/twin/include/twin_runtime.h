@@ -84,7 +84,12 @@ struct LaunchState {
     std::string error;  // first failure: "kernel '<name>' core <k>: <rule>: <detail>"
 };
 
+// The pipes a core's instructions run on (the pipe model, twin_pipes.h, and
+// the timing model, twin_timing.h).
+enum Pipe : uint8_t { kPipeS = 0, kPipeV, kPipeMte2, kPipeMte3, kPipeCount, kPipeNone = 255 };
+
 struct PipeState;  // twin_pipes.h
+class TimeTrace;   // twin_timing.h
 
 struct CoreContext {
     LaunchState* launch = nullptr;
@@ -94,6 +99,7 @@ struct CoreContext {
     uint32_t ubBuffers = 0;  // buffers carved by InitBuffer
     int kernelType = -1;     // KERNEL_TASK_TYPE_DEFAULT, -1 when not declared
     std::unique_ptr<PipeState> pipes;  // which pipe touched each UB block (twin_pipes.h)
+    std::unique_ptr<TimeTrace> timing; // the core's instructions for the timing model (twin_timing.h), when on
     CoreContext();
     ~CoreContext();
     std::string deferred;   // violation found in a destructor (cannot throw there)

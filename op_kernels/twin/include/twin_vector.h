@@ -1,7 +1,9 @@
 // Vector math of the CPU twin (see kernel_operator.h): the level-2 ("first
 // count elements") forms the kernels use, a level-0 Duplicate, Cast,
 // ReduceSum and the scalar bf16 helpers; each op reads and writes UB on PIPE_V
-// (twin_pipes.h).
+// (twin_pipes.h) and is one vector instruction of the timing model
+// (twin_timing.h: cycles from its repeats). In time-only mode the per-element
+// work is skipped.
 #ifndef NPU_SYNCBN_TWIN_VECTOR_H
 #define NPU_SYNCBN_TWIN_VECTOR_H
 
@@ -15,8 +17,8 @@ inline void CheckOperand(const char* op, const LocalTensor<T>& t, int32_t count)
     twin::CheckCount(op, count, t.GetSize());
 }
 template <typename T, typename F>
-inline void Binary(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b,
-                   int32_t count, F f) {
+inline void Binary(const char* op, double cycles, const LocalTensor<T>& dst, const LocalTensor<T>& a,
+                   const LocalTensor<T>& b, int32_t count, F f) {
     static_assert(std::is_arithmetic<T>::value, "twin vector math works on float / integer tensors");
     CheckOperand(op, dst, count);
     CheckOperand(op, a, count);
@@ -24,17 +26,22 @@ inline void Binary(const char* op, const LocalTensor<T>& dst, const LocalTensor<
     twin::PipeRead(op, twin::kPipeV, a.GetPhyAddr(), count * sizeof(T));
     twin::PipeRead(op, twin::kPipeV, b.GetPhyAddr(), count * sizeof(T));
     twin::PipeWrite(op, twin::kPipeV, dst.GetPhyAddr(), count * sizeof(T));
+    twin::TimeVector(cycles, count * sizeof(T));
+    if (!twin::MovesData()) return;
     T* d = dst.GetPhyAddr();
     const T *x = a.GetPhyAddr(), *y = b.GetPhyAddr();
     for (int32_t i = 0; i < count; ++i) d[i] = f(x[i], y[i]);
 }
 template <typename T, typename F>
-inline void Unary(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& a, int32_t count, F f) {
+inline void Unary(const char* op, double cycles, const LocalTensor<T>& dst, const LocalTensor<T>& a, int32_t count,
+                  F f) {
     static_assert(std::is_arithmetic<T>::value, "twin vector math works on float / integer tensors");
     CheckOperand(op, dst, count);
     CheckOperand(op, a, count);
     twin::PipeRead(op, twin::kPipeV, a.GetPhyAddr(), count * sizeof(T));
     twin::PipeWrite(op, twin::kPipeV, dst.GetPhyAddr(), count * sizeof(T));
+    twin::TimeVector(cycles, count * sizeof(T));
+    if (!twin::MovesData()) return;
     T* d = dst.GetPhyAddr();
     const T* x = a.GetPhyAddr();
     for (int32_t i = 0; i < count; ++i) d[i] = f(x[i]);
@@ -43,45 +50,47 @@ inline void Unary(const char* op, const LocalTensor<T>& dst, const LocalTensor<T
 
 template <typename T>
 inline void Add(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Add", d, a, b, n, [](T x, T y) { return T(x + y); });
+    twin_detail::Binary("Add", twin::timing::kCyclesAdd, d, a, b, n, [](T x, T y) { return T(x + y); });
 }
 template <typename T>
 inline void Sub(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Sub", d, a, b, n, [](T x, T y) { return T(x - y); });
+    twin_detail::Binary("Sub", twin::timing::kCyclesAdd, d, a, b, n, [](T x, T y) { return T(x - y); });
 }
 template <typename T>
 inline void Mul(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Mul", d, a, b, n, [](T x, T y) { return T(x * y); });
+    twin_detail::Binary("Mul", twin::timing::kCyclesAdd, d, a, b, n, [](T x, T y) { return T(x * y); });
 }
 template <typename T>
 inline void Div(const LocalTensor<T>& d, const LocalTensor<T>& a, const LocalTensor<T>& b, const int32_t& n) {
-    twin_detail::Binary("Div", d, a, b, n, [](T x, T y) { return T(x / y); });
+    twin_detail::Binary("Div", twin::timing::kCyclesDiv, d, a, b, n, [](T x, T y) { return T(x / y); });
 }
 template <typename T>
 inline void Adds(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
-    twin_detail::Unary("Adds", d, a, n, [s](T x) { return T(x + s); });
+    twin_detail::Unary("Adds", twin::timing::kCyclesAdds, d, a, n, [s](T x) { return T(x + s); });
 }
 template <typename T>
 inline void Muls(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
-    twin_detail::Unary("Muls", d, a, n, [s](T x) { return T(x * s); });
+    twin_detail::Unary("Muls", twin::timing::kCyclesAdds, d, a, n, [s](T x) { return T(x * s); });
 }
 template <typename T>
 inline void Maxs(const LocalTensor<T>& d, const LocalTensor<T>& a, const T& s, const int32_t& n) {
-    twin_detail::Unary("Maxs", d, a, n, [s](T x) { return x > s ? x : s; });
+    twin_detail::Unary("Maxs", twin::timing::kCyclesAdds, d, a, n, [s](T x) { return x > s ? x : s; });
 }
 template <typename T>
 inline void Sqrt(const LocalTensor<T>& d, const LocalTensor<T>& a, const int32_t& n) {
-    twin_detail::Unary("Sqrt", d, a, n, [](T x) { return T(std::sqrt(x)); });
+    twin_detail::Unary("Sqrt", sizeof(T) == 4 ? twin::timing::kCyclesAdd : twin::timing::kCyclesDiv, d, a, n, [](T x) { return T(std::sqrt(x)); });
 }
 template <typename T>
 inline void Rsqrt(const LocalTensor<T>& d, const LocalTensor<T>& a, const int32_t& n) {
-    twin_detail::Unary("Rsqrt", d, a, n, [](T x) { return T(T(1) / std::sqrt(x)); });
+    twin_detail::Unary("Rsqrt", twin::timing::kCyclesAdds, d, a, n, [](T x) { return T(T(1) / std::sqrt(x)); });
 }
 template <typename T>
 inline void Duplicate(const LocalTensor<T>& d, const T& s, const int32_t& n) {
     twin::CheckUbAligned("Duplicate", d.GetPhyAddr());
     twin::CheckCount("Duplicate", n, d.GetSize());
     twin::PipeWrite("Duplicate", twin::kPipeV, d.GetPhyAddr(), n * sizeof(T));
+    twin::TimeVector(twin::timing::kCyclesAdds, n * sizeof(T));
+    if (!twin::MovesData()) return;
     T* p = d.GetPhyAddr();
     for (int32_t i = 0; i < n; ++i) p[i] = s;
 }
@@ -102,6 +111,8 @@ inline void Duplicate(const LocalTensor<T>& d, const T& s, uint64_t mask, int32_
     twin::CheckUbAligned("Duplicate", d.GetPhyAddr());
     twin::CheckCount("Duplicate", static_cast<int64_t>(repeatTime * perRepeat), d.GetSize());
     twin::PipeWrite("Duplicate", twin::kPipeV, d.GetPhyAddr(), repeatTime * perRepeat * sizeof(T));
+    twin::TimeVector(twin::timing::kCyclesAdds, repeatTime * 256);
+    if (!twin::MovesData()) return;
     T* p = d.GetPhyAddr();
     for (int32_t r = 0; r < repeatTime; ++r) {
         for (uint64_t i = 0; i < mask; ++i) p[r * perRepeat + i] = s;
@@ -127,6 +138,8 @@ inline void Compares(const LocalTensor<U>& dst, const LocalTensor<T>& src0, cons
     twin::CheckCount("Compares", (count + 7) / 8, dst.GetSize());
     twin::PipeRead("Compares", twin::kPipeV, src0.GetPhyAddr(), count * sizeof(T));
     twin::PipeWrite("Compares", twin::kPipeV, dst.GetPhyAddr(), (count + 7) / 8);
+    twin::TimeVector(twin::timing::kCyclesAdds, uint64_t(count) * sizeof(T));
+    if (!twin::MovesData()) return;
     const T* s = src0.GetPhyAddr();
     uint8_t* m = dst.GetPhyAddr();
     const float b = twin::AsFloat(src1Scalar);
@@ -171,6 +184,8 @@ inline void Select(const LocalTensor<T>& dst, const LocalTensor<U>& selMask, con
     twin::PipeRead("Select", twin::kPipeV, src0.GetPhyAddr(), count * sizeof(T));
     twin::PipeRead("Select", twin::kPipeV, src1.GetPhyAddr(), count * sizeof(T));
     twin::PipeWrite("Select", twin::kPipeV, dst.GetPhyAddr(), count * sizeof(T));
+    twin::TimeVector(twin::timing::kCyclesAdd, uint64_t(count) * sizeof(T));
+    if (!twin::MovesData()) return;
     const uint8_t* m = reinterpret_cast<const uint8_t*>(selMask.GetPhyAddr());
     const T *a = src0.GetPhyAddr(), *b = src1.GetPhyAddr();
     T* d = dst.GetPhyAddr();
@@ -195,6 +210,8 @@ inline void Cast(const LocalTensor<D>& dst, const LocalTensor<S>& src, const Rou
     }
     twin::PipeRead("Cast", twin::kPipeV, src.GetPhyAddr(), n * sizeof(S));
     twin::PipeWrite("Cast", twin::kPipeV, dst.GetPhyAddr(), n * sizeof(D));
+    twin::TimeVector(twin::timing::kCyclesAdds, uint64_t(n) * std::max(sizeof(D), sizeof(S)));
+    if (!twin::MovesData()) return;
     D* d = dst.GetPhyAddr();
     const S* s = src.GetPhyAddr();
     for (uint32_t i = 0; i < n; ++i) d[i] = twin::FromFloat<D>(twin::AsFloat(s[i]));
@@ -225,6 +242,8 @@ inline void ReduceSum(const LocalTensor<T>& dst, const LocalTensor<T>& src, cons
     twin::PipeRead("ReduceSum", twin::kPipeV, src.GetPhyAddr(), count * sizeof(T));
     twin::PipeWrite("ReduceSum", twin::kPipeV, work.GetPhyAddr(), need * sizeof(T));
     twin::PipeWrite("ReduceSum", twin::kPipeV, dst.GetPhyAddr(), need * sizeof(T));
+    twin::TimeVector(twin::timing::kCyclesReduceSum, uint64_t(count) * sizeof(T));
+    if (!twin::MovesData()) return;
     const T* s = src.GetPhyAddr();
     T total = 0;
     T lane[64];
