@@ -1,6 +1,6 @@
 // Kernel bodies of syncbn_cpu.cpp, included once per instruction-set variant
 // inside `namespace NSB_NS` (baseline x86-64, and AVX2+FMA+F16C under
-// `#pragma GCC target`). No standard-library templates here: a template
+// `#pragma GCC target`; NSB_LEVEL says which: 0, 1, 2 for AVX-512). No standard-library templates here: a template
 // instantiated inside the AVX2 region could be shared with the baseline
 // variant and fault on a CPU without AVX2.
 //
@@ -39,12 +39,14 @@ struct Buf {  // zeroed scratch; p == nullptr when allocation failed
 
 struct F32 {
   typedef float T;
+  static constexpr char kind = 'f';
   static inline float ld(float v) { return v; }
   static inline float st(float f) { return f; }
 };
 
 struct BF16 {
   typedef u16 T;
+  static constexpr char kind = 'b';
   static inline float ld(u16 v) { return bits_f((uint32_t)v << 16); }
   // Round to nearest even; NaN stays a (quiet) NaN.
   static inline u16 st(float f) {
@@ -57,6 +59,7 @@ struct BF16 {
 
 struct F16 {
   typedef u16 T;
+  static constexpr char kind = 'h';
   // IEEE half -> float (normals, subnormals, Inf, NaN), branch-free.
   static inline float ld(u16 h) {
     uint32_t o = (uint32_t)(h & 0x7fffu) << 13;

@@ -10,6 +10,9 @@
 // more vectors wide: auto-vectorized loops over an accumulator array in
 // memory ran 3-5x below the read bandwidth (store-forwarding latency per add).
 typedef float v16 __attribute__((vector_size(64)));
+// Helpers that take or return v16 are always inlined: out of line, the
+// baseline and AVX2 ABIs pass a 64-byte vector through memory.
+#define NSB_INLINE inline __attribute__((always_inline))
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
@@ -18,12 +21,12 @@ constexpr int VL = 16;
 
 template <class D> struct V;
 template <> struct V<F32> {
-  static inline v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+  static NSB_INLINE v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
   // v holds float32 values: stored as they are.
-  static inline void st_exact(float* p, v16 v) { memcpy(p, &v, sizeof v); }
+  static NSB_INLINE void st_exact(float* p, v16 v) { memcpy(p, &v, sizeof v); }
 };
 template <> struct V<BF16> {
-  static inline v16 ld(const u16* p) {
+  static NSB_INLINE v16 ld(const u16* p) {
     v16h h;
     memcpy(&h, p, sizeof h);
     // Each bfloat16 into the high half of a zeroed 32-bit lane (a shuffle:
@@ -34,7 +37,7 @@ template <> struct V<BF16> {
     return (v16)w;
   }
   // v holds bfloat16 values (loaded ones, or 0): truncation is exact.
-  static inline void st_exact(u16* p, v16 v) {
+  static NSB_INLINE void st_exact(u16* p, v16 v) {
     const v16h h = __builtin_convertvector((v16u)v >> 16, v16h);
     memcpy(p, &h, sizeof h);
   }
@@ -61,7 +64,7 @@ static_assert(W == 4 * VL, "W lanes are 4 vectors");
 // to lane i % W, whatever the instruction set.
 // (Every k is a constant after inlining, so the accumulators stay in registers.)
 template <class F>
-static inline void for_vectors(i64 len, F&& f) {
+static NSB_INLINE void for_vectors(i64 len, F&& f) {
   i64 i = 0;
   for (; i + W <= len; i += W) {
     f(0, i, VL); f(1, i + VL, VL); f(2, i + 2 * VL, VL); f(3, i + 3 * VL, VL);
@@ -73,7 +76,7 @@ static inline void for_vectors(i64 len, F&& f) {
 }
 
 // The first n lanes of v, zeros after (n == VL: v itself).
-static inline v16 part(v16 v, int n) {
+static NSB_INLINE v16 part(v16 v, int n) {
   if (n == VL) return v;
   const v16i idx = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const v16 zero = {};
@@ -81,16 +84,40 @@ static inline v16 part(v16 v, int n) {
 }
 
 // n <= VL elements of p as a vector (zeros past them): no read beyond the run.
+// A copy through a zeroed buffer costs a failed store-to-load forward (about
+// 20 cycles), as much as a whole 14x14 plane's vectors: where the variant has
+// masked loads (AVX-512: both types, AVX2: float32) they load the part instead.
+// The lanes get the same values either way.
 template <class D>
-static inline v16 ld_n(const typename D::T* p, int n) {
+static NSB_INLINE v16 ld_n(const typename D::T* p, int n) {
   if (n == VL) return V<D>::ld(p);
+#if NSB_LEVEL >= 2
+  const unsigned k = (1u << n) - 1u;
+  if constexpr (D::kind == 'f') {
+    const __m512 v = _mm512_maskz_loadu_ps((__mmask16)k, (const void*)p);
+    v16 r; memcpy(&r, &v, sizeof r); return r;
+  }
+  if constexpr (D::kind == 'b') {
+    const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)k, (const void*)p);
+    u16 b[VL]; memcpy(b, &h, sizeof b);  // (a register move after inlining)
+    return V<D>::ld((const typename D::T*)b);
+  }
+#elif NSB_LEVEL >= 1
+  if constexpr (D::kind == 'f') {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+    const __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), idx);
+    const __m256 a = _mm256_maskload_ps((const float*)p, lo), b = _mm256_maskload_ps((const float*)p + 8, hi);
+    v16 r; memcpy(&r, &a, 32); memcpy((char*)&r + 32, &b, 32); return r;
+  }
+#endif
   typename D::T buf[VL] = {};
   memcpy(buf, p, (size_t)n * sizeof(typename D::T));
   return V<D>::ld(buf);
 }
 
 template <class D>
-static inline void st_exact_n(typename D::T* p, v16 v, int n) {
+static NSB_INLINE void st_exact_n(typename D::T* p, v16 v, int n) {
   if (n == VL) return V<D>::st_exact(p, v);
   typename D::T buf[VL];
   V<D>::st_exact(buf, v);
@@ -98,12 +125,12 @@ static inline void st_exact_n(typename D::T* p, v16 v, int n) {
 }
 
 template <class D>
-static inline void add_sum(const typename D::T* __restrict p, i64 n, Lanes& acc) {
+static NSB_INLINE void add_sum(const typename D::T* __restrict p, i64 n, Lanes& acc) {
   for_vectors(n, [&](int k, i64 i, int c) { acc.v[k] += ld_n<D>(p + i, c); });
 }
 
 template <class D>
-static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, Lanes& a1, Lanes& a2) {
+static NSB_INLINE void add_dev(const typename D::T* __restrict p, i64 n, float m, Lanes& a1, Lanes& a2) {
   for_vectors(n, [&](int k, i64 i, int c) {
     const v16 d = part(ld_n<D>(p + i, c) - m, c);
     a1.v[k] += d;
@@ -114,7 +141,7 @@ static inline void add_dev(const typename D::T* __restrict p, i64 n, float m, La
 // MASK: the gradient of relu(z) with z's output y: g = y <= 0 ? 0 : dy (as
 // aten's threshold_backward), written to pz, which the elementwise pass reads.
 template <class D, bool MASK>
-static inline void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px,
+static NSB_INLINE void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px,
                            const typename D::T* __restrict py, typename D::T* __restrict pz, i64 n, float m,
                            Lanes& a1, Lanes& a2) {
   const v16 zero = {};
@@ -130,7 +157,7 @@ static inline void add_dot(const typename D::T* __restrict pd, const typename D:
 }
 
 // The lanes' sum into s (vectors first, then the 16 lanes in double), zeroed.
-static inline void flush(Lanes& acc, double& s) {
+static NSB_INLINE void flush(Lanes& acc, double& s) {
   const v16 v = (acc.v[0] + acc.v[1]) + (acc.v[2] + acc.v[3]);
   double t = 0.0;
   for (int j = 0; j < VL; ++j) t += v[j];
@@ -146,7 +173,7 @@ static inline void flush(Lanes& acc, double& s) {
 // pf(offset, length) is called for the plane PF_AHEAD planes ahead.
 constexpr i64 PF_AHEAD = 2;
 template <class F, class G, class P>
-static inline void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&& pf) {
+static NSB_INLINE void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&& pf) {
   i64 since = 0;
   for (i64 j = 0; j < np; ++j) {
     if (j + PF_AHEAD < np) pf((j + PF_AHEAD) * stride, len);
@@ -160,12 +187,14 @@ static inline void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&& pf
   if (since) done();
 }
 
-// Prefetches the n elements at p (short planes only: longer ones are streams).
+// Prefetches the first PF_BYTES of the n elements at p: a short plane whole,
+// the start of a long one (the prefetchers follow it once it runs).
+constexpr i64 PF_BYTES = 4096;
 template <class T>
 static inline void prefetch(const T* p, i64 n) {
-  if (n * (i64)sizeof(T) > 4096) return;
+  const i64 bytes = imin(n * (i64)sizeof(T), PF_BYTES);
   const char* c = (const char*)p;
-  for (i64 o = 0; o < n * (i64)sizeof(T); o += 64) __builtin_prefetch(c + o);
+  for (i64 o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
 }
 
 // Segment of np planes of len elements: shifted two-pass (the second pass
@@ -241,24 +270,53 @@ static inline i64 nlc_rows_per_block(i64) { return 128; }
 constexpr i64 TILE = 2 * VL;
 static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
 
+// Rows go two at a time into separate sums (even and odd rows of the block),
+// added at the end: one chain per vector ran at the add latency, not at the
+// loads' rate. pf, pf_bytes: this tile's share of the next block, prefetched
+// here so that memory streams in while the block is computed on (the tiles
+// read the block column-wise, which the hardware prefetchers do not follow).
 template <class D>
 static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1, float k, float* fs, float* f1,
-                                  float* f2) {
-  v16 s0 = {}, s1 = {};
-  for (i64 r = b0; r < b1; ++r) {
+                                  float* f2, const char* pf, i64 pf_bytes) {
+  for (i64 o = 0; o < pf_bytes; o += 64) __builtin_prefetch(pf + o);
+  v16 s0 = {}, s1 = {}, t0 = {}, t1 = {};
+  i64 r = b0;
+  for (; r + 1 < b1; r += 2) {
+    s0 += V<D>::ld(x + r * C);
+    s1 += V<D>::ld(x + r * C + VL);
+    t0 += V<D>::ld(x + (r + 1) * C);
+    t1 += V<D>::ld(x + (r + 1) * C + VL);
+  }
+  if (r < b1) {
     s0 += V<D>::ld(x + r * C);
     s1 += V<D>::ld(x + r * C + VL);
   }
-  s0 /= k;
-  s1 /= k;
-  v16 a0 = {}, a1 = {}, q0 = {}, q1 = {};
-  for (i64 r = b0; r < b1; ++r) {
+  s0 = (s0 + t0) / k;
+  s1 = (s1 + t1) / k;
+  v16 a0 = {}, a1 = {}, q0 = {}, q1 = {}, e0 = {}, e1 = {}, p0 = {}, p1 = {};
+  for (r = b0; r + 1 < b1; r += 2) {
+    const v16 d0 = V<D>::ld(x + r * C) - s0, d1 = V<D>::ld(x + r * C + VL) - s1;
+    const v16 g0 = V<D>::ld(x + (r + 1) * C) - s0, g1 = V<D>::ld(x + (r + 1) * C + VL) - s1;
+    a0 += d0;
+    q0 += d0 * d0;
+    a1 += d1;
+    q1 += d1 * d1;
+    e0 += g0;
+    p0 += g0 * g0;
+    e1 += g1;
+    p1 += g1 * g1;
+  }
+  if (r < b1) {
     const v16 d0 = V<D>::ld(x + r * C) - s0, d1 = V<D>::ld(x + r * C + VL) - s1;
     a0 += d0;
     q0 += d0 * d0;
     a1 += d1;
     q1 += d1 * d1;
   }
+  a0 += e0;
+  a1 += e1;
+  q0 += p0;
+  q1 += p1;
   memcpy(fs, &s0, sizeof s0); memcpy(fs + VL, &s1, sizeof s1);
   memcpy(f1, &a0, sizeof a0); memcpy(f1 + VL, &a1, sizeof a1);
   memcpy(f2, &q0, sizeof q0); memcpy(f2 + VL, &q1, sizeof q1);
@@ -275,7 +333,13 @@ static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float
     const i64 b1 = imin(r1, b0 + R);
     const float k = (float)(b1 - b0);
     const i64 ct = nlc_tiled(C);
-    for (i64 c0 = 0; c0 < ct; c0 += TILE) nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0);
+    const char* next = (const char*)(x + b1 * C);
+    const i64 next_bytes = (imin(r1, b1 + R) - b1) * C * (i64)sizeof(typename D::T);
+    const i64 share = ct ? (next_bytes / (ct / TILE) + 63) / 64 * 64 : 0;
+    for (i64 c0 = 0, j = 0; c0 < ct; c0 += TILE, ++j) {
+      const i64 lo = imin(j * share, next_bytes);
+      nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0, next + lo, imin(share, next_bytes - lo));
+    }
     for (i64 c = ct; c < C; ++c) fs[c] = 0.f;
     for (i64 r = b0; r < b1; ++r) {
       const typename D::T* __restrict p = x + r * C;
