@@ -20,13 +20,17 @@ pytestmark = pytest.mark.skipif(cpu_fast.library() is None, reason="CPU kernel l
 SUPPORTED = cpu_fast.supported_isas()
 TOL = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 DTYPES = list(TOL)
-# (shape, channels_last): NCL planes of 1, 7, 67 and 196 (14x14) elements,
-# one plane longer than a 4096-element partial sum (4099); NLC rows of 3, 17,
-# 33 (one 32-channel tile and one left over) and 47 channels, 129 and 257 rows
-# (a block of 128 and one more row, an odd-length last block).
+# (shape, channels_last): NCL planes of 1, 7, 9, 67 and 196 (14x14) elements,
+# one plane longer than a 4096-element partial sum (4099) and one longer than
+# a statistics segment (33001), channels whose planes outgrow the statistics'
+# two-pass head (40x9, 4x196); NLC rows of 3, 17, 33 (one 32-channel tile and
+# one left over), 47, 100 and 300 channels, 129 and 257 rows (a block of 128
+# and one more row, an odd-length last block), rows past the head block.
 SHAPES = [
-    ((5, 3, 1, 1), False), ((3, 17, 7), False), ((2, 5, 67), False), ((4, 6, 14, 14), False), ((2, 2, 4099), False),
+    ((5, 3, 1, 1), False), ((3, 17, 7), False), ((40, 3, 9), False), ((2, 5, 67), False), ((4, 6, 14, 14), False),
+    ((2, 2, 4099), False), ((1, 2, 33001), False),
     ((3, 3, 43, 2), True), ((129, 17), False), ((3, 33, 5, 11), True), ((257, 47), False), ((2, 64, 3, 5), True),
+    ((300, 100), False), ((2, 300, 5, 7), True),
 ]
 
 
@@ -200,3 +204,20 @@ def test_info_reports_the_variant(monkeypatch):
     assert line.split()[0] == SUPPORTED[-1] and f"this CPU runs {', '.join(SUPPORTED)}" in line, line
     monkeypatch.setenv(cpu_fast.ISA_ENV, "baseline")
     assert info._cpu_isa().startswith("baseline ($NPU_SYNCBN_CPU_ISA=baseline;")
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["ncl", "nlc"])
+def test_one_pass_statistics_keep_their_accuracy_when_the_head_is_off_center(cl):
+    """The statistics shift every element by the mean of a head block (the first
+    planes / rows). Here each sample has its own offset (50 * n) and the head
+    sits at the low end: the variance still matches float64 to 2e-6."""
+    n, c = 64, 130
+    x = torch.randn(n, c, 6, 7, dtype=torch.float64) + 50.0 * torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1)
+    x = x.float()
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, invstd = cpu_fast.stats(x, 0.0)
+    xd = x.double()
+    var = xd.var(dim=(0, 2, 3), unbiased=False)
+    assert float(((invstd.double() ** -2 - var) / var).abs().max()) < 2e-6
+    assert float(((mean.double() - xd.mean(dim=(0, 2, 3))) / xd.mean(dim=(0, 2, 3))).abs().max()) < 2e-6

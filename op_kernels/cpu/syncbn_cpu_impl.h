@@ -200,7 +200,8 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   t = (int)imin(t, N);
   Buf<double> cnt(t * C), mu(t * C), M2(t * C);
   Buf<float> scratch(layout == 0 ? 1 : t * 3 * C);
-  if (!cnt.p || !mu.p || !M2.p || !scratch.p) return -2;
+  Buf<double> sums(layout == 0 ? 1 : t * 2 * C);
+  if (!cnt.p || !mu.p || !M2.p || !scratch.p || !sums.p) return -2;
 #pragma omp parallel num_threads(t) if (t > 1)
   {
     const int k = thread_num();
@@ -214,7 +215,8 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
     } else {
       float* f = scratch.p + k * 3 * C;
       double na = 0;
-      nlc_stats_range<D>(x, C, lo, hi, f, f + C, f + 2 * C, na, m, M);
+      double* S = sums.p + k * 2 * C;
+      nlc_stats_range<D>(x, C, lo, hi, f, f + C, f + 2 * C, S, S + C, na, m, M);
       for (i64 c = 0; c < C; ++c) cn[c] = na;
     }
   }

@@ -170,13 +170,12 @@ static NSB_INLINE void flush(Lanes& acc, double& s) {
 // after at least ACC elements, and at the end, calls done(). Planes shorter
 // than a page start a new stream each, which the hardware prefetchers do not
 // follow (the reductions ran at 1/3 of the read bandwidth on 14x14 planes):
-// pf(offset, length) is called for the plane PF_AHEAD planes ahead.
-constexpr i64 PF_AHEAD = 2;
+// pf(offset, length) is called for the plane `ahead` planes ahead.
 template <class F, class G, class P>
-static NSB_INLINE void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&& pf) {
+static NSB_INLINE void for_runs(i64 np, i64 stride, i64 len, i64 ahead, F&& f, G&& done, P&& pf) {
   i64 since = 0;
   for (i64 j = 0; j < np; ++j) {
-    if (j + PF_AHEAD < np) pf((j + PF_AHEAD) * stride, len);
+    if (j + ahead < np) pf((j + ahead) * stride, len);
     for (i64 l0 = 0; l0 < len; l0 += ACC) {
       const i64 k = imin(len - l0, ACC);
       f(j * stride + l0, k);
@@ -186,6 +185,12 @@ static NSB_INLINE void for_runs(i64 np, i64 stride, i64 len, F&& f, G&& done, P&
   }
   if (since) done();
 }
+
+// How many planes of len elements ahead to prefetch: about PF_DIST bytes
+// (the data in flight while memory answers), at least 2 planes.
+constexpr i64 PF_DIST = 6144;
+template <class T>
+static inline i64 pf_ahead(i64 len) { return imin(8, imax(2, PF_DIST / imax(1, len * (i64)sizeof(T)))); }
 
 // Prefetches the first PF_BYTES of the n elements at p: a short plane whole,
 // the start of a long one (the prefetchers follow it once it runs).
@@ -203,13 +208,13 @@ template <class D>
 static inline void seg_stats(const typename D::T* p, i64 np, i64 stride, i64 len, double& na, double& ma, double& Ma) {
   Lanes a1 = {}, a2 = {};
   double s = 0.0;
-  for_runs(np, stride, len, [&](i64 o, i64 k) { add_sum<D>(p + o, k, a1); }, [&] { flush(a1, s); },
-           [&](i64 o, i64 k) { prefetch(p + o, k); });
+  for_runs(np, stride, len, pf_ahead<typename D::T>(len), [&](i64 o, i64 k) { add_sum<D>(p + o, k, a1); },
+           [&] { flush(a1, s); }, [&](i64 o, i64 k) { prefetch(p + o, k); });
   const double k = (double)np * (double)len;
   const float m = (float)(s / k);
   double s1 = 0.0, s2 = 0.0;
-  for_runs(np, stride, len, [&](i64 o, i64 n) { add_dev<D>(p + o, n, m, a1, a2); }, [&] { flush(a1, s1); flush(a2, s2); },
-           [](i64, i64) {});  // (the segment is in cache from the first pass)
+  for_runs(np, stride, len, 0, [&](i64 o, i64 n) { add_dev<D>(p + o, n, m, a1, a2); },
+           [&] { flush(a1, s1); flush(a2, s2); }, [](i64, i64) {});  // (the segment is in cache from the first pass)
   double M = s2 - s1 * s1 / k;  // exact-mean correction: sum((x - m)^2) - k*(mean - m)^2
   if (M < 0) M = 0;             // (false for NaN: NaN stays)
   if (__builtin_isfinite(m))
@@ -218,21 +223,41 @@ static inline void seg_stats(const typename D::T* p, i64 np, i64 stride, i64 len
     chan_merge(na, ma, Ma, k, s / k, NAN);
 }
 
-// Statistics of channel c over n in [n0, n1).
+// Statistics of channel c over n in [n0, n1) in one pass over memory: a head
+// of at least HEAD elements (whole planes; the first SEG elements of a longer
+// plane) by the shifted two-pass of seg_stats, whose exact mean K then
+// shifts everything after it: s1 = sum(x - K), s2 = sum((x - K)^2) in float32
+// lanes flushed to double, mean = K + s1/k, M2 = s2 - s1^2/k, merged with the
+// head's by Chan's formula. K is within about std/16 of the mean (HEAD
+// elements), so s2 - s1^2/k does not cancel; two passes over every segment
+// (the second from cache) ran at a third of the read bandwidth on 14x14
+// planes. A non-finite head mean shifts by 0: Inf and NaN then reach the
+// sums and give the mean and variance local BatchNorm gives.
+constexpr i64 HEAD = 256;
 template <class D>
 static void ncl_stats_range(const typename D::T* x, i64 C, i64 L, i64 c, i64 n0, i64 n1, double& na, double& ma, double& Ma) {
   na = 0; ma = 0; Ma = 0;
-  if (L <= SEG) {
-    const i64 per = imax(1, SEG / L);
-    for (i64 s0 = n0; s0 < n1; s0 += per) {
-      const i64 s1 = imin(n1, s0 + per);
-      seg_stats<D>(x + (s0 * C + c) * L, s1 - s0, C * L, L, na, ma, Ma);
-    }
-  } else {
-    for (i64 n = n0; n < n1; ++n)
-      for (i64 l0 = 0; l0 < L; l0 += SEG)
-        seg_stats<D>(x + (n * C + c) * L + l0, 1, 0, imin(L, l0 + SEG) - l0, na, ma, Ma);
-  }
+  const typename D::T* p = x + (n0 * C + c) * L;
+  const i64 np = n1 - n0, stride = C * L;
+  const i64 hp = L > SEG ? 1 : imin(np, (HEAD + L - 1) / L);  // head planes
+  const i64 hl = imin(L, SEG);                                 // head elements of each
+  seg_stats<D>(p, hp, stride, hl, na, ma, Ma);
+  const float K = __builtin_isfinite(ma) ? (float)ma : 0.f;
+  Lanes a1 = {}, a2 = {};
+  double s1 = 0.0, s2 = 0.0;
+  auto add = [&](const typename D::T* q) { return [&, q](i64 o, i64 n) { add_dev<D>(q + o, n, K, a1, a2); }; };
+  auto done = [&] { flush(a1, s1); flush(a2, s2); };
+  auto pf = [&](const typename D::T* q) { return [q](i64 o, i64 n) { prefetch(q + o, n); }; };
+  if (hl < L)  // the rest of a long head plane
+    for_runs(1, 0, L - hl, 0, add(p + hl), done, pf(p));
+  const typename D::T* rest = p + hp * stride;
+  for_runs(np - hp, stride, L, pf_ahead<typename D::T>(L), add(rest), done, pf(rest));
+  const double k = (double)(np - hp) * (double)L + (double)(L - hl);
+  if (k == 0) return;
+  double M = s2 - s1 * s1 / k;
+  if (M < 0) M = 0;  // (false for NaN: NaN stays)
+  const double mb = (double)K + s1 / k;
+  chan_merge(na, ma, Ma, k, mb, __builtin_isfinite(mb) ? M : NAN);
 }
 
 template <class D, bool MASK>
@@ -241,7 +266,7 @@ static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, co
   sdy = 0; sdx = 0;
   Lanes a1 = {}, a2 = {};
   const i64 off = (n0 * C + c) * L;
-  for_runs(n1 - n0, C * L, L,
+  for_runs(n1 - n0, C * L, L, pf_ahead<typename D::T>(L),
            [&](i64 o, i64 k) {
              add_dot<D, MASK>(dy + off + o, x + off + o, MASK ? y + off + o : y, MASK ? dz + off + o : dz, k, m, a1, a2);
            },
@@ -322,54 +347,122 @@ static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1,
   memcpy(f2, &q0, sizeof q0); memcpy(f2 + VL, &q1, sizeof q1);
 }
 
-// Rows [r0, r1): block-wise shifted two-pass, merged into (na, ma[], Ma[]).
-// fs, f1, f2: scratch of C floats.
+// Rows [b0, b1) (one block, at most R rows; r1: the range's end, for the
+// prefetch of the next block): shifted two-pass in channel tiles, merged
+// into (na, ma[], Ma[]). fs, f1, f2: scratch of C floats.
+template <class D>
+static void nlc_block_two_pass(const typename D::T* x, i64 C, i64 b0, i64 b1, i64 r1, float* __restrict fs,
+                               float* __restrict f1, float* __restrict f2, double& na, double* __restrict ma,
+                               double* __restrict Ma) {
+  const i64 R = nlc_rows_per_block(C);
+  const float k = (float)(b1 - b0);
+  const i64 ct = nlc_tiled(C);
+  const char* next = (const char*)(x + b1 * C);
+  const i64 next_bytes = (imin(r1, b1 + R) - b1) * C * (i64)sizeof(typename D::T);
+  const i64 share = ct ? (next_bytes / (ct / TILE) + 63) / 64 * 64 : 0;
+  for (i64 c0 = 0, j = 0; c0 < ct; c0 += TILE, ++j) {
+    const i64 lo = imin(j * share, next_bytes);
+    nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0, next + lo, imin(share, next_bytes - lo));
+  }
+  for (i64 c = ct; c < C; ++c) fs[c] = 0.f;
+  for (i64 r = b0; r < b1; ++r) {
+    const typename D::T* __restrict p = x + r * C;
+    for (i64 c = ct; c < C; ++c) fs[c] += D::ld(p[c]);
+  }
+  for (i64 c = ct; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
+  for (i64 r = b0; r < b1; ++r) {
+    const typename D::T* __restrict p = x + r * C;
+    for (i64 c = ct; c < C; ++c) {
+      const float d = D::ld(p[c]) - fs[c];
+      f1[c] += d;
+      f2[c] += d * d;
+    }
+  }
+  const double nb = (double)(b1 - b0);
+  const double inb = 1.0 / nb;
+  const double n = na + nb, wb = nb / n, wab = na * nb / n;
+  for (i64 c = 0; c < C; ++c) {
+    const double s1 = f1[c], r = fs[c];
+    double M = (double)f2[c] - s1 * s1 * inb;
+    M = M < 0 ? 0 : M;
+    const double mb = r + s1 * inb;
+    const double d = mb - ma[c];  // ma, Ma start zeroed: the first block gives ma = mb, Ma = M
+    const bool fin = (r - r == 0) & (ma[c] - ma[c] == 0);  // both finite (x - x is NaN for Inf/NaN)
+    // Inf/NaN in the data: mean Inf or NaN (the block mean r adds in), variance NaN.
+    ma[c] = fin ? ma[c] + d * wb : ma[c] + r;
+    Ma[c] = fin ? Ma[c] + (M + d * d * wab) : (double)NAN;
+  }
+  na = n;
+}
+
+// Up to this C every block takes the two-pass in tiles (C = 64: 0.83 of the
+// copy's bandwidth against 0.65 for the one-pass row loop).
+constexpr i64 NLC_TWO_PASS_MAX_C = 64;
+
+// Rows of the first block: 128 for C <= 32, down to 16 rows for C >= 256
+// (the two-pass is the slower part; 16 rows put K within std/4 of the mean).
+static inline i64 nlc_head_rows(i64 C) { return imax(16, imin(128, 4096 / C)); }
+
+// Rows [r0, r1) in one pass over memory: the first block by the two-pass
+// above, whose exact means K[c] then shift every later row, read in memory
+// order: s1 = sum(x - K), s2 = sum((x - K)^2) per channel, float32 over at
+// most R rows, double beyond; mean = K + s1/k, M2 = s2 - s1^2/k, merged with
+// the first block's (K is close to the mean: no cancellation).
+// Two passes per block ran at 0.15-0.4 of the copy's bandwidth for C >= 256,
+// whose tiles read the block column-wise. A non-finite block mean shifts by
+// 0 (Inf and NaN reach the sums, as in the NCL statistics).
+// fs, f1, f2: scratch of C floats; S1, S2: of C doubles.
 template <class D>
 static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float* __restrict fs, float* __restrict f1,
-                            float* __restrict f2, double& na, double* __restrict ma, double* __restrict Ma) {
+                            float* __restrict f2, double* __restrict S1, double* __restrict S2, double& na,
+                            double* __restrict ma, double* __restrict Ma) {
   const i64 R = nlc_rows_per_block(C);
   na = 0;
-  for (i64 b0 = r0; b0 < r1; b0 += R) {
+  if (C >= TILE && C <= NLC_TWO_PASS_MAX_C) {  // whole tiles in registers, both passes from L1: faster still
+    for (i64 b0 = r0; b0 < r1; b0 += R) nlc_block_two_pass<D>(x, C, b0, imin(r1, b0 + R), r1, fs, f1, f2, na, ma, Ma);
+    return;
+  }
+  const i64 h1 = imin(r1, r0 + nlc_head_rows(C));
+  nlc_block_two_pass<D>(x, C, r0, h1, r1, fs, f1, f2, na, ma, Ma);
+  if (h1 == r1) return;
+  float* __restrict K = fs;
+  for (i64 c = 0; c < C; ++c) {
+    K[c] = __builtin_isfinite(ma[c]) ? (float)ma[c] : 0.f;
+    S1[c] = 0;
+    S2[c] = 0;
+  }
+  for (i64 b0 = h1; b0 < r1; b0 += R) {
     const i64 b1 = imin(r1, b0 + R);
-    const float k = (float)(b1 - b0);
-    const i64 ct = nlc_tiled(C);
-    const char* next = (const char*)(x + b1 * C);
-    const i64 next_bytes = (imin(r1, b1 + R) - b1) * C * (i64)sizeof(typename D::T);
-    const i64 share = ct ? (next_bytes / (ct / TILE) + 63) / 64 * 64 : 0;
-    for (i64 c0 = 0, j = 0; c0 < ct; c0 += TILE, ++j) {
-      const i64 lo = imin(j * share, next_bytes);
-      nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0, next + lo, imin(share, next_bytes - lo));
-    }
-    for (i64 c = ct; c < C; ++c) fs[c] = 0.f;
-    for (i64 r = b0; r < b1; ++r) {
+    for (i64 c = 0; c < C; ++c) { f1[c] = 0.f; f2[c] = 0.f; }
+    i64 r = b0;
+    for (; r + 1 < b1; r += 2) {  // two rows per update of the sums in memory (half the store-to-load chains)
       const typename D::T* __restrict p = x + r * C;
-      for (i64 c = ct; c < C; ++c) fs[c] += D::ld(p[c]);
+      const typename D::T* __restrict q = p + C;
+      for (i64 c = 0; c < C; ++c) {
+        const float d = D::ld(p[c]) - K[c], e = D::ld(q[c]) - K[c];
+        f1[c] += d + e;
+        f2[c] += d * d + e * e;
+      }
     }
-    for (i64 c = ct; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
-    for (i64 r = b0; r < b1; ++r) {
+    if (r < b1) {
       const typename D::T* __restrict p = x + r * C;
-      for (i64 c = ct; c < C; ++c) {
-        const float d = D::ld(p[c]) - fs[c];
+      for (i64 c = 0; c < C; ++c) {
+        const float d = D::ld(p[c]) - K[c];
         f1[c] += d;
         f2[c] += d * d;
       }
     }
-    const double nb = (double)(b1 - b0);
-    const double inb = 1.0 / nb;
-    const double n = na + nb, wb = nb / n, wab = na * nb / n;
-    for (i64 c = 0; c < C; ++c) {
-      const double s1 = f1[c], r = fs[c];
-      double M = (double)f2[c] - s1 * s1 * inb;
-      M = M < 0 ? 0 : M;
-      const double mb = r + s1 * inb;
-      const double d = mb - ma[c];  // ma, Ma start zeroed: the first block gives ma = mb, Ma = M
-      const bool fin = (r - r == 0) & (ma[c] - ma[c] == 0);  // both finite (x - x is NaN for Inf/NaN)
-      // Inf/NaN in the data: mean Inf or NaN (the block mean r adds in), variance NaN.
-      ma[c] = fin ? ma[c] + d * wb : ma[c] + r;
-      Ma[c] = fin ? Ma[c] + (M + d * d * wab) : (double)NAN;
-    }
-    na = n;
+    for (i64 c = 0; c < C; ++c) { S1[c] += f1[c]; S2[c] += f2[c]; }
   }
+  const double k = (double)(r1 - h1);
+  for (i64 c = 0; c < C; ++c) {
+    double M = S2[c] - S1[c] * S1[c] / k;
+    M = M < 0 ? 0 : M;  // (false for NaN: NaN stays)
+    const double mb = (double)K[c] + S1[c] / k;
+    double n = na;
+    chan_merge(n, ma[c], Ma[c], k, mb, __builtin_isfinite(mb) ? M : NAN);
+  }
+  na += k;
 }
 
 template <class D, bool MASK>
