@@ -17,7 +17,7 @@ typedef uint16_t u16;
 typedef int64_t i64;
 
 constexpr i64 ACC = 4096;     // elements of one float32 partial sum (W lanes)
-constexpr int W = 64;         // accumulator lanes (4 vectors of VL = 16)
+constexpr int W = 64;         // accumulator lanes (4 x 16, in registers of any width)
 constexpr i64 SEG = 32768;    // NCL stats segment (elements of one channel, L2-resident)
 constexpr i64 GRAIN = 32768;  // elements per thread below which we do not split
 

@@ -4,122 +4,141 @@
 // variant, so it has no include guard and no standard-library includes.
 
 // ------------------------------------------------------------------ vectors
-// v16: 16 float32 lanes as GCC vector extensions (one AVX-512 register, two
-// AVX2 ones, four SSE ones). The reductions keep their float32 partial sums
-// in registers of this type, so that the chains of dependent adds are 4 or
-// more vectors wide: auto-vectorized loops over an accumulator array in
-// memory ran 3-5x below the read bandwidth (store-forwarding latency per add).
-typedef float v16 __attribute__((vector_size(64)));
-// Helpers that take or return v16 are always inlined: out of line, the
-// baseline and AVX2 ABIs pass a 64-byte vector through memory.
+// vf: VN float32 lanes as GCC vector extensions, one register of the
+// variant (SSE: 4, AVX2: 8, AVX-512: 16). The reductions keep their float32
+// partial sums in registers of this type, so that the chains of dependent
+// adds are several vectors wide: auto-vectorized loops over an accumulator
+// array in memory ran 3-5x below the read bandwidth (store-forwarding latency
+// per add). (A wider-than-register vector type lives in memory: a 64-byte
+// type made the AVX2 build slower than the baseline one.)
+//
+// The arithmetic does not depend on VN: element i of a run always goes to
+// lane i % W, and every lane is summed in the same order (see flush), so all
+// variants give the same bits.
+#if NSB_LEVEL >= 2
+constexpr int VN = 16;
+#elif NSB_LEVEL >= 1
+constexpr int VN = 8;
+#else
+constexpr int VN = 4;
+#endif
+constexpr int VL = 16;        // lanes of one step of the flush's sum tree (any VN gives the same tree)
+constexpr int NV = W / VN;    // registers of W lanes
+constexpr int PV = VL / VN;   // registers of VL lanes
+typedef float vf __attribute__((vector_size(VN * 4)));
+typedef uint32_t vu __attribute__((vector_size(VN * 4)));
+typedef int32_t vi __attribute__((vector_size(VN * 4)));
+typedef uint16_t vh __attribute__((vector_size(VN * 2)));
+// Helpers that take or return vectors are always inlined (no vector ABI
+// between them, and the accumulators stay in registers).
 #define NSB_INLINE inline __attribute__((always_inline))
-typedef uint32_t v16u __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef uint16_t v16h __attribute__((vector_size(32)));
-typedef uint16_t v32h __attribute__((vector_size(64)));
-constexpr int VL = 16;
 
 template <class D> struct V;
 template <> struct V<F32> {
-  static NSB_INLINE v16 ld(const float* p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+  static NSB_INLINE vf ld(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
   // v holds float32 values: stored as they are.
-  static NSB_INLINE void st_exact(float* p, v16 v) { memcpy(p, &v, sizeof v); }
+  static NSB_INLINE void st_exact(float* p, vf v) { memcpy(p, &v, sizeof v); }
 };
 template <> struct V<BF16> {
-  static NSB_INLINE v16 ld(const u16* p) {
-    v16h h;
+  static NSB_INLINE vf ld(const u16* p) {
+    vh h;
     memcpy(&h, p, sizeof h);
+#if NSB_LEVEL >= 2
     // Each bfloat16 into the high half of a zeroed 32-bit lane (a shuffle:
     // __builtin_convertvector compiled to 5 instructions per vector here).
-    const v16h z = {};
+    typedef uint16_t v32h __attribute__((vector_size(64)));
+    const vh z = {};
     const v32h w = __builtin_shufflevector(z, h, 0, 16, 0, 17, 0, 18, 0, 19, 0, 20, 0, 21, 0, 22, 0, 23, 0, 24, 0, 25, 0,
                                            26, 0, 27, 0, 28, 0, 29, 0, 30, 0, 31);
-    return (v16)w;
+    return (vf)w;
+#else
+    return (vf)(__builtin_convertvector(h, vu) << 16);
+#endif
   }
   // v holds bfloat16 values (loaded ones, or 0): truncation is exact.
-  static NSB_INLINE void st_exact(u16* p, v16 v) {
-    const v16h h = __builtin_convertvector((v16u)v >> 16, v16h);
+  static NSB_INLINE void st_exact(u16* p, vf v) {
+    const vh h = __builtin_convertvector((vu)v >> 16, vh);
     memcpy(p, &h, sizeof h);
   }
 };
 template <> struct V<F16> {  // not a default path (see cpu_fast.py): lane by lane
-  static inline v16 ld(const u16* p) { v16 v; for (int j = 0; j < VL; ++j) v[j] = F16::ld(p[j]); return v; }
-  static inline void st_exact(u16* p, v16 v) { for (int j = 0; j < VL; ++j) p[j] = F16::st(v[j]); }
+  static inline vf ld(const u16* p) { vf v; for (int j = 0; j < VN; ++j) v[j] = F16::ld(p[j]); return v; }
+  static inline void st_exact(u16* p, vf v) { for (int j = 0; j < VN; ++j) p[j] = F16::st(v[j]); }
 };
 
 // ------------------------------------------------------------------ NCL pieces
-// Lane accumulators Lanes (4 x 16 = W float32 lanes; element i of a run goes
-// to lane i % W on every instruction set) collect whole runs (planes or
-// plane chunks); the caller flushes them into double after about ACC
-// elements, so per-plane overhead stays small for short planes (7x7, 14x14).
+// Lane accumulators Lanes (W float32 lanes in NV registers; element i of a
+// run goes to lane i % W on every instruction set) collect whole runs
+// (planes or plane chunks); the caller flushes them into double after about
+// ACC elements, so per-plane overhead stays small for short planes (7x7, 14x14).
 struct Lanes {
-  v16 v[4];
+  vf v[NV];
 };
-static_assert(W == 4 * VL, "W lanes are 4 vectors");
+static_assert(W == NV * VN && VL == PV * VN, "W and VL lanes are whole registers");
 
-// f(k, i, n): vector k (0..3) of the accumulators takes the n <= VL elements
-// at offset i, for a run of len: whole vectors 4 at a time (4 independent
-// chains), then the rest; the last vector holds fewer than VL elements (the
-// lanes past them must be left unchanged: see part()). Element i always goes
-// to lane i % W, whatever the instruction set.
-// (Every k is a constant after inlining, so the accumulators stay in registers.)
+// f(k, i, n): register k (0..NV-1) of the accumulators takes the n <= VN
+// elements at offset i, for a run of len: whole registers NV at a time (NV
+// independent chains), then the rest; the last register holds fewer than VN
+// elements (the lanes past them get +0 or stay: see part()). Element i always
+// goes to lane i % W, whatever the instruction set.
+// (Every k is a constant after unrolling, so the accumulators stay in registers.)
 template <class F>
 static NSB_INLINE void for_vectors(i64 len, F&& f) {
   i64 i = 0;
   for (; i + W <= len; i += W) {
-    f(0, i, VL); f(1, i + VL, VL); f(2, i + 2 * VL, VL); f(3, i + 3 * VL, VL);
+#pragma GCC unroll 16
+    for (int k = 0; k < NV; ++k) f(k, i + k * VN, VN);
   }
-  if (i < len) f(0, i, (int)imin(VL, len - i));
-  if (i + VL < len) f(1, i + VL, (int)imin(VL, len - i - VL));
-  if (i + 2 * VL < len) f(2, i + 2 * VL, (int)imin(VL, len - i - 2 * VL));
-  if (i + 3 * VL < len) f(3, i + 3 * VL, (int)(len - i - 3 * VL));
+#pragma GCC unroll 16
+  for (int k = 0; k < NV; ++k)
+    if (i + k * VN < len) f(k, i + k * VN, (int)imin(VN, len - i - k * VN));
 }
 
-// The first n lanes of v, zeros after (n == VL: v itself).
-static NSB_INLINE v16 part(v16 v, int n) {
-  if (n == VL) return v;
-  const v16i idx = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  const v16 zero = {};
+// The first n lanes of v, zeros after (n == VN: v itself).
+static NSB_INLINE vf part(vf v, int n) {
+  if (n == VN) return v;
+  static const int32_t lane[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  vi idx;
+  memcpy(&idx, lane, sizeof idx);
+  const vf zero = {};
   return idx < n ? v : zero;
 }
 
-// n <= VL elements of p as a vector (zeros past them): no read beyond the run.
+// n <= VN elements of p as a vector (zeros past them): no read beyond the run.
 // A copy through a zeroed buffer costs a failed store-to-load forward (about
 // 20 cycles), as much as a whole 14x14 plane's vectors: where the variant has
 // masked loads (AVX-512: both types, AVX2: float32) they load the part instead.
 // The lanes get the same values either way.
 template <class D>
-static NSB_INLINE v16 ld_n(const typename D::T* p, int n) {
-  if (n == VL) return V<D>::ld(p);
+static NSB_INLINE vf ld_n(const typename D::T* p, int n) {
+  if (n == VN) return V<D>::ld(p);
 #if NSB_LEVEL >= 2
   const unsigned k = (1u << n) - 1u;
   if constexpr (D::kind == 'f') {
     const __m512 v = _mm512_maskz_loadu_ps((__mmask16)k, (const void*)p);
-    v16 r; memcpy(&r, &v, sizeof r); return r;
+    vf r; memcpy(&r, &v, sizeof r); return r;
   }
   if constexpr (D::kind == 'b') {
     const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)k, (const void*)p);
-    u16 b[VL]; memcpy(b, &h, sizeof b);  // (a register move after inlining)
+    u16 b[VN]; memcpy(b, &h, sizeof b);  // (a register move after inlining)
     return V<D>::ld((const typename D::T*)b);
   }
 #elif NSB_LEVEL >= 1
   if constexpr (D::kind == 'f') {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
-    const __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), idx);
-    const __m256 a = _mm256_maskload_ps((const float*)p, lo), b = _mm256_maskload_ps((const float*)p + 8, hi);
-    v16 r; memcpy(&r, &a, 32); memcpy((char*)&r + 32, &b, 32); return r;
+    const __m256 v = _mm256_maskload_ps((const float*)p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx));
+    vf r; memcpy(&r, &v, sizeof r); return r;
   }
 #endif
-  typename D::T buf[VL] = {};
+  typename D::T buf[VN] = {};
   memcpy(buf, p, (size_t)n * sizeof(typename D::T));
   return V<D>::ld(buf);
 }
 
 template <class D>
-static NSB_INLINE void st_exact_n(typename D::T* p, v16 v, int n) {
-  if (n == VL) return V<D>::st_exact(p, v);
-  typename D::T buf[VL];
+static NSB_INLINE void st_exact_n(typename D::T* p, vf v, int n) {
+  if (n == VN) return V<D>::st_exact(p, v);
+  typename D::T buf[VN];
   V<D>::st_exact(buf, v);
   memcpy(p, buf, (size_t)n * sizeof(typename D::T));
 }
@@ -132,7 +151,7 @@ static NSB_INLINE void add_sum(const typename D::T* __restrict p, i64 n, Lanes& 
 template <class D>
 static NSB_INLINE void add_dev(const typename D::T* __restrict p, i64 n, float m, Lanes& a1, Lanes& a2) {
   for_vectors(n, [&](int k, i64 i, int c) {
-    const v16 d = part(ld_n<D>(p + i, c) - m, c);
+    const vf d = part(ld_n<D>(p + i, c) - m, c);
     a1.v[k] += d;
     a2.v[k] += d * d;
   });
@@ -142,11 +161,11 @@ static NSB_INLINE void add_dev(const typename D::T* __restrict p, i64 n, float m
 // aten's threshold_backward), written to pz, which the elementwise pass reads.
 template <class D, bool MASK>
 static NSB_INLINE void add_dot(const typename D::T* __restrict pd, const typename D::T* __restrict px,
-                           const typename D::T* __restrict py, typename D::T* __restrict pz, i64 n, float m,
-                           Lanes& a1, Lanes& a2) {
-  const v16 zero = {};
+                               const typename D::T* __restrict py, typename D::T* __restrict pz, i64 n, float m,
+                               Lanes& a1, Lanes& a2) {
+  const vf zero = {};
   for_vectors(n, [&](int k, i64 i, int c) {
-    v16 g = ld_n<D>(pd + i, c);  // zeros past the run: they add nothing
+    vf g = ld_n<D>(pd + i, c);  // zeros past the run: they add nothing
     if (MASK) {
       g = ld_n<D>(py + i, c) <= zero ? zero : g;
       st_exact_n<D>(pz + i, g, c);
@@ -156,11 +175,17 @@ static NSB_INLINE void add_dot(const typename D::T* __restrict pd, const typenam
   });
 }
 
-// The lanes' sum into s (vectors first, then the 16 lanes in double), zeroed.
+// The lanes' sum into s, zeroed: W lanes folded to VL by the tree
+// (q0 + q1) + (q2 + q3) over the four quarters q of W, then the VL lanes in
+// double, in lane order; the same operations for every VN (a quarter is PV
+// registers). Lanes that only ever got +0 and -0 add nothing either way.
 static NSB_INLINE void flush(Lanes& acc, double& s) {
-  const v16 v = (acc.v[0] + acc.v[1]) + (acc.v[2] + acc.v[3]);
   double t = 0.0;
-  for (int j = 0; j < VL; ++j) t += v[j];
+#pragma GCC unroll 4
+  for (int h = 0; h < PV; ++h) {
+    const vf v = (acc.v[h] + acc.v[PV + h]) + (acc.v[2 * PV + h] + acc.v[3 * PV + h]);
+    for (int j = 0; j < VN; ++j) t += v[j];
+  }
   acc = Lanes{};
   s += t;
 }
@@ -292,7 +317,7 @@ static inline i64 nlc_rows_per_block(i64) { return 128; }
 // channels past the last whole tile, and every channel when C is large (then
 // they have C / VL independent chains already). The backward reduce keeps
 // its row loop: a single pass, it ran as fast as with tiles or faster.
-constexpr i64 TILE = 2 * VL;
+constexpr i64 TILE = 32;
 static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
 
 // Rows go two at a time into separate sums (even and odd rows of the block),
@@ -303,48 +328,50 @@ static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
 template <class D>
 static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1, float k, float* fs, float* f1,
                                   float* f2, const char* pf, i64 pf_bytes) {
+  constexpr int TV = TILE / VN;  // registers of one tile
   for (i64 o = 0; o < pf_bytes; o += 64) __builtin_prefetch(pf + o);
-  v16 s0 = {}, s1 = {}, t0 = {}, t1 = {};
+  vf s[TV] = {}, t[TV] = {};
   i64 r = b0;
   for (; r + 1 < b1; r += 2) {
-    s0 += V<D>::ld(x + r * C);
-    s1 += V<D>::ld(x + r * C + VL);
-    t0 += V<D>::ld(x + (r + 1) * C);
-    t1 += V<D>::ld(x + (r + 1) * C + VL);
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) {
+      s[j] += V<D>::ld(x + r * C + j * VN);
+      t[j] += V<D>::ld(x + (r + 1) * C + j * VN);
+    }
   }
   if (r < b1) {
-    s0 += V<D>::ld(x + r * C);
-    s1 += V<D>::ld(x + r * C + VL);
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) s[j] += V<D>::ld(x + r * C + j * VN);
   }
-  s0 = (s0 + t0) / k;
-  s1 = (s1 + t1) / k;
-  v16 a0 = {}, a1 = {}, q0 = {}, q1 = {}, e0 = {}, e1 = {}, p0 = {}, p1 = {};
+#pragma GCC unroll 8
+  for (int j = 0; j < TV; ++j) s[j] = (s[j] + t[j]) / k;
+  vf a[TV] = {}, q[TV] = {}, e[TV] = {}, w[TV] = {};
   for (r = b0; r + 1 < b1; r += 2) {
-    const v16 d0 = V<D>::ld(x + r * C) - s0, d1 = V<D>::ld(x + r * C + VL) - s1;
-    const v16 g0 = V<D>::ld(x + (r + 1) * C) - s0, g1 = V<D>::ld(x + (r + 1) * C + VL) - s1;
-    a0 += d0;
-    q0 += d0 * d0;
-    a1 += d1;
-    q1 += d1 * d1;
-    e0 += g0;
-    p0 += g0 * g0;
-    e1 += g1;
-    p1 += g1 * g1;
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) {
+      const vf d = V<D>::ld(x + r * C + j * VN) - s[j], g = V<D>::ld(x + (r + 1) * C + j * VN) - s[j];
+      a[j] += d;
+      q[j] += d * d;
+      e[j] += g;
+      w[j] += g * g;
+    }
   }
   if (r < b1) {
-    const v16 d0 = V<D>::ld(x + r * C) - s0, d1 = V<D>::ld(x + r * C + VL) - s1;
-    a0 += d0;
-    q0 += d0 * d0;
-    a1 += d1;
-    q1 += d1 * d1;
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) {
+      const vf d = V<D>::ld(x + r * C + j * VN) - s[j];
+      a[j] += d;
+      q[j] += d * d;
+    }
   }
-  a0 += e0;
-  a1 += e1;
-  q0 += p0;
-  q1 += p1;
-  memcpy(fs, &s0, sizeof s0); memcpy(fs + VL, &s1, sizeof s1);
-  memcpy(f1, &a0, sizeof a0); memcpy(f1 + VL, &a1, sizeof a1);
-  memcpy(f2, &q0, sizeof q0); memcpy(f2 + VL, &q1, sizeof q1);
+#pragma GCC unroll 8
+  for (int j = 0; j < TV; ++j) {
+    a[j] += e[j];
+    q[j] += w[j];
+    memcpy(fs + j * VN, &s[j], sizeof s[j]);
+    memcpy(f1 + j * VN, &a[j], sizeof a[j]);
+    memcpy(f2 + j * VN, &q[j], sizeof q[j]);
+  }
 }
 
 // Rows [b0, b1) (one block, at most R rows; r1: the range's end, for the
