@@ -229,10 +229,41 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   return 0;
 }
 
+// Per-thread partial sums (t blocks of [sum_dy (C) | sum_dy_xmu (C)]) added in thread order.
+static inline void merge_partials(const double* part, int t, i64 C, double* sdy, double* sdx) {
+  for (i64 c = 0; c < C; ++c) {
+    double a = 0, b = 0;
+    for (int k = 0; k < t; ++k) { a += part[k * 2 * C + c]; b += part[k * 2 * C + C + c]; }
+    sdy[c] = a;
+    sdx[c] = b;
+  }
+}
+
 template <class D, bool MASK>
 static int backward_reduce(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
                            int layout, i64 N, i64 C, i64 L, const float* mean, double* sdy, double* sdx, int nt) {
   int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
+  if (layout == 0 && L <= ACC) {  // short planes: in memory order (ncl_reduce_in_order)
+    const bool by_channel = N < t;  // channels to threads only when the batch cannot feed them all
+    t = (int)imin(t, by_channel ? C : N);
+    Buf<double> part(by_channel ? 1 : t * 2 * C);
+    if (!part.p) return -2;
+    int failed = 0;
+#pragma omp parallel num_threads(t) if (t > 1) reduction(| : failed)
+    {
+      const int k = thread_num();
+      i64 n0 = 0, n1 = N, c0 = 0, c1 = C;
+      split(by_channel ? C : N, t, k, by_channel ? &c0 : &n0, by_channel ? &c1 : &n1);
+      LaneBuf lanes(2 * (c1 - c0));
+      double* p1 = by_channel ? sdy : part.p + k * 2 * C;
+      double* p2 = by_channel ? sdx : part.p + k * 2 * C + C;
+      if (!lanes.p) failed = 1;
+      else ncl_reduce_in_order<D, MASK>(dy, x, y, dz, C, L, n0, n1, c0, c1, mean, lanes.p, p1, p2);
+    }
+    if (failed) return -2;
+    if (!by_channel) merge_partials(part.p, t, C, sdy, sdx);
+    return 0;
+  }
   if (split_by_channel(layout, N, C, t)) {
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
     for (i64 c = 0; c < C; ++c) ncl_reduce_range<D, MASK>(dy, x, y, dz, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
@@ -256,12 +287,7 @@ static int backward_reduce(const typename D::T* dy, const typename D::T* x, cons
       nlc_reduce_range<D, MASK>(dy, x, y, dz, C, lo, hi, mean, f, f + C, p1, p2);
     }
   }
-  for (i64 c = 0; c < C; ++c) {
-    double a = 0, b = 0;
-    for (int k = 0; k < t; ++k) { a += part.p[k * 2 * C + c]; b += part.p[k * 2 * C + C + c]; }
-    sdy[c] = a;
-    sdx[c] = b;
-  }
+  merge_partials(part.p, t, C, sdy, sdx);
   return 0;
 }
 
