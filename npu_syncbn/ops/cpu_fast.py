@@ -22,8 +22,9 @@ The library holds three builds of the kernels (baseline x86-64, AVX2 + FMA +
 F16C, AVX-512) that give bitwise identical results (same lanes, same order,
 no FMA contraction); it runs the best one the CPU reports unless
 ``NPU_SYNCBN_CPU_ISA`` names one (``baseline``, ``avx2``, ``avx512``; ``auto``
-or unset: the best). A named variant the CPU cannot run is an error (raised by
-every call that would use the library), never a silent fallback.
+or unset: the best; read once, when the library is first used). A named
+variant the CPU cannot run is an error (raised by every call that would use
+the library), never a silent fallback.
 :func:`isa` says which one runs (also in ``python -m npu_syncbn.info``).
 
 The kernels split their outer loop over ``torch.get_num_threads()`` OpenMP

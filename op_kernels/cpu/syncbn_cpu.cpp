@@ -9,14 +9,18 @@
 // partial sums of at most ACC elements are float32 (SIMD lanes), everything
 // beyond (across chunks, planes, blocks and threads) is double.
 //
-// stats is a shifted two-pass inside a cache-sized segment (pass 1: segment
-// mean m; pass 2: s1 = sum(x - m), s2 = sum((x - m)^2), giving the segment's
-// exact mean m + s1/k and M2 = s2 - s1^2/k), and segments are merged with
-// Chan's parallel formula in double: one pass over memory, no cancellation for
-// a large |mean|. backward_elemt and elemt use the (x - mean) form.
+// stats reads memory once per channel: a head of the channel's data (>= 256
+// elements, or 16-128 rows) by a shifted two-pass (its exact mean K, the
+// second pass from cache), every later element into shifted sums
+// s1 = sum(x - K), s2 = sum((x - K)^2), giving mean K + s1/k and M2 =
+// s2 - s1^2/k, merged with the head's by Chan's parallel formula in double:
+// no cancellation for a large |mean|. backward_elemt and elemt use the
+// (x - mean) form.
 //
-// Kernel bodies: syncbn_cpu_impl.h. Threads: every entry point takes nt (torch.get_num_threads()); the outer
-// loop (planes, rows, or the batch dim for reductions) is split with OpenMP.
+// Kernel bodies: syncbn_cpu_impl.h (pieces: syncbn_cpu_pieces.h,
+// syncbn_cpu_nlc.h). Threads: every entry point takes nt
+// (torch.get_num_threads()); the outer loop (planes, rows, or the batch dim
+// for reductions) is split with OpenMP.
 // Reductions merge per-thread partials in a fixed order.
 //
 // No -ffast-math: NaN/Inf propagate as IEEE arithmetic says (a NaN in a

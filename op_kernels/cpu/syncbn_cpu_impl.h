@@ -121,6 +121,7 @@ static inline void chan_merge(double& na, double& ma, double& Ma, double nb, dou
 }
 
 #include "syncbn_cpu_pieces.h"
+#include "syncbn_cpu_nlc.h"
 
 // ------------------------------------------------------------------ kernels
 // The forward's epilogue act(bn + res): rounded to T after the affine and
