@@ -187,11 +187,26 @@ static inline bool split_by_channel(int layout, i64 N, i64 C, int t) {
 template <class D>
 static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double eps, float* mean, float* invstd, int nt) {
   int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
-  if (split_by_channel(layout, N, C, t)) {
-    Buf<double> cnt(C), mu(C), M2(C);
-    if (!cnt.p || !mu.p || !M2.p) return -2;
+  const bool in_order = layout == 0 && L <= ACC;  // short planes: ncl_stats_in_order
+  if (in_order ? N < t || t == 1 : split_by_channel(layout, N, C, t)) {
+    if (in_order) t = (int)imin(t, C);
+    Buf<double> cnt(C), mu(C), M2(C), sums(in_order ? 2 * C : 1);
+    if (!cnt.p || !mu.p || !M2.p || !sums.p) return -2;
+    if (in_order) {
+      int failed = 0;
+#pragma omp parallel num_threads(t) if (t > 1) reduction(| : failed)
+      {
+        i64 c0, c1;
+        split(C, t, thread_num(), &c0, &c1);
+        LaneBuf lanes(2 * (c1 - c0));
+        if (!lanes.p) failed = 1;
+        else ncl_stats_in_order<D>(x, C, L, 0, N, c0, c1, lanes.p, sums.p, sums.p + C, cnt.p, mu.p, M2.p);
+      }
+      if (failed) return -2;
+    } else {
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-    for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, 0, N, cnt.p[c], mu.p[c], M2.p[c]);
+      for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, 0, N, cnt.p[c], mu.p[c], M2.p[c]);
+    }
     for (i64 c = 0; c < C; ++c) {
       mean[c] = (float)mu.p[c];
       invstd[c] = (float)(1.0 / sqrt(M2.p[c] / cnt.p[c] + eps));
@@ -201,9 +216,10 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   t = (int)imin(t, N);
   Buf<double> cnt(t * C), mu(t * C), M2(t * C);
   Buf<float> scratch(layout == 0 ? 1 : t * 3 * C);
-  Buf<double> sums(layout == 0 ? 1 : t * 2 * C);
+  Buf<double> sums(layout == 0 && !in_order ? 1 : t * 2 * C);
   if (!cnt.p || !mu.p || !M2.p || !scratch.p || !sums.p) return -2;
-#pragma omp parallel num_threads(t) if (t > 1)
+  int failed = 0;
+#pragma omp parallel num_threads(t) if (t > 1) reduction(| : failed)
   {
     const int k = thread_num();
     i64 lo, hi;
@@ -211,7 +227,12 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
     double* cn = cnt.p + k * C;
     double* m = mu.p + k * C;
     double* M = M2.p + k * C;
-    if (layout == 0) {
+    if (in_order) {
+      LaneBuf lanes(2 * C);
+      double* S = sums.p + k * 2 * C;
+      if (!lanes.p) failed = 1;
+      else ncl_stats_in_order<D>(x, C, L, lo, hi, 0, C, lanes.p, S, S + C, cn, m, M);
+    } else if (layout == 0) {
       for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, lo, hi, cn[c], m[c], M[c]);
     } else {
       float* f = scratch.p + k * 3 * C;
@@ -221,6 +242,7 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
       for (i64 c = 0; c < C; ++c) cn[c] = na;
     }
   }
+  if (failed) return -2;
   for (i64 c = 0; c < C; ++c) {
     double na = cnt.p[c], ma = mu.p[c], Ma = M2.p[c];
     for (int k = 1; k < t; ++k) chan_merge(na, ma, Ma, cnt.p[k * C + c], mu.p[k * C + c], M2.p[k * C + c]);

@@ -286,6 +286,49 @@ static void ncl_stats_range(const typename D::T* x, i64 C, i64 L, i64 c, i64 n0,
   chan_merge(na, ma, Ma, k, mb, __builtin_isfinite(mb) ? M : NAN);
 }
 
+// The statistics of channels [c0, c1) over n in [n0, n1) for planes of at
+// most ACC elements, in memory order: the same head, shift, sums and flushes
+// as ncl_stats_range (the same bits), but after the head the planes are read
+// sample by sample, each channel's lanes kept in `lanes` (2 per channel)
+// between its planes (see ncl_reduce_in_order). S1, S2: scratch indexed by c.
+template <class D>
+static void ncl_stats_in_order(const typename D::T* x, i64 C, i64 L, i64 n0, i64 n1, i64 c0, i64 c1,
+                               Lanes* __restrict lanes, double* __restrict S1, double* __restrict S2,
+                               double* __restrict na, double* __restrict ma, double* __restrict Ma) {
+  const i64 np = n1 - n0, hp = imin(np, (HEAD + L - 1) / L), per = (ACC + L - 1) / L;
+  for (i64 c = c0; c < c1; ++c) {
+    na[c] = 0; ma[c] = 0; Ma[c] = 0;
+    seg_stats<D>(x + (n0 * C + c) * L, hp, C * L, L, na[c], ma[c], Ma[c]);
+    S1[c] = 0;
+    S2[c] = 0;
+    lanes[2 * (c - c0)] = Lanes{};
+    lanes[2 * (c - c0) + 1] = Lanes{};
+  }
+  for (i64 n = n0 + hp; n < n1; ++n) {
+    const bool last = (n - n0 - hp + 1) % per == 0 || n + 1 == n1;
+    for (i64 c = c0; c < c1; ++c) {
+      const float K = __builtin_isfinite(ma[c]) ? (float)ma[c] : 0.f;
+      Lanes a1 = lanes[2 * (c - c0)], a2 = lanes[2 * (c - c0) + 1];
+      add_dev<D>(x + (n * C + c) * L, L, K, a1, a2);
+      if (last) {
+        flush(a1, S1[c]);
+        flush(a2, S2[c]);
+      }
+      lanes[2 * (c - c0)] = a1;
+      lanes[2 * (c - c0) + 1] = a2;
+    }
+  }
+  const double k = (double)(np - hp) * (double)L;
+  if (k == 0) return;
+  for (i64 c = c0; c < c1; ++c) {
+    const float K = __builtin_isfinite(ma[c]) ? (float)ma[c] : 0.f;
+    double M = S2[c] - S1[c] * S1[c] / k;
+    if (M < 0) M = 0;  // (false for NaN: NaN stays)
+    const double mb = (double)K + S1[c] / k;
+    chan_merge(na[c], ma[c], Ma[c], k, mb, __builtin_isfinite(mb) ? M : NAN);
+  }
+}
+
 template <class D, bool MASK>
 static void ncl_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
                              i64 C, i64 L, i64 c, i64 n0, i64 n1, float m, double& sdy, double& sdx) {
