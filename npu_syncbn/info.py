@@ -3,9 +3,10 @@
 Versions (python, npu_syncbn, torch, torch-npu, CANN), the NPU op route
 (``ascendc``: our kernels, ``aten-fallback``: torch-npu's aclnn ops), the NPU's
 SoC and vector-core count when one is visible, the CPU transport and check
-level the environment selects, and the twin / CPU kernel libraries. Every item
-is read on its own: a failure prints as that item's value, never a traceback,
-and the command exits 0. Nothing is built.
+level the environment selects, the twin / CPU kernel libraries, and the
+instruction-set variant the CPU kernels run. Every item is read on its own:
+a failure prints as that item's value, never a traceback, and the command
+exits 0. Nothing is built.
 """
 from __future__ import annotations
 
@@ -132,6 +133,21 @@ def _library(env: str, name_attr: str) -> Callable[[], str]:
     return status
 
 
+def _cpu_isa() -> str:
+    """The CPU kernels' instruction-set variant, read from the built library (not loaded for use, not built)."""
+    from . import twin_build
+    from .ops import cpu_fast
+
+    path = os.environ.get("NPU_SYNCBN_CPU_LIB") or os.path.join(twin_build.default_out_dir(), twin_build.CPU_LIB_NAME)
+    if not os.path.isfile(path):
+        return "known once the cpu library is built"
+    runs = cpu_fast.ISA_NAMES[: twin_build.load(path, {"nsb_isa_best": []}).nsb_isa_best() + 1]
+    forced = os.environ.get(cpu_fast.ISA_ENV, "").strip().lower() or "auto"
+    chosen = runs[-1] if forced == "auto" else forced
+    note = "" if forced == "auto" or forced in runs else "; error: this CPU cannot run it"
+    return f"{chosen} (${cpu_fast.ISA_ENV}={forced}{note}; this CPU runs {', '.join(runs)})"
+
+
 ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("python", _python),
     ("npu_syncbn", _npu_syncbn),
@@ -144,6 +160,7 @@ ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("check level", _check_level),
     ("twin library", _library("NPU_SYNCBN_TWIN_LIB", "LIB_NAME")),
     ("cpu library", _library("NPU_SYNCBN_CPU_LIB", "CPU_LIB_NAME")),
+    ("cpu kernels isa", _cpu_isa),
 ]
 
 

@@ -182,7 +182,7 @@ def test_threads_split_gives_the_same_results():
         assert _err(a, b) <= 1e-5 * max(1.0, float(a.double().abs().max()))
 
 
-@pytest.mark.parametrize("isa, cap", [("base", 0), ("avx2", 1)])
+@pytest.mark.parametrize("isa, cap", [("baseline", 0), ("avx2", 1)])
 def test_lower_isa_builds_match_aten(isa, cap):
     """The baseline x86-64 and AVX2 variants (chosen on CPUs without AVX2 /
     AVX-512; the other tests run the best one this CPU has) in a fresh process."""

@@ -11,7 +11,7 @@ from npu_syncbn.ops import npu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ITEMS = ("python", "npu_syncbn", "torch", "torch-npu", "CANN", "npu route", "npu",
-         "cpu transport", "check level", "twin library", "cpu library")
+         "cpu transport", "check level", "twin library", "cpu library", "cpu kernels isa")
 
 
 def _info(**env):

@@ -36,6 +36,9 @@ of them alike:
   ``SyncBatchNorm(activation="relu")(x, residual)`` against SyncBatchNorm,
   ``+=`` and ``ReLU(inplace=True)`` as torchvision's blocks do.
 
+The header names the instruction-set variant the C kernels run (baseline,
+avx2 or avx512; ``NPU_SYNCBN_CPU_ISA`` forces one, see docs/cpu_kernels.md).
+
 A barrier (not timed) precedes every timed step. A repetition's time is the
 largest over ranks (the step time of the slowest rank); the tables give the
 median and the inter-quartile range (IQR) over repetitions, and the ratios

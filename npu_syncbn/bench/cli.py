@@ -108,6 +108,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     print(f"CPU collectives: ${shm.ENV}={shm.mode()} "
           f"({'shared memory' if shm.wanted(args.world_size) else 'gloo'} for {args.world_size} rank(s) here)")
+    from ..ops import cpu_fast
+
+    try:
+        isa = cpu_fast.isa() or "unavailable (aten composition)"
+    except cpu_fast.IsaError as exc:
+        print(f"npu-syncbn-bench: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"CPU kernels: {isa} (${cpu_fast.ISA_ENV}={os.environ.get(cpu_fast.ISA_ENV, 'auto') or 'auto'}; "
+          f"this CPU runs {', '.join(cpu_fast.supported_isas()) or 'none'})")
+    cfg["cpu_isa"] = isa
     tuned = rank_environment(args.malloc_tuning)
     malloc = {k: os.environ.get(k, tuned.get(k)) for k in MALLOC_TUNING}
     groups = core_groups(args.bind_cores, args.world_size, args.threads)

@@ -18,6 +18,15 @@ Layouts passed to C: NCL (layout 0) = (N, C, L) contiguous; NLC (layout 1) =
 P rows of C channels (channels-last; 2-D input is NLC with P = N). A tensor
 with C == 1 is the same memory either way and goes as one plane.
 
+The library holds three builds of the kernels (baseline x86-64, AVX2 + FMA +
+F16C, AVX-512) that give bitwise identical results (same lanes, same order,
+no FMA contraction); it runs the best one the CPU reports unless
+``NPU_SYNCBN_CPU_ISA`` names one (``baseline``, ``avx2``, ``avx512``; ``auto``
+or unset: the best; read once, when the library is first used). A named
+variant the CPU cannot run is an error (raised by every call that would use
+the library), never a silent fallback.
+:func:`isa` says which one runs (also in ``python -m npu_syncbn.info``).
+
 The kernels split their outer loop over ``torch.get_num_threads()`` OpenMP
 threads (torch's own libgomp, already loaded), so multi-threaded users keep
 aten's parallelism; a library built without OpenMP is used only when
@@ -34,6 +43,8 @@ import torch
 from torch import Tensor
 
 ENV = "NPU_SYNCBN_CPU_KERNELS"  # "aten": never use the C kernels; "fast": also for float16
+ISA_ENV = "NPU_SYNCBN_CPU_ISA"  # "baseline" | "avx2" | "avx512" | "auto" (default)
+ISA_NAMES = ("baseline", "avx2", "avx512")  # index = the library's level
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _AUTO_DTYPES = (torch.float32, torch.bfloat16)
 NCL, NLC = 0, 1
@@ -44,6 +55,7 @@ _SIGNATURES = {
     "nsb_elemt": [_P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _I],
     "nsb_backward_reduce": [_P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _P, _P, _I],
     "nsb_backward_elemt": [_P, _P, _P, _I, _I, _I64, _I64, _I64, _P, _P, _P, _P, _P, _D, _I],
+    "nsb_isa": [], "nsb_isa_best": [], "nsb_select_isa": [_I],
     "nsb_gather_merge": [_P, _P, _I64, _P, _I64, _I64, _I64, _D, _P, _P, _D, _P, _P],
     "nsb_seq_publish": [_P, _I64],  # shm_sync.cpp, for npu_syncbn/shm.py
     "nsb_seq_wait": [_P, _I64, _I, _I64, _D],
@@ -60,24 +72,77 @@ NO_POSITIVE_COUNT = -3  # nsb_gather_merge: every rank's batch is empty
 _lib = None
 _tried = False
 _openmp = False
+_isa_error: Optional[Exception] = None  # $NPU_SYNCBN_CPU_ISA names a variant that cannot run here
 _lock = threading.Lock()
 
 
-def _load() -> Optional[ctypes.CDLL]:
-    global _lib, _tried, _openmp
-    with _lock:
-        if not _tried:
-            _tried = True
-            try:
-                from .. import twin_build
+class IsaError(RuntimeError):
+    """$NPU_SYNCBN_CPU_ISA names no variant, or one this CPU cannot run."""
 
-                path = os.environ.get("NPU_SYNCBN_CPU_LIB") or twin_build.build_cpu(quiet=True)
-                lib = twin_build.load(path, _SIGNATURES)
-                _openmp = bool(lib.nsb_openmp())
-                _lib = lib
-            except Exception:  # no compiler, read-only tree, bad library: the aten path serves
-                _lib = None
+
+def _isa_from_env(lib) -> Optional[Exception]:
+    name = os.environ.get(ISA_ENV, "").strip().lower()
+    if name in ("", "auto"):
+        return None
+    if name not in ISA_NAMES:
+        return IsaError(f"${ISA_ENV}={name!r}: expected one of auto, {', '.join(ISA_NAMES)}")
+    if lib.nsb_select_isa(ISA_NAMES.index(name)) != 0:
+        return IsaError(f"${ISA_ENV}={name}: this CPU cannot run the {name} kernels; it runs "
+                        f"{', '.join(supported_isas(lib))} (unset ${ISA_ENV} for the best of them)")
+    return None
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    if not _tried:
+        _load_once()
+    if _isa_error is not None:
+        raise _isa_error
     return _lib
+
+
+def _load_once() -> None:
+    global _lib, _tried, _openmp, _isa_error
+    with _lock:
+        if _tried:
+            return
+        try:
+            from .. import twin_build
+
+            path = os.environ.get("NPU_SYNCBN_CPU_LIB") or twin_build.build_cpu(quiet=True)
+            lib = twin_build.load(path, _SIGNATURES)
+            _openmp = bool(lib.nsb_openmp())
+            _lib = lib
+        except Exception:  # no compiler, read-only tree, bad library: the aten path serves
+            _lib = None
+        if _lib is not None:
+            _isa_error = _isa_from_env(_lib)
+        _tried = True
+
+
+def supported_isas(lib=None) -> Tuple[str, ...]:
+    """The kernel variants this CPU can run, baseline first (empty without the library)."""
+    lib = lib or library_any()
+    return () if lib is None else ISA_NAMES[: lib.nsb_isa_best() + 1]
+
+
+def isa() -> Optional[str]:
+    """The variant the kernels run ("baseline", "avx2" or "avx512"), or None without the library."""
+    lib = library_any()
+    return None if lib is None else ISA_NAMES[lib.nsb_isa()]
+
+
+def select_isa(name: str) -> str:
+    """Runs variant ``name`` from now on (tests compare the variants in one
+    process); returns the one that ran before. IsaError when the CPU cannot run it."""
+    lib = library_any()
+    if lib is None:
+        raise IsaError("the CPU kernel library is not available")
+    if name not in ISA_NAMES:
+        raise IsaError(f"isa {name!r}: expected one of {', '.join(ISA_NAMES)}")
+    before = ISA_NAMES[lib.nsb_isa()]
+    if lib.nsb_select_isa(ISA_NAMES.index(name)) != 0:
+        raise IsaError(f"isa {name}: this CPU cannot run it; it runs {', '.join(supported_isas(lib))}")
+    return before
 
 
 def library() -> Optional[ctypes.CDLL]:
@@ -93,7 +158,7 @@ def library() -> Optional[ctypes.CDLL]:
 def library_any() -> Optional[ctypes.CDLL]:
     """The loaded library whatever $NPU_SYNCBN_CPU_KERNELS says (its
     shared-memory counters serve npu_syncbn/shm.py), or None."""
-    return _lib if _tried else _load()
+    return _load()
 
 
 def available() -> bool:

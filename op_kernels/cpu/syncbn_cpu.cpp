@@ -9,14 +9,18 @@
 // partial sums of at most ACC elements are float32 (SIMD lanes), everything
 // beyond (across chunks, planes, blocks and threads) is double.
 //
-// stats is a shifted two-pass inside a cache-sized segment (pass 1: segment
-// mean m; pass 2: s1 = sum(x - m), s2 = sum((x - m)^2), giving the segment's
-// exact mean m + s1/k and M2 = s2 - s1^2/k), and segments are merged with
-// Chan's parallel formula in double: one pass over memory, no cancellation for
-// a large |mean|. backward_elemt and elemt use the (x - mean) form.
+// stats reads memory once per channel: a head of the channel's data (>= 256
+// elements, or 16-128 rows) by a shifted two-pass (its exact mean K, the
+// second pass from cache), every later element into shifted sums
+// s1 = sum(x - K), s2 = sum((x - K)^2), giving mean K + s1/k and M2 =
+// s2 - s1^2/k, merged with the head's by Chan's parallel formula in double:
+// no cancellation for a large |mean|. backward_elemt and elemt use the
+// (x - mean) form.
 //
-// Kernel bodies: syncbn_cpu_impl.h. Threads: every entry point takes nt (torch.get_num_threads()); the outer
-// loop (planes, rows, or the batch dim for reductions) is split with OpenMP.
+// Kernel bodies: syncbn_cpu_impl.h (pieces: syncbn_cpu_pieces.h,
+// syncbn_cpu_nlc.h). Threads: every entry point takes nt
+// (torch.get_num_threads()); the outer loop (planes, rows, or the batch dim
+// for reductions) is split with OpenMP.
 // Reductions merge per-thread partials in a fixed order.
 //
 // No -ffast-math: NaN/Inf propagate as IEEE arithmetic says (a NaN in a
@@ -28,14 +32,27 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>  // masked loads of run tails (AVX2, AVX-512 variants)
+#endif
 
 #include "nsb_api.h"
+
+// No floating-point contraction anywhere in this file: g++ contracts a * b + c
+// into one FMA by default in C++ (one rounding instead of two) wherever the
+// target has FMA, so the AVX2 and AVX-512 builds would round differently from
+// the baseline one. With it off, every variant runs the same float32
+// operations in the same lanes and order, and results are bitwise identical
+// whichever the CPU picks (ranks on different machines agree).
+#pragma GCC optimize("fp-contract=off")
 
 // Three builds of the same kernels: the baseline x86-64 one (any machine), one
 // for AVX2 + FMA + F16C and one for AVX-512, chosen at run time (no
 // -march=native: the library may be built on one machine and run on another).
 #define NSB_NS base
+#define NSB_LEVEL 0
 #include "syncbn_cpu_impl.h"
+#undef NSB_LEVEL
 #undef NSB_NS
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -43,7 +60,9 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #define NSB_NS avx2
+#define NSB_LEVEL 1
 #include "syncbn_cpu_impl.h"
+#undef NSB_LEVEL
 #undef NSB_NS
 #pragma GCC pop_options
 #endif
@@ -56,7 +75,9 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c", "prefer-vector-width=512")
 #define NSB_NS avx512
+#define NSB_LEVEL 2
 #include "syncbn_cpu_impl.h"
+#undef NSB_LEVEL
 #undef NSB_NS
 #pragma GCC pop_options
 #endif
@@ -64,26 +85,33 @@
 namespace {
 typedef int64_t i64;
 
-int isa_level() {
-  static int level = -1;
-  if (level < 0) {
-    int l = 0;
+// Instruction-set levels: 0 baseline x86-64 (or whatever the compiler targets
+// elsewhere), 1 AVX2 + FMA + F16C, 2 AVX-512 (F/BW/VL/DQ).
+int best_level() {
+  int l = 0;
 #ifdef NSB_HAVE_AVX2
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) l = 1;
 #ifdef NSB_HAVE_AVX512
-    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-      l = 2;
+  if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    l = 2;
 #endif
 #endif
-    if (const char* env = getenv("NPU_SYNCBN_CPU_ISA")) {  // "base" / "avx2" cap the variant (tests)
-      if (strcmp(env, "base") == 0) l = 0;
-      if (strcmp(env, "avx2") == 0 && l > 1) l = 1;
-    }
-    level = l;
+  return l;
+}
+
+// The variant the kernels run: the best this CPU has until nsb_select_isa
+// picks another (cpu_fast.py does so for $NPU_SYNCBN_CPU_ISA).
+int selected = -1;
+
+int isa_level() {
+  int l = __atomic_load_n(&selected, __ATOMIC_RELAXED);
+  if (l < 0) {
+    l = best_level();
+    __atomic_store_n(&selected, l, __ATOMIC_RELAXED);
   }
-  return level;
+  return l;
 }
 
 #if defined(NSB_HAVE_AVX512)
@@ -247,5 +275,16 @@ NSB_API int nsb_gather_merge(const float* mean, const float* invstd, i64 row_str
   return 0;
 }
 
-// 2 when the AVX-512 build runs on this CPU, 1 for AVX2, 0 for the baseline build.
+// The variant the kernels run: 2 AVX-512, 1 AVX2, 0 baseline.
 NSB_API int nsb_isa(void) { return isa_level(); }
+
+// The best variant this CPU can run (and this library has).
+NSB_API int nsb_isa_best(void) { return best_level(); }
+
+// Runs variant `level` from now on; -1 (nothing changes) when this CPU or
+// this build cannot run it. Not meant to be called while kernels run.
+NSB_API int nsb_select_isa(int level) {
+  if (level < 0 || level > best_level()) return -1;
+  __atomic_store_n(&selected, level, __ATOMIC_RELAXED);
+  return 0;
+}

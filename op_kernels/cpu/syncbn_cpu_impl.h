@@ -1,6 +1,6 @@
 // Kernel bodies of syncbn_cpu.cpp, included once per instruction-set variant
 // inside `namespace NSB_NS` (baseline x86-64, and AVX2+FMA+F16C under
-// `#pragma GCC target`). No standard-library templates here: a template
+// `#pragma GCC target`; NSB_LEVEL says which: 0, 1, 2 for AVX-512). No standard-library templates here: a template
 // instantiated inside the AVX2 region could be shared with the baseline
 // variant and fault on a CPU without AVX2.
 //
@@ -17,7 +17,7 @@ typedef uint16_t u16;
 typedef int64_t i64;
 
 constexpr i64 ACC = 4096;     // elements of one float32 partial sum (W lanes)
-constexpr int W = 64;         // accumulator lanes (4 vectors of VL = 16)
+constexpr int W = 64;         // accumulator lanes (4 x 16, in registers of any width)
 constexpr i64 SEG = 32768;    // NCL stats segment (elements of one channel, L2-resident)
 constexpr i64 GRAIN = 32768;  // elements per thread below which we do not split
 
@@ -39,12 +39,14 @@ struct Buf {  // zeroed scratch; p == nullptr when allocation failed
 
 struct F32 {
   typedef float T;
+  static constexpr char kind = 'f';
   static inline float ld(float v) { return v; }
   static inline float st(float f) { return f; }
 };
 
 struct BF16 {
   typedef u16 T;
+  static constexpr char kind = 'b';
   static inline float ld(u16 v) { return bits_f((uint32_t)v << 16); }
   // Round to nearest even; NaN stays a (quiet) NaN.
   static inline u16 st(float f) {
@@ -57,6 +59,7 @@ struct BF16 {
 
 struct F16 {
   typedef u16 T;
+  static constexpr char kind = 'h';
   // IEEE half -> float (normals, subnormals, Inf, NaN), branch-free.
   static inline float ld(u16 h) {
     uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
@@ -118,6 +121,7 @@ static inline void chan_merge(double& na, double& ma, double& Ma, double nb, dou
 }
 
 #include "syncbn_cpu_pieces.h"
+#include "syncbn_cpu_nlc.h"
 
 // ------------------------------------------------------------------ kernels
 // The forward's epilogue act(bn + res): rounded to T after the affine and
@@ -183,11 +187,26 @@ static inline bool split_by_channel(int layout, i64 N, i64 C, int t) {
 template <class D>
 static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double eps, float* mean, float* invstd, int nt) {
   int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
-  if (split_by_channel(layout, N, C, t)) {
-    Buf<double> cnt(C), mu(C), M2(C);
-    if (!cnt.p || !mu.p || !M2.p) return -2;
+  const bool in_order = layout == 0 && L <= ACC;  // short planes: ncl_stats_in_order
+  if (in_order ? N < t || t == 1 : split_by_channel(layout, N, C, t)) {
+    if (in_order) t = (int)imin(t, C);
+    Buf<double> cnt(C), mu(C), M2(C), sums(in_order ? 2 * C : 1);
+    if (!cnt.p || !mu.p || !M2.p || !sums.p) return -2;
+    if (in_order) {
+      int failed = 0;
+#pragma omp parallel num_threads(t) if (t > 1) reduction(| : failed)
+      {
+        i64 c0, c1;
+        split(C, t, thread_num(), &c0, &c1);
+        LaneBuf lanes(2 * (c1 - c0));
+        if (!lanes.p) failed = 1;
+        else ncl_stats_in_order<D>(x, C, L, 0, N, c0, c1, lanes.p, sums.p, sums.p + C, cnt.p, mu.p, M2.p);
+      }
+      if (failed) return -2;
+    } else {
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-    for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, 0, N, cnt.p[c], mu.p[c], M2.p[c]);
+      for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, 0, N, cnt.p[c], mu.p[c], M2.p[c]);
+    }
     for (i64 c = 0; c < C; ++c) {
       mean[c] = (float)mu.p[c];
       invstd[c] = (float)(1.0 / sqrt(M2.p[c] / cnt.p[c] + eps));
@@ -197,8 +216,10 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   t = (int)imin(t, N);
   Buf<double> cnt(t * C), mu(t * C), M2(t * C);
   Buf<float> scratch(layout == 0 ? 1 : t * 3 * C);
-  if (!cnt.p || !mu.p || !M2.p || !scratch.p) return -2;
-#pragma omp parallel num_threads(t) if (t > 1)
+  Buf<double> sums(layout == 0 && !in_order ? 1 : t * 2 * C);
+  if (!cnt.p || !mu.p || !M2.p || !scratch.p || !sums.p) return -2;
+  int failed = 0;
+#pragma omp parallel num_threads(t) if (t > 1) reduction(| : failed)
   {
     const int k = thread_num();
     i64 lo, hi;
@@ -206,15 +227,22 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
     double* cn = cnt.p + k * C;
     double* m = mu.p + k * C;
     double* M = M2.p + k * C;
-    if (layout == 0) {
+    if (in_order) {
+      LaneBuf lanes(2 * C);
+      double* S = sums.p + k * 2 * C;
+      if (!lanes.p) failed = 1;
+      else ncl_stats_in_order<D>(x, C, L, lo, hi, 0, C, lanes.p, S, S + C, cn, m, M);
+    } else if (layout == 0) {
       for (i64 c = 0; c < C; ++c) ncl_stats_range<D>(x, C, L, c, lo, hi, cn[c], m[c], M[c]);
     } else {
       float* f = scratch.p + k * 3 * C;
       double na = 0;
-      nlc_stats_range<D>(x, C, lo, hi, f, f + C, f + 2 * C, na, m, M);
+      double* S = sums.p + k * 2 * C;
+      nlc_stats_range<D>(x, C, lo, hi, f, f + C, f + 2 * C, S, S + C, na, m, M);
       for (i64 c = 0; c < C; ++c) cn[c] = na;
     }
   }
+  if (failed) return -2;
   for (i64 c = 0; c < C; ++c) {
     double na = cnt.p[c], ma = mu.p[c], Ma = M2.p[c];
     for (int k = 1; k < t; ++k) chan_merge(na, ma, Ma, cnt.p[k * C + c], mu.p[k * C + c], M2.p[k * C + c]);
@@ -224,10 +252,41 @@ static int stats(const typename D::T* x, int layout, i64 N, i64 C, i64 L, double
   return 0;
 }
 
+// Per-thread partial sums (t blocks of [sum_dy (C) | sum_dy_xmu (C)]) added in thread order.
+static inline void merge_partials(const double* part, int t, i64 C, double* sdy, double* sdx) {
+  for (i64 c = 0; c < C; ++c) {
+    double a = 0, b = 0;
+    for (int k = 0; k < t; ++k) { a += part[k * 2 * C + c]; b += part[k * 2 * C + C + c]; }
+    sdy[c] = a;
+    sdx[c] = b;
+  }
+}
+
 template <class D, bool MASK>
 static int backward_reduce(const typename D::T* dy, const typename D::T* x, const typename D::T* y, typename D::T* dz,
                            int layout, i64 N, i64 C, i64 L, const float* mean, double* sdy, double* sdx, int nt) {
   int t = threads_for(nt, N * C * L, layout == 0 ? imax(N, C) : N);
+  if (layout == 0 && L <= ACC) {  // short planes: in memory order (ncl_reduce_in_order)
+    const bool by_channel = N < t;  // channels to threads only when the batch cannot feed them all
+    t = (int)imin(t, by_channel ? C : N);
+    Buf<double> part(by_channel ? 1 : t * 2 * C);
+    if (!part.p) return -2;
+    int failed = 0;
+#pragma omp parallel num_threads(t) if (t > 1) reduction(| : failed)
+    {
+      const int k = thread_num();
+      i64 n0 = 0, n1 = N, c0 = 0, c1 = C;
+      split(by_channel ? C : N, t, k, by_channel ? &c0 : &n0, by_channel ? &c1 : &n1);
+      LaneBuf lanes(2 * (c1 - c0));
+      double* p1 = by_channel ? sdy : part.p + k * 2 * C;
+      double* p2 = by_channel ? sdx : part.p + k * 2 * C + C;
+      if (!lanes.p) failed = 1;
+      else ncl_reduce_in_order<D, MASK>(dy, x, y, dz, C, L, n0, n1, c0, c1, mean, lanes.p, p1, p2);
+    }
+    if (failed) return -2;
+    if (!by_channel) merge_partials(part.p, t, C, sdy, sdx);
+    return 0;
+  }
   if (split_by_channel(layout, N, C, t)) {
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
     for (i64 c = 0; c < C; ++c) ncl_reduce_range<D, MASK>(dy, x, y, dz, C, L, c, 0, N, mean[c], sdy[c], sdx[c]);
@@ -251,12 +310,7 @@ static int backward_reduce(const typename D::T* dy, const typename D::T* x, cons
       nlc_reduce_range<D, MASK>(dy, x, y, dz, C, lo, hi, mean, f, f + C, p1, p2);
     }
   }
-  for (i64 c = 0; c < C; ++c) {
-    double a = 0, b = 0;
-    for (int k = 0; k < t; ++k) { a += part.p[k * 2 * C + c]; b += part.p[k * 2 * C + C + c]; }
-    sdy[c] = a;
-    sdx[c] = b;
-  }
+  merge_partials(part.p, t, C, sdy, sdx);
   return 0;
 }
 

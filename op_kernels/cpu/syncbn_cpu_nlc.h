@@ -1,0 +1,221 @@
+// NLC (channels-last) reduction pieces of the kernels in syncbn_cpu_impl.h:
+// P rows of C contiguous channels. Included by syncbn_cpu_impl.h inside
+// `namespace NSB_NS` after syncbn_cpu_pieces.h (vector types, chan_merge),
+// once per instruction-set variant, so it has no include guard and no
+// standard-library includes.
+
+// 128 rows: a float32 partial sum then covers <= 128 terms, as a lane of the
+// NCL sums (fewer rows made the per-block merge of every channel cost as much
+// as the data at C = 1024).
+static inline i64 nlc_rows_per_block(i64) { return 128; }
+
+// Statistics in channel tiles of TILE channels kept in registers across the
+// rows of a block, both passes over the tile's block from L1 (row loops over
+// all channels ran at a third of the read bandwidth for C = 64). Per channel
+// the same additions in the same order as the row loops below, which take the
+// channels past the last whole tile, and every channel when C is large (then
+// they have C / VL independent chains already). The backward reduce keeps
+// its row loop: a single pass, it ran as fast as with tiles or faster.
+constexpr i64 TILE = 32;
+static inline i64 nlc_tiled(i64 C) { return C / TILE * TILE; }
+
+// Rows go two at a time into separate sums (even and odd rows of the block),
+// added at the end: one chain per vector ran at the add latency, not at the
+// loads' rate. pf, pf_bytes: this tile's share of the next block, prefetched
+// here so that memory streams in while the block is computed on (the tiles
+// read the block column-wise, which the hardware prefetchers do not follow).
+template <class D>
+static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1, float k, float* fs, float* f1,
+                                  float* f2, const char* pf, i64 pf_bytes) {
+  constexpr int TV = TILE / VN;  // registers of one tile
+  for (i64 o = 0; o < pf_bytes; o += 64) __builtin_prefetch(pf + o);
+  vf s[TV] = {}, t[TV] = {};
+  i64 r = b0;
+  for (; r + 1 < b1; r += 2) {
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) {
+      s[j] += V<D>::ld(x + r * C + j * VN);
+      t[j] += V<D>::ld(x + (r + 1) * C + j * VN);
+    }
+  }
+  if (r < b1) {
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) s[j] += V<D>::ld(x + r * C + j * VN);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < TV; ++j) s[j] = (s[j] + t[j]) / k;
+  vf a[TV] = {}, q[TV] = {}, e[TV] = {}, w[TV] = {};
+  for (r = b0; r + 1 < b1; r += 2) {
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) {
+      const vf d = V<D>::ld(x + r * C + j * VN) - s[j], g = V<D>::ld(x + (r + 1) * C + j * VN) - s[j];
+      a[j] += d;
+      q[j] += d * d;
+      e[j] += g;
+      w[j] += g * g;
+    }
+  }
+  if (r < b1) {
+#pragma GCC unroll 8
+    for (int j = 0; j < TV; ++j) {
+      const vf d = V<D>::ld(x + r * C + j * VN) - s[j];
+      a[j] += d;
+      q[j] += d * d;
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < TV; ++j) {
+    a[j] += e[j];
+    q[j] += w[j];
+    memcpy(fs + j * VN, &s[j], sizeof s[j]);
+    memcpy(f1 + j * VN, &a[j], sizeof a[j]);
+    memcpy(f2 + j * VN, &q[j], sizeof q[j]);
+  }
+}
+
+// Rows [b0, b1) (one block, at most R rows; r1: the range's end, for the
+// prefetch of the next block): shifted two-pass in channel tiles, merged
+// into (na, ma[], Ma[]). fs, f1, f2: scratch of C floats.
+template <class D>
+static void nlc_block_two_pass(const typename D::T* x, i64 C, i64 b0, i64 b1, i64 r1, float* __restrict fs,
+                               float* __restrict f1, float* __restrict f2, double& na, double* __restrict ma,
+                               double* __restrict Ma) {
+  const i64 R = nlc_rows_per_block(C);
+  const float k = (float)(b1 - b0);
+  const i64 ct = nlc_tiled(C);
+  const char* next = (const char*)(x + b1 * C);
+  const i64 next_bytes = (imin(r1, b1 + R) - b1) * C * (i64)sizeof(typename D::T);
+  const i64 share = ct ? (next_bytes / (ct / TILE) + 63) / 64 * 64 : 0;
+  for (i64 c0 = 0, j = 0; c0 < ct; c0 += TILE, ++j) {
+    const i64 lo = imin(j * share, next_bytes);
+    nlc_tile_stats<D>(x + c0, C, b0, b1, k, fs + c0, f1 + c0, f2 + c0, next + lo, imin(share, next_bytes - lo));
+  }
+  for (i64 c = ct; c < C; ++c) fs[c] = 0.f;
+  for (i64 r = b0; r < b1; ++r) {
+    const typename D::T* __restrict p = x + r * C;
+    for (i64 c = ct; c < C; ++c) fs[c] += D::ld(p[c]);
+  }
+  for (i64 c = ct; c < C; ++c) { fs[c] /= k; f1[c] = 0.f; f2[c] = 0.f; }
+  for (i64 r = b0; r < b1; ++r) {
+    const typename D::T* __restrict p = x + r * C;
+    for (i64 c = ct; c < C; ++c) {
+      const float d = D::ld(p[c]) - fs[c];
+      f1[c] += d;
+      f2[c] += d * d;
+    }
+  }
+  const double nb = (double)(b1 - b0);
+  const double inb = 1.0 / nb;
+  const double n = na + nb, wb = nb / n, wab = na * nb / n;
+  for (i64 c = 0; c < C; ++c) {
+    const double s1 = f1[c], r = fs[c];
+    double M = (double)f2[c] - s1 * s1 * inb;
+    M = M < 0 ? 0 : M;
+    const double mb = r + s1 * inb;
+    const double d = mb - ma[c];  // ma, Ma start zeroed: the first block gives ma = mb, Ma = M
+    const bool fin = (r - r == 0) & (ma[c] - ma[c] == 0);  // both finite (x - x is NaN for Inf/NaN)
+    // Inf/NaN in the data: mean Inf or NaN (the block mean r adds in), variance NaN.
+    ma[c] = fin ? ma[c] + d * wb : ma[c] + r;
+    Ma[c] = fin ? Ma[c] + (M + d * d * wab) : (double)NAN;
+  }
+  na = n;
+}
+
+// Up to this C every block takes the two-pass in tiles (C = 64: 0.83 of the
+// copy's bandwidth against 0.65 for the one-pass row loop).
+constexpr i64 NLC_TWO_PASS_MAX_C = 64;
+
+// Rows of the first block: 128 for C <= 32, down to 16 rows for C >= 256
+// (the two-pass is the slower part; 16 rows put K within std/4 of the mean).
+static inline i64 nlc_head_rows(i64 C) { return imax(16, imin(128, 4096 / C)); }
+
+// Rows [r0, r1) in one pass over memory: the first block by the two-pass
+// above, whose exact means K[c] then shift every later row, read in memory
+// order: s1 = sum(x - K), s2 = sum((x - K)^2) per channel, float32 over at
+// most R rows, double beyond; mean = K + s1/k, M2 = s2 - s1^2/k, merged with
+// the first block's (K is close to the mean: no cancellation).
+// Two passes per block ran at 0.15-0.4 of the copy's bandwidth for C >= 256,
+// whose tiles read the block column-wise. A non-finite block mean shifts by
+// 0 (Inf and NaN reach the sums, as in the NCL statistics).
+// fs, f1, f2: scratch of C floats; S1, S2: of C doubles.
+template <class D>
+static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float* __restrict fs, float* __restrict f1,
+                            float* __restrict f2, double* __restrict S1, double* __restrict S2, double& na,
+                            double* __restrict ma, double* __restrict Ma) {
+  const i64 R = nlc_rows_per_block(C);
+  na = 0;
+  if (C >= TILE && C <= NLC_TWO_PASS_MAX_C) {  // whole tiles in registers, both passes from L1: faster still
+    for (i64 b0 = r0; b0 < r1; b0 += R) nlc_block_two_pass<D>(x, C, b0, imin(r1, b0 + R), r1, fs, f1, f2, na, ma, Ma);
+    return;
+  }
+  const i64 h1 = imin(r1, r0 + nlc_head_rows(C));
+  nlc_block_two_pass<D>(x, C, r0, h1, r1, fs, f1, f2, na, ma, Ma);
+  if (h1 == r1) return;
+  float* __restrict K = fs;
+  for (i64 c = 0; c < C; ++c) {
+    K[c] = __builtin_isfinite(ma[c]) ? (float)ma[c] : 0.f;
+    S1[c] = 0;
+    S2[c] = 0;
+  }
+  for (i64 b0 = h1; b0 < r1; b0 += R) {
+    const i64 b1 = imin(r1, b0 + R);
+    for (i64 c = 0; c < C; ++c) { f1[c] = 0.f; f2[c] = 0.f; }
+    i64 r = b0;
+    for (; r + 1 < b1; r += 2) {  // two rows per update of the sums in memory (half the store-to-load chains)
+      const typename D::T* __restrict p = x + r * C;
+      const typename D::T* __restrict q = p + C;
+      for (i64 c = 0; c < C; ++c) {
+        const float d = D::ld(p[c]) - K[c], e = D::ld(q[c]) - K[c];
+        f1[c] += d + e;
+        f2[c] += d * d + e * e;
+      }
+    }
+    if (r < b1) {
+      const typename D::T* __restrict p = x + r * C;
+      for (i64 c = 0; c < C; ++c) {
+        const float d = D::ld(p[c]) - K[c];
+        f1[c] += d;
+        f2[c] += d * d;
+      }
+    }
+    for (i64 c = 0; c < C; ++c) { S1[c] += f1[c]; S2[c] += f2[c]; }
+  }
+  const double k = (double)(r1 - h1);
+  for (i64 c = 0; c < C; ++c) {
+    double M = S2[c] - S1[c] * S1[c] / k;
+    M = M < 0 ? 0 : M;  // (false for NaN: NaN stays)
+    const double mb = (double)K[c] + S1[c] / k;
+    double n = na;
+    chan_merge(n, ma[c], Ma[c], k, mb, __builtin_isfinite(mb) ? M : NAN);
+  }
+  na += k;
+}
+
+template <class D, bool MASK>
+static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, const typename D::T* y,
+                             typename D::T* dz, i64 C, i64 r0, i64 r1, const float* __restrict m, float* __restrict f1,
+                             float* __restrict f2, double* __restrict sdy, double* __restrict sdx) {
+  const i64 R = nlc_rows_per_block(C);
+  for (i64 c = 0; c < C; ++c) { sdy[c] = 0; sdx[c] = 0; }
+  for (i64 b0 = r0; b0 < r1; b0 += R) {
+    const i64 b1 = imin(r1, b0 + R);
+    for (i64 c = 0; c < C; ++c) { f1[c] = 0.f; f2[c] = 0.f; }
+    for (i64 r = b0; r < b1; ++r) {
+      const typename D::T* __restrict pd = dy + r * C;
+      const typename D::T* __restrict px = x + r * C;
+      const typename D::T* __restrict py = MASK ? y + r * C : y;
+      typename D::T* __restrict pz = MASK ? dz + r * C : dz;
+      for (i64 c = 0; c < C; ++c) {
+        float g = D::ld(pd[c]);
+        if (MASK) {
+          g = D::ld(py[c]) <= 0.f ? 0.f : g;
+          pz[c] = D::st(g);
+        }
+        f1[c] += g;
+        f2[c] += g * (D::ld(px[c]) - m[c]);
+      }
+    }
+    for (i64 c = 0; c < C; ++c) { sdy[c] += f1[c]; sdx[c] += f2[c]; }
+  }
+}
+
