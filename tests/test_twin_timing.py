@@ -170,7 +170,24 @@ def test_bench_rows_never_beat_their_hbm_floor():
     assert len(steps) == 6 and all(s["ratio"] >= 1 for s in steps)
 
 
-def test_a_shape_the_tiling_refuses_is_skipped_with_its_reason():
+def test_odd_c_16_bit_heads_are_modelled():
+    """(N, C) fp16 with an odd C near 256 once had no C-last plan; every op runs now."""
+    logs = []
+    rows = twin_time_bench.measure([((64, 255), "NC")], ["float16"], 48, log=logs.append)
+    assert [r["op"] for r in rows if r["op"] != "step"] == ["stats", "elemt", "backward_reduce", "backward_elemt",
+                                                            "gather"]
+    assert logs == []
+
+
+def test_an_op_the_twin_refuses_is_skipped_with_its_reason(monkeypatch):
+    real = twin_time_bench.run_op
+
+    def refuse_backward_elemt(op, x, dy, cores):
+        if op == "backward_elemt":
+            raise twin.TwinError("kernel 'batch_norm_backward_elemt': UB too small for one 32-byte row")
+        return real(op, x, dy, cores)
+
+    monkeypatch.setattr(twin_time_bench, "run_op", refuse_backward_elemt)
     logs = []
     rows = twin_time_bench.measure([((64, 255), "NC")], ["float16"], 48, log=logs.append)
     assert [r["op"] for r in rows if r["op"] != "step"] == ["stats", "elemt", "backward_reduce", "gather"]
