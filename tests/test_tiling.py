@@ -66,9 +66,13 @@ def test_tiling_properties(op, dtype):
         assert 1 <= t["blockDim"] <= min(cores, units), ctx
         assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == units, ctx
         assert t["workspaceBytes"] == 0, ctx
-        if n * c * l * sz >= 4 * cores * 8192:  # every core works when each can get 8 KiB tiles
+        if not reduces and n * c * l * sz >= 4 * cores * 8192:  # every core works when each can get 8 KiB tiles
             assert t["blockDim"] == cores, ctx
         if reduces:
+            # the busiest core is within a quarter of the mean, or a few tiles (a merge launch's worth) of it
+            busiest = (t["itemsBase"] + (1 if t["itemsRem"] else 0)) * -(-t["tilesPerChannel"] // t["splits"])
+            mean = c * t["tilesPerChannel"] / cores
+            assert busiest <= max(1.25 * mean, mean + 5), ctx
             assert t["splits"] <= t["tilesPerChannel"], ctx
             if c % cores == 0:
                 assert t["splits"] == 1, ctx  # channels spread evenly: no merge launch

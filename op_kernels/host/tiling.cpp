@@ -33,17 +33,22 @@ bool ReducesPerChannel(BnOp op) {
 }
 
 constexpr uint64_t kMaxSplits = BN_MAX_CORES;
+constexpr uint64_t kMergeTiles = 4;
 
 // Parts per channel for the reducing kernels: the fewest whose busiest core
 // (ceil(units / cores) units of at most ceil(tiles / parts) tiles each) comes
-// within 3% of the best over 1..min(tiles, kMaxSplits). More parts cost a merge
-// launch and (parts x C) partials, so one part wins whenever C spreads evenly.
+// within 3% of the best over 2..min(tiles, kMaxSplits), if that saves the
+// busiest core more than kMergeTiles tiles over whole channels: more parts
+// cost a merge launch (a kernel start, about 3 us in the timing model, the
+// time of a few tiles) and (parts x C) partials.
 uint64_t ChooseSplits(uint64_t c, uint64_t tilesPerChannel, uint32_t cores) {
     auto busiest = [&](uint64_t s) { return CeilDiv(s * c, cores) * CeilDiv(tilesPerChannel, s); };
     const uint64_t most = std::min<uint64_t>(tilesPerChannel, kMaxSplits);
-    uint64_t best = busiest(1);
-    for (uint64_t s = 2; s <= most; ++s) best = std::min(best, busiest(s));
-    for (uint64_t s = 1;; ++s) {
+    if (most < 2) return 1;
+    uint64_t best = busiest(2);
+    for (uint64_t s = 3; s <= most; ++s) best = std::min(best, busiest(s));
+    if (best + kMergeTiles >= busiest(1)) return 1;
+    for (uint64_t s = 2;; ++s) {
         if (busiest(s) * 100 <= best * 103) return s;
     }
 }
