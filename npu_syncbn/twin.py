@@ -54,6 +54,7 @@ __all__ = [
     "library",
     "set_soc",
     "set_auto_sync",
+    "set_vector_auto_sync",
     "soc",
 ]
 
@@ -103,6 +104,7 @@ _SIGNATURES = {
     "twin_run_test_kernel": [ctypes.c_char_p, _U32],
     "twin_set_soc": [ctypes.c_char_p],
     "twin_set_auto_sync": [ctypes.c_int],
+    "twin_set_vector_auto_sync": [ctypes.c_int],
     "twin_traffic_get": [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, _P, _P],
 }
 
@@ -143,6 +145,15 @@ def set_auto_sync(on: bool) -> None:
     ordered against the other pipes by the compiler) or off (every cross-pipe
     dependency, the scalar ones included, needs a barrier or an event pair)."""
     library().twin_set_auto_sync(1 if on else 0)
+
+
+def set_vector_auto_sync(on: bool) -> None:
+    """Whether the pipe model takes the compiler as ordering a vector
+    instruction after an earlier one whose output it reads (the
+    ``PipeBarrier<PIPE_V>`` that ``--cce-auto-sync`` inserts; default on). Off,
+    such a read with no ``PipeBarrier<PIPE_V>`` in between is a hazard: the
+    kernels rely on the compiler for these, and say so where they are built."""
+    library().twin_set_vector_auto_sync(1 if on else 0)
 
 
 def soc() -> Dict[str, object]:

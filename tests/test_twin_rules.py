@@ -88,10 +88,37 @@ def test_scalar_read_after_deque_needs_an_event_without_compiler_auto_sync(auto_
     run("twin_broken_pipe_scalar_after_deque", 1)
 
 
+@pytest.fixture
+def vector_auto_sync_off():
+    twin.set_vector_auto_sync(False)
+    yield
+    twin.set_vector_auto_sync(True)
+
+
+def test_vector_read_after_write_needs_pipe_v_without_compiler_auto_sync(vector_auto_sync_off):
+    """Off, a vector instruction reading an earlier one's output needs
+    PipeBarrier<PIPE_V> (which --cce-auto-sync inserts); with it, it passes."""
+    with pytest.raises(twin.TwinError, match=r"Add \(V\) reads UB written by Duplicate \(V\) with no PipeBarrier<PIPE_V>"):
+        run("twin_broken_vector_raw", 1)
+    run("twin_ok_vector_raw", 1)
+    twin.set_vector_auto_sync(True)
+    run("twin_broken_vector_raw", 1)
+
+
+def test_our_kernels_rely_on_the_compiler_for_vector_chains(vector_auto_sync_off):
+    """The kernels' vector chains (a Cast then the arithmetic on its output)
+    take their PIPE_V barriers from --cce-auto-sync, as op_kernels/CMakeLists.txt
+    states: modelled off, the first such read is named."""
+    x = torch.randn(4, 13, 37)
+    with pytest.raises(twin.TwinError, match=r"\(V\) reads UB written by .* \(V\) with no PipeBarrier<PIPE_V>"):
+        twin.batch_norm_stats(x, 1e-5, block_dim=2)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_our_kernels_need_no_compiler_auto_sync(auto_sync_off, dtype):
     """Every cross-pipe dependency of the kernels (row and C-last paths) has its
-    own barrier or event pair, so they stay correct with --cce-auto-sync=off."""
+    own barrier or event pair: none relies on the compiler's scalar syncs (the
+    vector pipe's own chains do; see the test above)."""
     for shape in [(4, 13, 37), (2, 3, 70000), (64, 13), (1, 300, 5), (4, 13, 5, 7), (2, 9, 2, 3, 4)]:
         c = shape[1]
         x, dy = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)

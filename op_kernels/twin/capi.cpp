@@ -37,6 +37,8 @@ void twin_broken_pipe_mte2_v(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_pipe_v_mte3(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_pipe_scalar_after_deque(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_pipe_events(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_broken_vector_raw(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
+void twin_ok_vector_raw(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_ok_copy(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_compares_count(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
 void twin_broken_select_scratch(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling);
@@ -535,6 +537,10 @@ int twin_set_soc(const char* name) {
 // ascendc_library builds) or off (0: S needs its own events too).
 void twin_set_auto_sync(int on) { twin::SetAutoSync(on != 0); }
 
+// Whether the compiler's auto-sync orders vector reads after vector writes
+// (PipeBarrier<PIPE_V>); 0 models --cce-auto-sync=off for the vector pipe.
+void twin_set_vector_auto_sync(int on) { twin::SetVectorAutoSync(on != 0); }
+
 const char* twin_soc_name() { return twin::CurrentSoc().name; }
 uint32_t twin_soc_cores() { return twin::CurrentSoc().vectorCores; }
 uint32_t twin_soc_ub_bytes() { return twin::CurrentSoc().ubBytes; }
@@ -563,6 +569,8 @@ int twin_run_test_kernel(const char* name, uint32_t cores) {
         {"twin_broken_pipe_v_mte3", twin_broken_pipe_v_mte3, 0, 0.0f},
         {"twin_broken_pipe_scalar_after_deque", twin_broken_pipe_scalar_after_deque, 0, 0.0f},
         {"twin_ok_pipe_events", twin_ok_pipe_events, 0, 0.0f},
+        {"twin_broken_vector_raw", twin_broken_vector_raw, 0, 0.0f},
+        {"twin_ok_vector_raw", twin_ok_vector_raw, 0, 0.0f},
         {"twin_ok_copy", twin_ok_copy, 512, 0.0f},
         {"twin_broken_compares_count", twin_broken_compares_count, 0, 0.0f},
         {"twin_broken_select_scratch", twin_broken_select_scratch, 0, 0.0f},

@@ -49,6 +49,10 @@ std::atomic<bool> gAutoSync{true};
 bool AutoSync() { return gAutoSync.load(std::memory_order_relaxed); }
 void SetAutoSync(bool on) { gAutoSync = on; }
 
+std::atomic<bool> gVectorAutoSync{true};
+bool VectorAutoSync() { return gVectorAutoSync.load(std::memory_order_relaxed); }
+void SetVectorAutoSync(bool on) { gVectorAutoSync = on; }
+
 PipeState& Pipes() {
     CoreContext& core = Core();
     if (!core.pipes) core.pipes = std::make_unique<PipeState>();

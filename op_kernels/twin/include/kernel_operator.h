@@ -136,6 +136,8 @@ inline void PipeBarrier() {
     if constexpr (pipe == PIPE_ALL) {
         twin::Pipes().BarrierAll();
         if (twin::TimeTrace* t = twin::Trace()) t->BarrierAll();
+    } else if constexpr (pipe == PIPE_V) {
+        twin::Pipes().BarrierVector();  // orders vector reads after vector writes (twin_pipes.h)
     }
 }
 

@@ -18,7 +18,12 @@
 //     for LocalTensor GetValue/SetValue. So a GetValue right after DeQue is
 //     ordered by the compiler, not by the queue; twin_set_auto_sync(0) models a
 //     build with --cce-auto-sync=off, where such a read needs its own event.
-// Same-pipe accesses are in order (V after V is ordered by bisheng on 2201).
+// Same-pipe accesses are in order, but a vector instruction that reads what an
+// earlier one wrote needs PipeBarrier<PIPE_V> between them, which bisheng's
+// --cce-auto-sync inserts; twin_set_vector_auto_sync(0) models a build without
+// it: such a read-after-write with no PIPE_V (or PIPE_ALL) barrier in between
+// is a hazard. The kernels rely on the compiler for these (op_kernels/
+// CMakeLists.txt states it), and order every other pair of pipes themselves.
 // Every access is also handed to the timing model (twin_timing.h), which
 // records the same calls as instructions with their costs.
 #ifndef NPU_SYNCBN_TWIN_PIPES_H
@@ -43,6 +48,11 @@ inline const char* PipeName(uint8_t p) {
 bool AutoSync();
 void SetAutoSync(bool on);
 
+// Whether the compiler's auto-sync orders a vector read after a vector write
+// (PipeBarrier<PIPE_V>); default on. Process-wide; set through the C ABI.
+bool VectorAutoSync();
+void SetVectorAutoSync(bool on);
+
 struct PipeState {
     static constexpr uint32_t kBlocks = kUbBytes / kBlockBytes;
     struct Block {
@@ -57,6 +67,7 @@ struct PipeState {
     uint32_t seq = 1;
     uint32_t ordered[kPipeCount][kPipeCount] = {};  // accesses of `from` up to this seq are ordered before `to`
     uint32_t flags[kPipeCount][kPipeCount][8] = {};  // SetFlag seq per event id
+    uint32_t vectorBarrier = 0;  // seq of the latest PipeBarrier<PIPE_V> (or PIPE_ALL)
 
     Block& At(uint32_t b) {
         if (b >= blocks.size()) blocks.resize(b + 1);
@@ -72,8 +83,10 @@ struct PipeState {
     void BarrierAll() {
         for (auto& row : ordered)
             for (auto& v : row) v = seq;
+        vectorBarrier = seq;
         ++seq;
     }
+    void BarrierVector() { vectorBarrier = seq++; }
     void Set(uint8_t from, uint8_t to, int id) { flags[from][to][id & 7] = seq++; }
     void Wait(uint8_t from, uint8_t to, int id) {
         if (flags[from][to][id & 7] > ordered[from][to]) ordered[from][to] = flags[from][to][id & 7];
@@ -121,7 +134,12 @@ inline void PipeRead(const char* api, uint8_t pipe, const void* p, uint64_t byte
         UbBlocks(p, bytes, first, last);
         t->Touch(pipe, first, last, false);
     }
-    PipeAccess(api, pipe, p, bytes, "reads UB written by", [&](PipeState&, PipeState::Block& blk, uint32_t now) {
+    PipeAccess(api, pipe, p, bytes, "reads UB written by", [&](PipeState& s, PipeState::Block& blk, uint32_t now) {
+        if (pipe == kPipeV && blk.writer == kPipeV && blk.writeSeq > s.vectorBarrier && !VectorAutoSync()) {
+            Fail("pipe hazard", std::string(api) + " (V) reads UB written by " + blk.writeApi +
+                                    " (V) with no PipeBarrier<PIPE_V> in between (bisheng's --cce-auto-sync "
+                                    "inserts it; this build models it off)");
+        }
         blk.readSeq[pipe] = now;
         blk.readApi = api;
     });

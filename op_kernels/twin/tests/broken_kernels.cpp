@@ -262,3 +262,27 @@ extern "C" __global__ __aicore__ void twin_ok_copy(GM_ADDR buf, GM_ADDR workspac
     DataCopyPad(gm[k * 8], yo, p);
     out.FreeTensor(yo);
 }
+
+// A vector instruction reading what the one before it wrote: bisheng's
+// --cce-auto-sync inserts the PipeBarrier<PIPE_V> between them; without it the
+// read is a hazard (twin_set_vector_auto_sync(0)). The ok twin has the barrier.
+template <bool kBarrier>
+__aicore__ inline void VectorChain() {
+    TPipe pipe;
+    TBuf<QuePosition::VECCALC> a, b;
+    pipe.InitBuffer(a, 1024);
+    pipe.InitBuffer(b, 1024);
+    LocalTensor<float> ta = a.Get<float>();
+    LocalTensor<float> tb = b.Get<float>();
+    Duplicate(ta, 1.0f, 256);
+    if constexpr (kBarrier) PipeBarrier<PIPE_V>();
+    Add(tb, ta, ta, 256);
+}
+
+extern "C" __global__ __aicore__ void twin_broken_vector_raw(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    VectorChain<false>();
+}
+
+extern "C" __global__ __aicore__ void twin_ok_vector_raw(GM_ADDR buf, GM_ADDR workspace, GM_ADDR tiling) {
+    VectorChain<true>();
+}
