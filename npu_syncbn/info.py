@@ -3,7 +3,8 @@
 Versions (python, npu_syncbn, torch, torch-npu, CANN), the NPU op route
 (``ascendc``: our kernels, ``aten-fallback``: torch-npu's aclnn ops), the NPU's
 SoC and vector-core count when one is visible, the CPU transport and check
-level the environment selects, and the twin / CPU kernel libraries. Every item
+level the environment selects, the twin / CPU kernel libraries and whether
+the emulated NPU device is built for the current sources. Every item
 is read on its own: a failure prints as that item's value, never a traceback,
 and the command exits 0. Nothing is built.
 """
@@ -71,7 +72,10 @@ def _route() -> str:
         return "emulated (our AscendC kernels in the CPU twin on the emulated npu; NPU_SYNCBN_EMULATE_NPU=1)"
     if npu.ROUTE == "ascendc":
         return f"ascendc ({path}; float64 input takes torch-npu's aclnn ops)"
-    return f"aten-fallback (torch-npu's aclnn ops; no {npu.LIBRARY_FILE}: build it with python -m npu_syncbn.npu_build)"
+    if _torch_npu() is None:
+        return (f"{npu.ROUTE} (torch-npu not installed: no NPU here; "
+                "NPU_SYNCBN_EMULATE_NPU=1 runs our kernels on the emulated npu)")
+    return f"{npu.ROUTE} (torch-npu's aclnn ops; no {npu.LIBRARY_FILE}: build it with python -m npu_syncbn.npu_build)"
 
 
 def _npu() -> str:
@@ -132,6 +136,16 @@ def _library(env: str, name_attr: str) -> Callable[[], str]:
     return status
 
 
+def _emulated_device() -> str:
+    from .emulation import device
+
+    lib = device.built_library()
+    if lib:
+        return f"built ({lib})"
+    return ("not built (built on first use under NPU_SYNCBN_EMULATE_NPU=1, a few minutes, or by "
+            "bash ci/install.sh npu; needs g++ and ninja)")
+
+
 ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("python", _python),
     ("npu_syncbn", _npu_syncbn),
@@ -144,6 +158,7 @@ ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("check level", _check_level),
     ("twin library", _library("NPU_SYNCBN_TWIN_LIB", "LIB_NAME")),
     ("cpu library", _library("NPU_SYNCBN_CPU_LIB", "CPU_LIB_NAME")),
+    ("emulated device", _emulated_device),
 ]
 
 
