@@ -125,7 +125,8 @@ setup(
     install_requires=["torch>=2.13,<2.15", "numpy"],
     extras_require={
         # ninja: torch's extension builder needs it for the emulated npu device
-        "test": ["pytest>=7", "hypothesis>=6", "ninja"],
+        # build: ci/wheel_check.sh builds the sdist with it
+        "test": ["pytest>=7", "hypothesis>=6", "ninja", "build"],
         "npu": ["torch-npu>=2.13,<2.15"],
         "plot": ["matplotlib"],
     },

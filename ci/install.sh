@@ -23,7 +23,7 @@ timed() {  # timed "what" cmd...: runs cmd, then says how long it took
   echo "npu_syncbn: $what took $((SECONDS - start)) s"
 }
 
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" 2>/dev/null; then
   timed "installing torch 2.13.0 (CPU build; no torch was importable)" "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 
@@ -33,7 +33,8 @@ STAMP=".install-stamp"
 WANT="$(cat setup.py npu_syncbn/version.py | sha256sum | cut -c1-16) $("$PY" -c 'import sys; print(sys.prefix)')"
 installed() {
   [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$PY" - "$(pwd)" <<'PYEOF'
-import importlib.util, json, sys
+import importlib.util, json, os, sys
+sys.path = [p for p in sys.path if p not in ("", os.getcwd())]  # the installed metadata, not ./npu_syncbn.egg-info
 from importlib import metadata
 try:
     url = json.loads(metadata.distribution("npu_syncbn").read_text("direct_url.json") or "{}")

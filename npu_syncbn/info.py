@@ -121,7 +121,7 @@ def _check_level() -> str:
     return f"{setting} (${function.ENV_CHECK}); CPU: {cpu_first} on a layer's first call, then {cpu_later}; NPU: {npu}"
 
 
-def _library(env: str, name_attr: str) -> Callable[[], str]:
+def _library(env: str, name_attr: str, fresh_attr: str) -> Callable[[], str]:
     def status() -> str:
         from . import twin_build
 
@@ -129,7 +129,7 @@ def _library(env: str, name_attr: str) -> Callable[[], str]:
         if not os.path.isfile(path):
             return f"not built ({path}; built on first use)"
         try:
-            fresh = twin_build.up_to_date(path)
+            fresh = getattr(twin_build, fresh_attr)(path)
         except twin_build.TwinBuildError:  # no sources next to the package: the installed build serves
             fresh = True
         return f"built ({path})" if fresh else f"built but older than its sources ({path}; rebuilt on first use)"
@@ -156,8 +156,8 @@ ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("npu", _npu),
     ("cpu transport", _cpu_transport),
     ("check level", _check_level),
-    ("twin library", _library("NPU_SYNCBN_TWIN_LIB", "LIB_NAME")),
-    ("cpu library", _library("NPU_SYNCBN_CPU_LIB", "CPU_LIB_NAME")),
+    ("twin library", _library("NPU_SYNCBN_TWIN_LIB", "LIB_NAME", "up_to_date")),
+    ("cpu library", _library("NPU_SYNCBN_CPU_LIB", "CPU_LIB_NAME", "cpu_up_to_date")),
     ("emulated device", _emulated_device),
 ]
 
