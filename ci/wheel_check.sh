@@ -30,8 +30,8 @@ say "wheel $(basename "$WHEEL") (from the sdist)"
 
 "$PY" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install --quiet "torch==2.13.0" ninja
-"$VPY" -m pip install --quiet "$WHEEL"
+"$VPY" -m pip install --quiet "torch==2.13.0" ninja >"$WORK/venv.log" 2>&1 || { tail -20 "$WORK/venv.log"; fail "torch did not install"; }
+"$VPY" -m pip install --quiet "$WHEEL" >>"$WORK/venv.log" 2>&1 || { tail -20 "$WORK/venv.log"; fail "the wheel did not install"; }
 say "fresh venv with torch 2.13.0 and the wheel"
 
 cd "$WORK"  # outside the repository: only the installed package can be imported
@@ -52,7 +52,7 @@ run_job() {  # run_job NAME [launcher flags]: the 2-rank demo through npu-syncbn
   if grep -q "building the kernel twin\|building the CPU kernels" "$log"; then
     fail "$name job rebuilt a library the wheel carries"
   fi
-  say "$name job OK: $(grep -m1 '^route:' "$log")"
+  say "$name job OK: $(grep -m1 -o 'route: .*' "$log")"
 }
 run_job cpu
 run_job emulated-npu --emulate_npu
