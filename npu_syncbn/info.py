@@ -125,7 +125,9 @@ def _library(env: str, name_attr: str, fresh_attr: str) -> Callable[[], str]:
     def status() -> str:
         from . import twin_build
 
-        path = os.environ.get(env) or os.path.join(twin_build.default_out_dir(), getattr(twin_build, name_attr))
+        name = getattr(twin_build, name_attr)
+        places = [os.path.join(d, name) for d in (twin_build.default_out_dir(), twin_build.cache_out_dir())]
+        path = os.environ.get(env) or next((p for p in places if os.path.isfile(p)), places[0])
         if not os.path.isfile(path):
             return f"not built ({path}; built on first use)"
         try:
