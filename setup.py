@@ -2,8 +2,14 @@
 
 Deliberately importable without torch: pip builds in an isolated environment,
 and anything that imported torch here would make pip fetch the newest torch
-(several GB). torch is a runtime requirement only, with a range that the
-pinned 2.13.0 satisfies so that an installed torch is never replaced.
+(several GB). torch is a runtime requirement only, with the range the project
+is tested on, so that an installed torch in it is never replaced (install
+torch, and torch-npu, before this package).
+
+A wheel (and so ``pip install .``) carries the kernel sources
+(``op_kernels/`` as ``npu_syncbn/_op_kernels``), the emulated device's C++
+sources and the examples (``npu_syncbn/examples``), so that the twin, the CPU
+kernels and the emulated NPU can be built from an installed package too.
 
 At build time the AscendC kernels are compiled for the CPU twin with g++
 (no torch, no CANN needed). A failed twin build prints one line and never
@@ -15,6 +21,7 @@ says why not.
 """
 import os
 import runpy
+import shutil
 import sys
 
 from setuptools import find_packages, setup
@@ -32,21 +39,44 @@ class BuildPyWithKernels(build_py):
         super().run()
         out_dirs = [os.path.join(HERE, "npu_syncbn")]
         if not self.editable_mode:
-            out_dirs.append(os.path.join(self.build_lib, "npu_syncbn"))
-        self._build_twin([os.path.join(d, "_lib") for d in out_dirs])
+            package = os.path.join(self.build_lib, "npu_syncbn")
+            out_dirs.append(package)
+            self._copy_kernel_sources(package)
+            self._build_twin(os.path.join(package, "_lib"))
+        # An editable install builds nothing here (pip would hide how long it
+        # takes): the libraries are built on first use, or by ci/install.sh,
+        # saying what they build.
         self._build_npu(out_dirs)
 
     @staticmethod
-    def _build_twin(lib_dirs):
+    def _copy_kernel_sources(package_dir):
+        """op_kernels/ into the package (npu_syncbn/_op_kernels), where
+        npu_syncbn.twin_build looks when there is no checkout beside it."""
+        source = os.path.join(HERE, "op_kernels")
+        if not os.path.isdir(source):  # building from a tree without them: the installed builds serve as they are
+            return
+        target = os.path.join(package_dir, "_op_kernels")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("build*", "*.so", "*.o", "__pycache__"))
+
+    @staticmethod
+    def _build_twin(lib_dir):
+        """The twin and CPU kernel libraries into the wheel: built in the
+        source tree's npu_syncbn/_lib (nothing to do when they are up to
+        date there), then copied with the digests of their sources."""
         builder = os.path.join(HERE, "npu_syncbn", "twin_build.py")
         if not os.path.exists(builder):
             return
         try:
             mod = runpy.run_path(builder)
-            for out in lib_dirs:
-                mod["build"](out_dir=out, quiet=True)
-        except Exception as exc:  # the twin is optional at install time
-            print(f"npu_syncbn: twin kernel build skipped ({exc}); it will be built on first use", file=sys.stderr)
+            built = [mod["build_twin"](), mod["build_cpu"]()]
+        except Exception as exc:  # the libraries are optional at install time
+            print(f"npu_syncbn: kernel libraries not built ({exc}); they are built on first use", file=sys.stderr)
+            return
+        os.makedirs(lib_dir, exist_ok=True)
+        for lib in built:
+            for path in (lib, lib + ".inputs"):
+                shutil.copy2(path, lib_dir)
 
     @staticmethod
     def _build_npu(package_dirs):
@@ -87,13 +117,17 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["npu_syncbn", "npu_syncbn.*"]),
-    package_data={"npu_syncbn": ["_lib/*.so"]},
+    package_data={"npu_syncbn": ["_lib/*.so", "_lib/*.inputs", "emulation/csrc/*.cpp", "emulation/csrc/*.h",
+                                 "examples/*.py"]},
     include_package_data=True,
-    install_requires=["torch>=2.5", "numpy"],
+    # Tested: torch 2.13 (with torch-npu 2.13.0) and 2.14 (CPU suite; the NPU glue
+    # compiles against torch-npu 2.14.0). Install torch first: see the README.
+    install_requires=["torch>=2.13,<2.15", "numpy"],
     extras_require={
         # ninja: torch's extension builder needs it for the emulated npu device
-        "test": ["pytest>=7", "hypothesis>=6", "ninja"],
-        "npu": ["torch-npu==2.13.0"],
+        # build: ci/wheel_check.sh builds the sdist with it
+        "test": ["pytest>=7", "hypothesis>=6", "ninja", "build"],
+        "npu": ["torch-npu>=2.13,<2.15"],
         "plot": ["matplotlib"],
     },
     entry_points={

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (ci/install.sh) and run the main job: 2-rank training with
+# Set up (ci/install.sh: on CPU it builds only the CPU kernels, with
+# --emulate-npu also the emulated device; a second run with nothing changed
+# builds and installs nothing) and run the main job: 2-rank training with
 # SyncBatchNorm, started msrun-style by npu-syncbn-run (logs in demo_log/).
 # On CPU (gloo) by default; on an Ascend machine the same script trains on the
 # NPUs (hccl). --emulate-npu: on the emulated NPU (the launcher's --emulate_npu,
@@ -9,13 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LAUNCH_FLAGS=()
 SCRIPT_ARGS=()
+NEEDS=cpu
 for arg in "$@"; do
   case "$arg" in
-    --emulate-npu|--emulate_npu) LAUNCH_FLAGS+=(--emulate_npu) ;;  # for the launcher, not the script
+    --emulate-npu|--emulate_npu) LAUNCH_FLAGS+=(--emulate_npu); NEEDS=npu ;;  # for the launcher, not the script
     *) SCRIPT_ARGS+=("$arg") ;;
   esac
 done
-bash ci/install.sh
+bash ci/install.sh "$NEEDS"
+echo "npu_syncbn: starting 2 ranks (logs in demo_log/)"
 PY=${PYTHON:-python3}
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 exec "$PY" -m npu_syncbn.launch --worker_num=2 --local_worker_num=2 --master_port="$PORT" \

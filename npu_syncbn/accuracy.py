@@ -270,10 +270,37 @@ def summary(results: Sequence[Result]) -> Dict[str, int]:
     return out
 
 
+def skip_reasons(results: Sequence[Result]) -> List[str]:
+    """One line per distinct reason for a skip: how many cases, which
+    implementation and ops, why."""
+    groups: Dict[Tuple[str, str], List[Result]] = {}
+    for r in results:
+        if r.status == "SKIP":
+            groups.setdefault((r.impl, r.note or "no reason given"), []).append(r)
+    lines = []
+    for (impl, reason), rs in groups.items():
+        ops = sorted({r.op for r in rs})
+        what = "the whole implementation" if ops == ["*"] else f"{len(rs)} cases of {', '.join(ops)}"
+        lines.append(f"  skipped {impl}: {what}: {reason}")
+    return lines
+
+
+HELP = """Accuracy of each op of npu_syncbn against float64 formulas (npu_syncbn.ops.reference),
+for each implementation, shape and dtype: max |out - ref| and that over max |ref|.
+A case passes when the relative error is within the dtype's threshold."""
+EPILOG = ("ops:\n  " + "\n  ".join(OPS) + "\n\n"
+          "Implementations that cannot run here are skipped, each with its reason. "
+          "Exit status 1 if any case fails or errors.\n"
+          "The emulated npu: NPU_SYNCBN_EMULATE_NPU=1 npu-syncbn-accuracy --impl npu")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="npu-syncbn-accuracy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--impl", default=",".join(IMPLS), help="comma list of: cpu, twin, npu (default: all)")
-    p.add_argument("--op", default=",".join(OPS), help="comma list of ops (default: all seven)")
+    p = argparse.ArgumentParser(prog="npu-syncbn-accuracy", description=HELP, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impl", default=",".join(IMPLS),
+                   help="comma list of: cpu (the ops on CPU tensors), twin (our AscendC kernels in the CPU twin), "
+                        "npu (the ops on an Ascend device or the emulated one) (default: all)")
+    p.add_argument("--op", default=",".join(OPS), help="comma list of ops (default: all seven, listed below)")
     p.add_argument("--quick", action="store_true", help="fewer shapes")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--formulas", action="store_true",
@@ -296,7 +323,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = run(impls, a.quick, ops)
     print(format_table([r for r in results if r.status != "SKIP"]))
     s = summary(results)
-    print(f"\n{s['PASS']} passed, {s['FAIL']} failed, {s['ERROR']} errors, {s['SKIP']} implementations skipped")
+    print(f"\n{s['PASS']} passed, {s['FAIL']} failed, {s['ERROR']} errors, {s['SKIP']} skipped")
+    for line in skip_reasons(results):
+        print(line)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"results": [asdict(r) for r in results], "summary": s}, f, indent=1)

@@ -3,10 +3,11 @@
 Versions (python, npu_syncbn, torch, torch-npu, CANN), the NPU op route
 (``ascendc``: our kernels, ``aten-fallback``: torch-npu's aclnn ops), the NPU's
 SoC and vector-core count when one is visible, the CPU transport and check
-level the environment selects, the twin / CPU kernel libraries, and the
-instruction-set variant the CPU kernels run. Every item is read on its own:
-a failure prints as that item's value, never a traceback, and the command
-exits 0. Nothing is built.
+level the environment selects, the twin / CPU kernel libraries, the
+instruction-set variant the CPU kernels run, and whether the emulated NPU
+device is built for the current sources. Every item is read on its own: a
+failure prints as that item's value, never a traceback, and the command exits
+0. Nothing is built.
 """
 from __future__ import annotations
 
@@ -72,7 +73,10 @@ def _route() -> str:
         return "emulated (our AscendC kernels in the CPU twin on the emulated npu; NPU_SYNCBN_EMULATE_NPU=1)"
     if npu.ROUTE == "ascendc":
         return f"ascendc ({path}; float64 input takes torch-npu's aclnn ops)"
-    return f"aten-fallback (torch-npu's aclnn ops; no {npu.LIBRARY_FILE}: build it with python -m npu_syncbn.npu_build)"
+    if _torch_npu() is None:
+        return (f"{npu.ROUTE} (torch-npu not installed: no NPU here; "
+                "NPU_SYNCBN_EMULATE_NPU=1 runs our kernels on the emulated npu)")
+    return f"{npu.ROUTE} (torch-npu's aclnn ops; no {npu.LIBRARY_FILE}: build it with python -m npu_syncbn.npu_build)"
 
 
 def _npu() -> str:
@@ -118,15 +122,17 @@ def _check_level() -> str:
     return f"{setting} (${function.ENV_CHECK}); CPU: {cpu_first} on a layer's first call, then {cpu_later}; NPU: {npu}"
 
 
-def _library(env: str, name_attr: str) -> Callable[[], str]:
+def _library(env: str, name_attr: str, fresh_attr: str) -> Callable[[], str]:
     def status() -> str:
         from . import twin_build
 
-        path = os.environ.get(env) or os.path.join(twin_build.default_out_dir(), getattr(twin_build, name_attr))
+        name = getattr(twin_build, name_attr)
+        places = [os.path.join(d, name) for d in (twin_build.default_out_dir(), twin_build.cache_out_dir())]
+        path = os.environ.get(env) or next((p for p in places if os.path.isfile(p)), places[0])
         if not os.path.isfile(path):
             return f"not built ({path}; built on first use)"
         try:
-            fresh = twin_build.up_to_date(path)
+            fresh = getattr(twin_build, fresh_attr)(path)
         except twin_build.TwinBuildError:  # no sources next to the package: the installed build serves
             fresh = True
         return f"built ({path})" if fresh else f"built but older than its sources ({path}; rebuilt on first use)"
@@ -148,6 +154,16 @@ def _cpu_isa() -> str:
     return f"{chosen} (${cpu_fast.ISA_ENV}={forced}{note}; this CPU runs {', '.join(runs)})"
 
 
+def _emulated_device() -> str:
+    from .emulation import device
+
+    lib = device.built_library()
+    if lib:
+        return f"built ({lib})"
+    return ("not built (built on first use under NPU_SYNCBN_EMULATE_NPU=1, a few minutes, or by "
+            "bash ci/install.sh npu; needs g++ and ninja)")
+
+
 ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("python", _python),
     ("npu_syncbn", _npu_syncbn),
@@ -158,9 +174,10 @@ ITEMS: List[Tuple[str, Callable[[], str]]] = [
     ("npu", _npu),
     ("cpu transport", _cpu_transport),
     ("check level", _check_level),
-    ("twin library", _library("NPU_SYNCBN_TWIN_LIB", "LIB_NAME")),
-    ("cpu library", _library("NPU_SYNCBN_CPU_LIB", "CPU_LIB_NAME")),
+    ("twin library", _library("NPU_SYNCBN_TWIN_LIB", "LIB_NAME", "up_to_date")),
+    ("cpu library", _library("NPU_SYNCBN_CPU_LIB", "CPU_LIB_NAME", "cpu_up_to_date")),
     ("cpu kernels isa", _cpu_isa),
+    ("emulated device", _emulated_device),
 ]
 
 

@@ -28,7 +28,9 @@ ENV_SOC = "NPU_SYNCBN_SOC"
 DEFAULT_SOC = "Ascend910B2"
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_KERNELS = os.path.join(os.path.dirname(_HERE), "op_kernels")
+# op_kernels/ of a checkout, else the copy an installed package carries (setup.py puts it there)
+_KERNELS = next((d for d in (os.path.join(os.path.dirname(_HERE), "op_kernels"), os.path.join(_HERE, "_op_kernels"))
+                 if os.path.isdir(d)), os.path.join(os.path.dirname(_HERE), "op_kernels"))
 _PROBE = (
     "import torch, torch_npu\n"
     "try:\n    print(torch.npu.get_device_name(0) if torch.npu.is_available() else '')\n"
@@ -49,7 +51,7 @@ def probe(python: str = sys.executable) -> Tuple[Optional[str], str]:
     if not cann_root():
         return "no CANN toolkit (ASCEND_HOME_PATH unset; source CANN's set_env.sh)", ""
     if not os.path.isdir(_KERNELS):
-        return f"kernel sources not found at {_KERNELS} (install from the repository)", ""
+        return f"kernel sources not found at {_KERNELS} (reinstall npu_syncbn from its repository, sdist or wheel)", ""
     try:
         run = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:

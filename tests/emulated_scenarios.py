@@ -21,7 +21,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def step_equals_global_batchnorm(rank: int, world_size: int, momentum) -> Dict[str, float]:
-    """The issue's "done when": SyncBatchNorm steps on "npu" under "hccl" equal
+    """What the emulated device promises: SyncBatchNorm steps on "npu" under "hccl" equal
     BatchNorm2d on the global batch in float64 (output, input gradient,
     running stats) and make no host transfer."""
     assert dist.get_backend() == "hccl" and npu_syncbn.ops.npu.ROUTE == "emulated"
@@ -133,8 +133,8 @@ def cpu_tensors_refused(rank: int, world_size: int) -> str:
 
 def layout_copies_in_step(rank: int, world_size: int, layout: str) -> Dict[str, object]:
     """Bytes the emulated device copied within itself during one SyncBatchNorm
-    training step (issue 17: channels_last and 2-D input run the C-last
-    kernels with no layout copy), the layouts of y and dx, and the errors
+    training step (channels_last and 2-D input run the C-last kernels with
+    no layout copy), the layouts of y and dx, and the errors
     against float64 BatchNorm on the global batch."""
     shapes = {"channels_last": (4, 32, 6, 5), "channels_last_3d": (2, 16, 3, 4, 5), "2d": (24, 40), "strided": (4, 32, 6, 5)}
     shape = shapes[layout]

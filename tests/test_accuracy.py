@@ -89,3 +89,28 @@ def test_formulas_cli_prints_every_ratio(capsys):
     out = capsys.readouterr().out
     for ratio in ("1e+00", "1e+02", "1e+03", "1e+04"):
         assert ratio in out
+
+
+def test_every_skip_prints_its_reason(capsys):
+    """Skipped cases are counted and each distinct reason is printed with the
+    implementation and ops it covers, not one reason for all of them."""
+    rc = accuracy.main(["--impl", "twin,npu", "--quick", "--op", "batch_norm_stats,batch_norm_elemt_act"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    lines = [line for line in out.splitlines() if line.strip().startswith("skipped ")]
+    assert any(line.strip().startswith("skipped twin:") and "batch_norm_elemt_act" in line
+               and "NPU_SYNCBN_EMULATE_NPU" in line for line in lines), out
+    if not accuracy.impl_available("npu")[0]:
+        assert any(line.strip().startswith("skipped npu: the whole implementation:") for line in lines), out
+    skipped = int(out.split(" skipped")[0].rsplit(", ", 1)[1])
+    assert skipped == sum(int(line.split(" cases")[0].rsplit(" ", 1)[1]) if " cases of " in line else 1
+                          for line in lines)
+
+
+def test_help_is_plain_text_and_lists_the_ops():
+    run = subprocess.run([sys.executable, "-m", "npu_syncbn.accuracy", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ":mod:" not in run.stdout and "``" not in run.stdout
+    assert all(op in run.stdout for op in accuracy.OPS)
+    assert "cpu" in run.stdout and "twin" in run.stdout and "npu" in run.stdout

@@ -1,4 +1,4 @@
-"""The fused activation on the emulated npu device (issue 14): our AscendC
+"""The fused activation on the emulated npu device: our AscendC
 batch_norm_elemt_act and batch_norm_backward_reduce_relu kernels, run in the
 twin as an NPU runs them, against the unfused ops they replace (bitwise),
 float64 formulas and BatchNorm + residual + ReLU on the global batch, with

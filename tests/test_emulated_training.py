@@ -1,6 +1,6 @@
 """Training on the emulated npu device over "hccl", two ranks: SyncBatchNorm
 steps equal float64 BatchNorm2d on the global batch with no host transfer
-(issue 12's "done when"), DDP with convert/revert and a state_dict round trip
+(what the emulated device promises), DDP with convert/revert and a state_dict round trip
 npu -> cpu -> npu, kernel errors on every rank, CPU tensors refused."""
 import pytest
 
@@ -43,7 +43,7 @@ def test_hccl_refuses_cpu_tensors(ranks):
 
 @pytest.mark.parametrize("layout", ["channels_last", "channels_last_3d", "2d"])
 def test_channels_last_and_2d_steps_make_no_layout_copy(ranks, layout):
-    """Issue 17: the C-last kernels take channels_last, channels_last_3d and
+    """The C-last kernels take channels_last, channels_last_3d and
     (N, C) input as they are: the whole training step copies less than one
     activation within the device, and y and dx keep the input's layout."""
     for rank, seen in enumerate(ranks(2, "npu").run(emulated_scenarios.layout_copies_in_step, layout)):

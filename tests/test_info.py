@@ -11,7 +11,7 @@ from npu_syncbn.ops import npu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ITEMS = ("python", "npu_syncbn", "torch", "torch-npu", "CANN", "npu route", "npu",
-         "cpu transport", "check level", "twin library", "cpu library", "cpu kernels isa")
+         "cpu transport", "check level", "twin library", "cpu library", "cpu kernels isa", "emulated device")
 
 
 def _info(**env):
@@ -34,6 +34,10 @@ def test_info_names_each_item():
     assert got["check level"].endswith("NPU: never")
     for lib in ("twin library", "cpu library"):
         assert got[lib].startswith(("built", "not built")) and "libnpu_syncbn_" in got[lib]
+    assert got["emulated device"].startswith(("built (", "not built (")), got["emulated device"]
+    if npu.ROUTE == "aten-fallback" and got["torch-npu"] == "not installed":
+        # no NPU here: building the Ascend kernels cannot help, the emulated device can
+        assert "npu_build" not in got["npu route"] and "NPU_SYNCBN_EMULATE_NPU=1" in got["npu route"]
 
 
 def test_info_names_the_emulated_device_and_its_route():

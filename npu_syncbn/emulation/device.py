@@ -1,20 +1,30 @@
 """The emulated Ascend device: torch's PrivateUse1 backend renamed "npu", over
 host memory (the C++ pieces are in ``csrc/device.cpp``, built on first use with
-torch's extension builder and cached). See ``npu_syncbn.emulation``."""
+torch's extension builder and cached; the build holds ``build_lock`` so that
+ranks starting together build once and a killed build never blocks a later
+run). See ``npu_syncbn.emulation``."""
 from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.util
 import os
+import shutil
+import sys
 import threading
+import time
 from types import ModuleType
 from typing import Optional
 
 import torch
 
+from .. import build_lock
+
 ENV_DEVICES = "NPU_SYNCBN_EMULATE_DEVICES"
 DEFAULT_DEVICES = 8
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+_CFLAGS = "-O2"
+_COMPLETE = "npu_syncbn_build_complete"  # written into torch's build folder once the library loads
 
 _ext: Optional[ModuleType] = None
 _lock = threading.Lock()
@@ -49,31 +59,86 @@ def _sources():
 
 
 def build_name(sources, includes) -> str:
-    """The extension's name: a digest of the source and header paths and
-    contents. Under one fixed name torch rebuilds whenever another checkout
-    (or a header edit it does not track) loaded it last; digests keep one
-    build per source state side by side."""
-    digest = hashlib.sha256()
+    """The extension's name: a digest of the sources' and headers' paths
+    (relative to their folders, so a checkout and an installed package share
+    a build) and contents, and of the torch and Python versions it is built
+    for. Under one fixed name torch rebuilds whenever another checkout (or a
+    header edit it does not track) loaded it last; digests keep one build per
+    source state side by side."""
+    digest = hashlib.sha256(f"torch {torch.__version__} python {sys.version_info[:2]} {_CFLAGS}".encode())
     headers = [h for d in includes for h in sorted(glob.glob(os.path.join(d, "*.h")))]
     for path in list(sources) + headers:
-        digest.update(path.encode())
+        digest.update(os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path)).encode())
         with open(path, "rb") as f:
             digest.update(f.read())
     return f"npu_syncbn_emulated_device_{digest.hexdigest()[:12]}"
 
 
+def build_directory(name: str) -> str:
+    """torch's folder for extension ``name`` (under $TORCH_EXTENSIONS_DIR;
+    torch creates it, empty, when asked)."""
+    from torch.utils import cpp_extension
+
+    return cpp_extension._get_build_directory(name, verbose=False)
+
+
+def built_library(name: Optional[str] = None) -> Optional[str]:
+    """The finished library of the current sources, or None when it is not
+    built (or its build never finished)."""
+    name = name or build_name(*_sources())
+    folder = build_directory(name)
+    lib = os.path.join(folder, f"{name}.so")
+    return lib if os.path.exists(lib) and os.path.exists(os.path.join(folder, _COMPLETE)) else None
+
+
+def _import_library(name: str, lib: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, lib)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(name: str, sources, includes) -> ModuleType:
+    """Build under the lock, from scratch when an earlier build never
+    finished (killed or failed): torch's own lock file in its build folder
+    would otherwise make this wait forever for a builder that is gone."""
+    from torch.utils import cpp_extension
+
+    folder = build_directory(name)
+    lock = os.path.join(os.path.dirname(folder), f"{name}.build.lock")
+    what = "the emulated npu device"
+    with build_lock.exclusive(lock, what):
+        lib = built_library(name)
+        if lib:  # another process built it while this one waited
+            return _import_library(name, lib)
+        if os.listdir(folder):  # torch's lookup makes the folder; anything in it is an earlier attempt
+            print(f"npu_syncbn: an earlier build of {what} did not finish (killed or failed): building it again",
+                  file=sys.stderr, flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
+        start = time.monotonic()
+        print(f"npu_syncbn: building {what} (a torch C++ extension with our kernels in the twin, "
+              f"{len(sources)} sources; a few minutes on 2 cores, once per source state) into {folder}",
+              file=sys.stderr, flush=True)
+        module = cpp_extension.load(name=name, sources=sources, extra_include_paths=includes,
+                                    extra_cflags=[_CFLAGS], build_directory=folder, verbose=False)
+        with open(os.path.join(folder, _COMPLETE), "w") as f:
+            f.write(f"{time.time():.0f}\n")
+        print(f"npu_syncbn: built {what} in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+        return module
+
+
 def extension() -> ModuleType:
-    """The compiled device library (built once per source state, then cached
-    under torch's extension directory, $TORCH_EXTENSIONS_DIR; about a minute
-    on two cores)."""
+    """The compiled device library: built once per source state under
+    torch's extension directory ($TORCH_EXTENSIONS_DIR), then loaded from
+    there directly."""
     global _ext
     with _lock:
         if _ext is None:
-            from torch.utils import cpp_extension
-
             sources, includes = _sources()
-            _ext = cpp_extension.load(name=build_name(sources, includes), sources=sources,
-                                      extra_include_paths=includes, extra_cflags=["-O2"], verbose=False)
+            name = build_name(sources, includes)
+            lib = built_library(name)
+            _ext = _import_library(name, lib) if lib else _build(name, sources, includes)
     return _ext
 
 

@@ -15,6 +15,7 @@
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
+#include <torch/csrc/distributed/c10d/reducer_timer.hpp>
 
 #include "emulated_device.h"
 
@@ -194,3 +195,27 @@ void BindHccl(pybind11::module& m) {
 }
 
 }  // namespace npu_syncbn_emulation
+
+namespace c10d {
+namespace {
+
+// DDP's per-iteration time stats for npu tensors. Every kernel and collective
+// of the emulated device finishes before its call returns, so host clock
+// times are the device's. Without a timer for the device type DDP warns on
+// every rank that it collects time stats for CPU and CUDA only.
+class EmulatedNpuTimer : public Timer {
+ public:
+    explicit EmulatedNpuTimer(c10::Device /*device*/) {}
+
+    std::optional<int64_t> measureDifference(Event start, Event end) override {
+        const int64_t from = getTimeRef(start), to = getTimeRef(end);
+        if (from == kUnsetTime || to == kUnsetTime || to < from) return std::nullopt;
+        return to - from;
+    }
+};
+
+}  // namespace
+
+C10_REGISTER_TYPED_CLASS(TimerRegistry, c10::kPrivateUse1, EmulatedNpuTimer);
+
+}  // namespace c10d
