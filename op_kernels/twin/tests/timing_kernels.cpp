@@ -18,10 +18,10 @@ struct TimingArgs {
     uint64_t arg;
 };
 
-TimingArgs ArgsOf(GM_ADDR tiling) { return *reinterpret_cast<__gm__ TimingArgs*>(tiling); }
+__aicore__ inline TimingArgs ArgsOf(GM_ADDR tiling) { return *reinterpret_cast<__gm__ TimingArgs*>(tiling); }
 
 // Streams `bytes` bytes from `offset` of buf through a double-buffered queue of kTile tiles.
-void Stream(GM_ADDR buf, uint64_t total, uint64_t offset, uint64_t bytes) {
+__aicore__ inline void Stream(GM_ADDR buf, uint64_t total, uint64_t offset, uint64_t bytes) {
     TPipe pipe;
     TQue<QuePosition::VECIN, 2> in;
     pipe.InitBuffer(in, 2, kTile);
@@ -68,7 +68,7 @@ namespace {
 // A 32 KiB GM -> UB copy into one buffer and a 32 KiB float Div on two
 // others: independent, so MTE2 and V overlap unless `barrier` puts a
 // PipeBarrier<PIPE_ALL> between them.
-void CopyAndDivide(GM_ADDR buf, GM_ADDR tiling, bool barrier) {
+__aicore__ inline void CopyAndDivide(GM_ADDR buf, GM_ADDR tiling, bool barrier) {
     const TimingArgs a = ArgsOf(tiling);
     if (GetBlockIdx() != 0) return;
     TPipe pipe;
