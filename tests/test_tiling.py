@@ -69,10 +69,11 @@ def test_tiling_properties(op, dtype):
         if not reduces and n * c * l * sz >= 4 * cores * 8192:  # every core works when each can get 8 KiB tiles
             assert t["blockDim"] == cores, ctx
         if reduces:
-            # the busiest core is within a quarter of the mean, or a few tiles (a merge launch's worth) of it
+            # the busiest core is within a quarter of the mean, or a few tiles of it (a merge launch, or
+            # the read-back of a part, costs about that much)
             busiest = (t["itemsBase"] + (1 if t["itemsRem"] else 0)) * -(-t["tilesPerChannel"] // t["splits"])
             mean = c * t["tilesPerChannel"] / cores
-            assert busiest <= max(1.25 * mean, mean + 5), ctx
+            assert busiest <= max(1.25 * mean, mean + 12), ctx
             assert t["splits"] <= t["tilesPerChannel"], ctx
             if c % cores == 0:
                 assert t["splits"] == 1, ctx  # channels spread evenly: no merge launch
@@ -88,12 +89,12 @@ def busiest_share(t, cores):
 @pytest.mark.parametrize("n,c,l", [(32, 64, 112 * 112), (32, 64, 56 * 56), (2, 3, 70000), (64, 16, 3136), (2, 64, 16 * 56 * 56)])
 def test_reducing_kernels_spread_few_channels_over_every_core(n, c, l):
     """C < cores or C not a multiple of the cores (C = 64 on 48 cores): channels
-    are cut into parts so the busiest core does at most ~1.1x the mean work
+    are cut into parts so the busiest core does at most ~1.15x the mean work
     (whole channels per core would leave it at 2 channels against 1.33)."""
     for op in (OPS["stats"], OPS["backward_reduce"]):
         t = row_tiling(op, n, c, l, 0, 48)
         assert t["blockDim"] == 48 and t["splits"] > 1, t
-        assert busiest_share(t, 48) <= 1.1, t
+        assert busiest_share(t, 48) <= 1.15, t
 
 
 def test_tiles_fill_the_ub_for_large_inner():

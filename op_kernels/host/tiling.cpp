@@ -34,16 +34,19 @@ bool ReducesPerChannel(BnOp op) {
 
 constexpr uint64_t kMaxSplits = BN_MAX_CORES;
 constexpr uint64_t kMergeTiles = 4;
+constexpr uint64_t kMinPartTiles = 4;
 
 // Parts per channel for the reducing kernels: the fewest whose busiest core
 // (ceil(units / cores) units of at most ceil(tiles / parts) tiles each) comes
-// within 3% of the best over 2..min(tiles, kMaxSplits), if that saves the
+// within 3% of the best over 2..min(tiles / kMinPartTiles, kMaxSplits), if that saves the
 // busiest core more than kMergeTiles tiles over whole channels: more parts
 // cost a merge launch (a kernel start, about 3 us in the timing model, the
 // time of a few tiles) and (parts x C) partials.
 uint64_t ChooseSplits(uint64_t c, uint64_t tilesPerChannel, uint32_t cores) {
     auto busiest = [&](uint64_t s) { return CeilDiv(s * c, cores) * CeilDiv(tilesPerChannel, s); };
-    const uint64_t most = std::min<uint64_t>(tilesPerChannel, kMaxSplits);
+    // Each part ends in its own lane sums (ReduceSums and a scalar read-back
+    // of about a tile's vector time): parts keep kMinPartTiles tiles or more.
+    const uint64_t most = std::min<uint64_t>(tilesPerChannel / kMinPartTiles, kMaxSplits);
     if (most < 2) return 1;
     uint64_t best = busiest(2);
     for (uint64_t s = 3; s <= most; ++s) best = std::min(best, busiest(s));
@@ -103,13 +106,14 @@ uint64_t PerElemBytes(BnOp op, uint64_t sz) {
 uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
     const uint64_t chunk = AlignUp(paramChunk * 4, kBlock);
     const uint64_t reduce = 2 * AlignUp(reduceWork * 4, kBlock);  // work + result
+    const uint64_t reduce2 = reduce + AlignUp(reduceWork * 4, kBlock);  // work + two results (bn::SumLanes2)
     switch (op) {
-        case BN_OP_STATS: return 3 * chunk + reduce;                 // mean, var, ones
-        case BN_OP_ELEMT: return 4 * chunk;                          // weight, bias, mean, invstd
-        case BN_OP_BACKWARD_REDUCE: return 4 * chunk + reduce;       // mean, invstd, sums x2
+        case BN_OP_STATS: return 3 * chunk + reduce2;                 // mean, var, ones
+        case BN_OP_ELEMT: return 4 * chunk;                           // weight, bias, mean, invstd
+        case BN_OP_BACKWARD_REDUCE: return 4 * chunk + reduce2;       // mean, invstd, sums x2
         case BN_OP_BACKWARD_ELEMT: return 5 * chunk + reduce;  // mean, invstd, weight, sum_dy, sum_dy_xmu
-        case BN_OP_ELEMT_ACT: return 4 * chunk;                     // as elemt
-        case BN_OP_BACKWARD_REDUCE_RELU: return 4 * chunk + reduce;  // as backward_reduce
+        case BN_OP_ELEMT_ACT: return 4 * chunk;                      // as elemt
+        case BN_OP_BACKWARD_REDUCE_RELU: return 4 * chunk + reduce2;  // as backward_reduce
     }
     return 0;
 }

@@ -61,6 +61,7 @@ public:
         pipe_.InitBuffer(accXmuBuf_, tileFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
+        pipe_.InitBuffer(res2Buf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(meanBuf_, chunkBytes);
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
         pipe_.InitBuffer(sumDyOutBuf_, chunkBytes);
@@ -125,8 +126,8 @@ private:
             lanes = bn::Max(lanes, uint64_t(elems));
         }
         BnGradSums s;
-        s.sumDy = bn::SumLanes(accDy, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
-        s.sumDyXmu = bn::SumLanes(accXmu, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
+        bn::SumLanes2(accDy, accXmu, lanes, resBuf_.Get<float>(), res2Buf_.Get<float>(), workBuf_.Get<float>(), s.sumDy,
+                      s.sumDyXmu);
         return s;
     }
 
@@ -167,7 +168,7 @@ private:
 
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
-    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_;
+    TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_, res2Buf_;
     bn::ReluGradGate<T> reluGate_;
     TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_;
     GlobalTensor<T> dyGm_, xGm_;

@@ -45,6 +45,7 @@ public:
         pipe_.InitBuffer(sqBuf_, tileFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
+        pipe_.InitBuffer(res2Buf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(meanOutBuf_, chunkBytes);
         pipe_.InitBuffer(varOutBuf_, chunkBytes);
         pipe_.InitBuffer(onesBuf_, chunkBytes);
@@ -118,8 +119,8 @@ private:
             lanes = bn::Max(lanes, uint64_t(elems));
             count += tile.rows * tile.len;
         }
-        const float s1 = bn::SumLanes(sum, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
-        const float s2 = bn::SumLanes(sq, lanes, resBuf_.Get<float>(), workBuf_.Get<float>());
+        float s1 = 0.0f, s2 = 0.0f;
+        bn::SumLanes2(sum, sq, lanes, resBuf_.Get<float>(), res2Buf_.Get<float>(), workBuf_.Get<float>(), s1, s2);
         BnMoments p;
         p.count = static_cast<float>(count);
         p.mean = shift + s1 / p.count;
@@ -157,7 +158,7 @@ private:
 
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
-    TBuf<QuePosition::VECCALC> xfBuf_, maskBuf_, sumBuf_, sqBuf_, workBuf_, resBuf_;
+    TBuf<QuePosition::VECCALC> xfBuf_, maskBuf_, sumBuf_, sqBuf_, workBuf_, resBuf_, res2Buf_;
     TBuf<QuePosition::VECCALC> meanOutBuf_, varOutBuf_, onesBuf_;
     GlobalTensor<T> xGm_;
     GlobalTensor<float> meanGm_, invstdGm_;

@@ -244,6 +244,25 @@ __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count
     return sum;
 }
 
+// SumLanes of two lane vectors with one wait for the vector pipe: both
+// ReduceSums are issued, then one V -> S event, then both scalar reads (each
+// read-back empties the vector pipe, so a unit pays it once, not twice).
+// res and res2 are separate result buffers (ReduceWorkElems floats each).
+__aicore__ inline void SumLanes2(const LocalTensor<float>& a, const LocalTensor<float>& b, uint64_t count,
+                                 const LocalTensor<float>& res, const LocalTensor<float>& res2,
+                                 const LocalTensor<float>& work, float& sumA, float& sumB) {
+    ReduceSum(res, a, work, static_cast<int32_t>(count));
+    ReduceSum(res2, b, work, static_cast<int32_t>(count));
+    const TEventID vToS = GetTPipePtr()->FetchEventID(HardEvent::V_S);
+    SetFlag<HardEvent::V_S>(vToS);
+    WaitFlag<HardEvent::V_S>(vToS);
+    sumA = res.GetValue(0);
+    sumB = res2.GetValue(0);
+    const TEventID sToV = GetTPipePtr()->FetchEventID(HardEvent::S_V);  // the next ReduceSums rewrite res, res2
+    SetFlag<HardEvent::S_V>(sToV);
+    WaitFlag<HardEvent::S_V>(sToV);
+}
+
 // dst = 1 / src as Duplicate + Div: full float precision, unlike an approximate
 // reciprocal. `ones` is scratch of at least n floats.
 __aicore__ inline void OneOver(const LocalTensor<float>& dst, const LocalTensor<float>& src,
