@@ -93,6 +93,7 @@ def sources(root: Optional[str] = None) -> List[str]:
         os.path.join(root, "twin", "runtime.cpp"),
         os.path.join(root, "twin", "capi.cpp"),
         os.path.join(root, "twin", "capi_timing.cpp"),
+        os.path.join(root, "twin", "capi_tiling.cpp"),
         os.path.join(root, "host", "tiling.cpp"),
         os.path.join(root, "host", "soc.cpp"),
         os.path.join(root, "twin", "tests", "broken_kernels.cpp"),
