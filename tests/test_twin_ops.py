@@ -204,3 +204,29 @@ def test_argument_errors_name_the_argument():
         twin.batch_norm_gather_stats(x, torch.zeros(2, 4), torch.ones(2, 4), None, None, 0.1, EPS, torch.ones(2))
     with pytest.raises(ValueError, match="eps"):
         twin.batch_norm_stats(x, -1.0)
+
+
+@pytest.mark.parametrize("dtype,offset", [(torch.float32, 1e4), (torch.float16, 100.0), (torch.bfloat16, 100.0)])
+@pytest.mark.parametrize("shape", [(32, 5, 700), (8, 64, 49), (2, 3, 70000)], ids=["rows", "7x7", "cut"])
+def test_stats_with_a_large_mean_keep_float32_precision(shape, dtype, offset):
+    """|mean| >> std: the kernels' shifted sums (K = the first element of each
+    part) keep the variance to float32 precision, on 48 cores (parts merged)."""
+    x = data(shape, dtype, mean=offset, seed=3) if dtype == torch.float32 else (data(shape, torch.float64, seed=3) / 3 + offset).to(dtype)
+    mean, invstd = twin.batch_norm_stats(x, EPS, block_dim=48)
+    rm, rs = ref.batch_norm_stats(x, EPS)
+    assert ((mean.double() - rm) / rm).abs().max().item() < 1e-6
+    assert ((invstd.double() - rs) / rs).abs().max().item() < 2e-5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stats_first_element_nan_or_tiny(dtype):
+    """The shift K is the first element: a NaN there gives that channel NaN (as
+    aten), a subnormal or zero changes nothing."""
+    x = data((4, 3, 50), dtype, seed=4)
+    x[0, 1, 0] = float("nan")
+    x[0, 2, 0] = 6e-8 if dtype == torch.float16 else 1e-40
+    mean, invstd = twin.batch_norm_stats(x, EPS, block_dim=4)
+    rm, rs = ref.batch_norm_stats(x, EPS)
+    assert torch.isnan(mean[1]) and torch.isnan(invstd[1])
+    close(mean[[0, 2]], rm[[0, 2]], torch.float32, "mean")
+    close(invstd[[0, 2]], rs[[0, 2]], torch.float32, "invstd")
