@@ -209,8 +209,9 @@ def test_argument_errors_name_the_argument():
 @pytest.mark.parametrize("dtype,offset", [(torch.float32, 1e4), (torch.float16, 100.0), (torch.bfloat16, 100.0)])
 @pytest.mark.parametrize("shape", [(32, 5, 700), (8, 64, 49), (2, 3, 70000)], ids=["rows", "7x7", "cut"])
 def test_stats_with_a_large_mean_keep_float32_precision(shape, dtype, offset):
-    """|mean| >> std: the kernels' shifted sums (K = the first element of each
-    part) keep the variance to float32 precision, on 48 cores (parts merged)."""
+    """|mean| >> std: the kernels' shifted sums (K = the mean of each part's
+    first tile) keep the variance to float32 precision, on 48 cores (parts
+    merged)."""
     x = data(shape, dtype, mean=offset, seed=3) if dtype == torch.float32 else (data(shape, torch.float64, seed=3) / 3 + offset).to(dtype)
     mean, invstd = twin.batch_norm_stats(x, EPS, block_dim=48)
     rm, rs = ref.batch_norm_stats(x, EPS)
@@ -220,8 +221,8 @@ def test_stats_with_a_large_mean_keep_float32_precision(shape, dtype, offset):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_stats_first_element_nan_or_tiny(dtype):
-    """The shift K is the first element: a NaN there gives that channel NaN (as
-    aten), a subnormal or zero changes nothing."""
+    """A NaN in a channel's first tile (which gives the shift K) makes that
+    channel NaN, as aten; a subnormal there changes nothing."""
     x = data((4, 3, 50), dtype, seed=4)
     x[0, 1, 0] = float("nan")
     x[0, 2, 0] = 6e-8 if dtype == torch.float16 else 1e-40

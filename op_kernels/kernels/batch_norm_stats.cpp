@@ -8,9 +8,9 @@
  * the parts' sizes): a second launch on the same stream, no barrier.
  *
  * x is read from GM exactly once. Each (part, channel) unit is reduced by one
- * core (include/batch_norm_tiling.h), which accumulates, per UB lane, sums of
- * (x - K) and (x - K)^2 with K the part's first element (shifted sums: no
- * cancellation when |mean| >> std), read back once at the unit's end.
+ * core (include/batch_norm_tiling.h), which accumulates, per UB lane, sums of (x - K) and (x - K)^2 with K the
+ * mean of the channel's first tile (shifted sums: no cancellation when
+ * |mean| >> std).
  */
 #include "bn_common.h"
 
@@ -97,17 +97,20 @@ private:
         uint64_t lanes = 0, count = 0;
         for (uint64_t item = begin; item < end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
-            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
-            LocalTensor<T> in = inQueue_.template DeQue<T>();
-            // K = the part's first element: within a few standard deviations
-            // of the mean, so the shifted sums stay small whatever |mean| is.
-            // Read before the next copy is issued (the scalar waits for this
-            // tile's copy only), and without emptying the vector pipe.
-            if (item == begin) shift = bn::FirstAsFloat(in);
             uint64_t next = 0;
             if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
-            bn::ToFloat(xf, in, static_cast<uint32_t>(elems));
-            inQueue_.FreeTensor(in);
+            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
+            bn::DeQueToFloat<T>(xf, inQueue_, elems);
+            if (item == begin) {
+                // K = the mean of the channel's first tile (pad lanes are 0 and
+                // add nothing): within std/sqrt(tile) of the channel mean, so
+                // the shifted sums stay small whatever |mean| is. Taken from the
+                // widened float copy: no scalar cast of T (bisheng rejects one
+                // for bfloat16_t); SumLanes orders the vector work before its
+                // scalar read.
+                shift = bn::SumLanes(xf, uint64_t(elems), resBuf_.Get<float>(), workBuf_.Get<float>()) /
+                        static_cast<float>(tile.rows * tile.len);
+            }
             Adds(xf, xf, -shift, elems);
             if (tile.len != tile.stride) Mul(xf, xf, mask, elems);
             Add(sum, sum, xf, elems);

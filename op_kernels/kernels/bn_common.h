@@ -69,49 +69,6 @@ __aicore__ inline uint64_t CoreOfItem(const BnRowTiling& t, uint64_t item) {
 
 __aicore__ inline uint64_t ChannelOfItem(const BnRowTiling& t, uint64_t item) { return item / t.tilesPerChannel; }
 
-// float from IEEE half bits (normal, subnormal, inf and NaN), in scalar code.
-__aicore__ inline float HalfBitsToFloat(uint32_t h) {
-    const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    union {
-        uint32_t u;
-        float f;
-    } v;
-    if (exp == 0) {  // zero or subnormal: man * 2^-24
-        const float f = static_cast<float>(man) * 5.9604644775390625e-8f;
-        return sign ? -f : f;
-    }
-    v.u = sign | (exp == 31 ? 0x7f800000u : (exp + 112) << 23) | (man << 13);
-    return v.f;
-}
-
-// The first element of a T tile as a float, read by the scalar unit once MTE2
-// has filled it (its own MTE2 -> S event: only the copies issued so far are
-// waited for, not the vector pipe), with an S -> MTE2 event after it so that
-// no later copy overwrites the tile before the read. Half and bfloat16 are
-// widened from their bits: bisheng rejects a scalar cast of bfloat16_t.
-template <typename T>
-__aicore__ inline float FirstAsFloat(const LocalTensor<T>& tile) {
-    const TEventID in = GetTPipePtr()->FetchEventID(HardEvent::MTE2_S);
-    SetFlag<HardEvent::MTE2_S>(in);
-    WaitFlag<HardEvent::MTE2_S>(in);
-    float value = 0.0f;
-    if constexpr (std::is_same<T, float>::value) {
-        value = tile.GetValue(0);
-    } else {
-        const uint32_t bits = tile.template ReinterpretCast<uint16_t>().GetValue(0);
-        union {
-            uint32_t u;
-            float f;
-        } v;
-        v.u = bits << 16;
-        value = std::is_same<T, bfloat16_t>::value ? v.f : HalfBitsToFloat(bits);
-    }
-    const TEventID out = GetTPipePtr()->FetchEventID(HardEvent::S_MTE2);
-    SetFlag<HardEvent::S_MTE2>(out);
-    WaitFlag<HardEvent::S_MTE2>(out);
-    return value;
-}
-
 // The reducing kernels walk a core's units one tile ahead: the item after
 // `item` of unit u (the unit's next tile, else the next unit's first), so its
 // copy-in is issued before the current tile is computed and before the unit's
