@@ -51,8 +51,10 @@ def test_minimum_passes(shape, dtype, cores):
 
 @pytest.mark.parametrize("op", ["stats", "backward_reduce"])
 def test_reducing_kernels_keep_each_channel_on_one_core(op):
-    """C=3 on 8 cores: three cores reduce one whole channel each, nothing meets
-    in a workspace (no cross-core barrier that could deadlock), x read once."""
+    """C=3 on 8 cores with 25 KB a channel, too little to cut into parts: three
+    cores reduce one whole channel each, nothing meets in a workspace (no
+    cross-core barrier that could deadlock), x read once. (Cut channels meet in
+    a merge launch instead: tests/test_tiling.py, test_twin_ops.py.)"""
     x = torch.randn(64, 3, 100)
     m, s = torch.zeros(3), torch.ones(3)
     if op == "stats":
@@ -66,6 +68,11 @@ def test_reducing_kernels_keep_each_channel_on_one_core(op):
 
 
 def test_elementwise_kernels_still_split_a_channel_over_cores():
-    x = torch.randn(64, 1, 100)
+    # 256 KB of one channel: eight cores get tiles of at least 8 KiB each (the
+    # tiling cuts no tile smaller for the sake of more cores)
+    x = torch.randn(64, 1, 1000)
     twin.batch_norm_elemt(x, None, None, torch.zeros(1), torch.ones(1), 1e-5, block_dim=8)
     assert twin.traffic()["block_dim"] == 8
+    x = torch.randn(64, 1, 100)  # 25 KB: three 8 KiB tiles, so not every core
+    twin.batch_norm_elemt(x, None, None, torch.zeros(1), torch.ones(1), 1e-5, block_dim=8)
+    assert 1 < twin.traffic()["block_dim"] < 8
