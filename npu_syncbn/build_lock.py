@@ -33,12 +33,21 @@ def _say(message: str) -> None:
     print(f"npu_syncbn: {message}", file=sys.stderr, flush=True)
 
 
-def _holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").split()
-    except OSError:
-        text = []
-    return f"process {text[0]} on {text[1]}" if len(text) >= 2 else "another process"
+def _holder(fd: int, settle_s: float = 0.0) -> str:
+    """Who holds the lock, from the pid and host it writes right after taking
+    it; waits up to ``settle_s`` for that line (a holder that has just taken
+    the lock may not have written it yet)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            text = os.pread(fd, 200, 0).decode(errors="replace").split()
+        except OSError:
+            text = []
+        if len(text) >= 2:
+            return f"process {text[0]} on {text[1]}"
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -66,7 +75,7 @@ def _acquire(fd: int, lock_path: str, what: str, say: Callable[[str], None], tim
     except BlockingIOError:
         pass
     start = last_report = time.monotonic()
-    say(f"waiting for {_holder(fd)}, which is building {what} (lock {lock_path})")
+    say(f"waiting for {_holder(fd, settle_s=2.0)}, which is building {what} (lock {lock_path})")
     while True:
         time.sleep(_POLL_S)
         try:
