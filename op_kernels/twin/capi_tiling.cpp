@@ -118,8 +118,10 @@ int twin_tiling_sweep(uint32_t op, uint32_t dtype, uint32_t cores, uint32_t ubBy
     for (uint64_t i = 0; i < nc; ++i) {
         for (uint64_t j = 0; j < nnl; ++j) {
             const uint64_t c = cs[i], nl = nls[j];
-            const uint64_t splits[3][2] = {{nl, 1}, {1, nl}, {std::min<uint64_t>(nl, 32), nl / std::min<uint64_t>(nl, 32)}};
-            for (const auto& nlPair : splits) {
+            // (N, L) decompositions of N*L (not the reducing kernels' channel parts)
+            const uint64_t n32 = std::min<uint64_t>(nl, 32);
+            const uint64_t shapes[3][2] = {{nl, 1}, {1, nl}, {n32, nl / n32}};
+            for (const auto& nlPair : shapes) {
                 BnRowTiling t{};
                 const int st = BnRowCutTilingFor(o, nlPair[0], c, nlPair[1], dtype, cores, ubBytes, &t);
                 if (st != BN_TILING_OK) {
