@@ -15,7 +15,7 @@ UB = 192 * 1024
 OPS = {"stats": 0, "elemt": 1, "backward_reduce": 2, "backward_elemt": 3}
 DTYPES = {0: 4, 1: 2, 2: 2}  # BnDtype -> bytes
 FIELDS = ("n c l tileRows tileLen tileStride tileElems lChunks tilesPerChannel totalItems unitItems itemsBase itemsRem "
-          "dtype blockDim paramChunk reduceWorkElems splits ubBytes workspaceBytes").split()
+          "dtype blockDim paramChunk reduceWorkElems splits packGroup ubBytes workspaceBytes").split()
 
 SHAPES = [(1, 1, 1), (2, 13, 1), (64, 13, 1), (4, 3, 49), (1, 1, 70000), (2, 2, 70000), (3, 5, 7), (8, 32, 256),
           (1, 1, 100003), (5000, 3, 1), (7, 1, 9), (2, 300, 3), (1, 2, 49153)]
@@ -23,7 +23,7 @@ CORES = [1, 3, 8, 48]
 
 
 def row_tiling(op, n, c, l, dtype, cores, ub=UB):
-    out = (ctypes.c_uint64 * 20)()
+    out = (ctypes.c_uint64 * 21)()
     rc = twin.library().twin_row_tiling(op, n, c, l, dtype, cores, ub, out)
     if rc != 0:
         raise ValueError(twin.library().twin_last_error().decode())
@@ -57,22 +57,29 @@ def test_tiling_properties(op, dtype):
         assert t["tileStride"] * sz % 32 == 0 and t["tileStride"] >= t["tileLen"], ctx
         assert t["tileElems"] == t["tileRows"] * t["tileStride"], ctx
         assert 1 <= t["tileRows"] <= 4095, ctx
-        assert t["tileRows"] == 1 or t["tileLen"] == l, ctx  # multi-row tiles hold whole rows
-        assert t["lChunks"] * t["tileLen"] >= l > (t["lChunks"] - 1) * t["tileLen"], ctx
+        g = t["packGroup"]
+        row = g * l if g else l  # packed: a sample's rows of a group of g channels are one tile row
+        assert t["tileRows"] == 1 or t["tileLen"] == row, ctx  # multi-row tiles hold whole rows
+        assert t["lChunks"] * t["tileLen"] >= row > (t["lChunks"] - 1) * t["tileLen"], ctx
         reduces = op in (OPS["stats"], OPS["backward_reduce"])
-        # the reducing kernels' unit is one part of one channel; the elementwise ones' one tile
-        units = t["splits"] * c if reduces else t["totalItems"]
+        # the reducing kernels' unit is one part of one channel (or group); the elementwise ones' one tile
+        groups = -(-c // g) if g else c
+        units = t["splits"] * groups if reduces else t["totalItems"]
         assert (t["unitItems"], t["splits"] >= 1) == ((0, True) if reduces else (1, False)), ctx
         assert 1 <= t["blockDim"] <= min(cores, units), ctx
         assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == units, ctx
-        assert t["workspaceBytes"] == 0, ctx
+        if g:  # packed stats: short rows, at least a channel a core, whole channels, 3 float rows a core in GM
+            assert op == OPS["stats"] and l * sz < 1024 and c >= cores and t["splits"] == 1, ctx
+            assert t["workspaceBytes"] == t["blockDim"] * -(-3 * g * l * 4 // 512) * 512, ctx
+        else:
+            assert t["workspaceBytes"] == 0, ctx
         if not reduces and n * c * l * sz >= 4 * cores * 8192:  # every core works when each can get 8 KiB tiles
             assert t["blockDim"] == cores, ctx
         if reduces:
             # the busiest core is within a quarter of the mean, or a few tiles of it (a merge launch, or
             # the read-back of a part, costs about that much)
             busiest = (t["itemsBase"] + (1 if t["itemsRem"] else 0)) * -(-t["tilesPerChannel"] // t["splits"])
-            mean = c * t["tilesPerChannel"] / cores
+            mean = groups * t["tilesPerChannel"] / cores
             assert busiest <= max(1.25 * mean, mean + 12), ctx
             assert t["splits"] <= t["tilesPerChannel"], ctx
             if c % cores == 0:

@@ -207,7 +207,8 @@ def test_argument_errors_name_the_argument():
 
 
 @pytest.mark.parametrize("dtype,offset", [(torch.float32, 1e4), (torch.float16, 100.0), (torch.bfloat16, 100.0)])
-@pytest.mark.parametrize("shape", [(32, 5, 700), (8, 64, 49), (2, 3, 70000)], ids=["rows", "7x7", "cut"])
+@pytest.mark.parametrize("shape", [(32, 5, 700), (8, 64, 49), (16, 96, 49), (2, 3, 70000)],
+                         ids=["rows", "7x7", "7x7 packed", "cut"])
 def test_stats_with_a_large_mean_keep_float32_precision(shape, dtype, offset):
     """|mean| >> std: the kernels' shifted sums (K = the mean of each part's
     first tile) keep the variance to float32 precision, on 48 cores (parts
@@ -234,3 +235,33 @@ def test_stats_first_element_nan_or_tiny(dtype):
     assert torch.isnan(mean[1]) and torch.isnan(invstd[1])
     close(mean[[0, 2]], rm[[0, 2]], torch.float32, "mean")
     close(invstd[[0, 2]], rs[[0, 2]], torch.float32, "invstd")
+
+
+PACKED = {  # (shape, cores): short rows, at least a channel a core
+    "7x7 ragged group": ((32, 512, 7, 7), 48),
+    "14x14": ((4, 96, 14, 14), 48),
+    "L=5 C=300": ((3, 300, 5), 6),
+    "L=2": ((16, 7, 2), 4),
+    "one core": ((5, 9, 33), 1),
+    "N=1": ((1, 600, 3), 2),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,cores", PACKED.values(), ids=PACKED.keys())
+def test_stats_packs_channels_of_short_rows(shape, dtype, cores):
+    """Planes of under 1 KiB (7x7, 14x14) move a sample's group of channels as
+    one burst and reduce per lane; the channels' results match float64, and a
+    NaN stays in its own channel."""
+    x = data(shape, dtype, mean=3.0, seed=5)
+    x[-1, 1].view(-1)[-1] = float("nan")  # the last sample (not the shift's), channel 1
+    mean, invstd = twin.batch_norm_stats(x, EPS, block_dim=cores)
+    t = twin.traffic()
+    assert t["buffers"]["workspace"]["written"] > 0  # the packed kernel's per-lane rows
+    # at most one burst per sample and group (not per sample and channel)
+    assert t["buffer_bursts"]["input"]["count"] <= shape[0] * t["block_dim"] < shape[0] * shape[1]
+    rm, rs = ref.batch_norm_stats(x, EPS)
+    assert torch.isnan(mean[1]) and torch.isnan(invstd[1])
+    keep = [i for i in range(shape[1]) if i != 1]
+    close(mean[keep], rm[keep], torch.float32, "mean")
+    close(invstd[keep], rs[keep], torch.float32, "invstd")

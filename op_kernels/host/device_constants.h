@@ -51,8 +51,9 @@ inline Tensor DeviceFloats(const std::vector<float>& v, const Tensor& like) {
     return DeviceConstant(v.data(), v.size() * sizeof(float), like).view(at::kFloat);
 }
 
-// The workspace argument: every kernel needs 0 bytes today (BnWorkspaceBytes),
-// so it is one shared 32-byte constant; a kernel that needs one gets its own.
+// The workspace argument: most launches need 0 bytes (BnWorkspaceBytes), and
+// share one 32-byte constant; one that needs some (the packed stats kernel)
+// gets its own.
 inline Tensor Workspace(uint64_t bytes, const Tensor& like) {
     static const uint8_t kNone[32] = {};
     if (bytes == 0) return DeviceConstant(kNone, sizeof(kNone), like);

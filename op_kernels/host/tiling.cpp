@@ -118,6 +118,25 @@ uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
     return 0;
 }
 
+// The packed stats layout (include/batch_norm_tiling.h, packGroup): rows
+// shorter than this move one sample's group of channels per burst instead.
+constexpr uint64_t kPackedRowBytes = 1024;
+constexpr uint64_t kPackedSlots = 4;       // per-channel slots of 8 floats: means, spreads, M2s, ones
+constexpr uint64_t kPackedSlotFloats = 8;  // one ReduceSum result of <= 512 floats (8 repeats) each
+
+// UB of the packed stats kernel besides its tiles: the ReduceSum work buffer
+// (`work` floats), the group's per-lane results re-read as one 32-byte aligned
+// row per channel (K, d and M2 of batch_norm_stats_packed.h), and the
+// per-channel result slots.
+uint64_t PackedFixedBytes(uint64_t group, uint64_t l, uint64_t work) {
+    return AlignUp(work * 4, kBlock) + AlignUp(3 * group * AlignUp(l, 8) * 4, kBlock) +
+           kPackedSlots * group * kPackedSlotFloats * 4;
+}
+
+bool Packs(BnOp op, uint64_t c, uint64_t l, uint64_t sz, uint32_t cores) {
+    return op == BN_OP_STATS && l * sz < kPackedRowBytes && c >= cores;
+}
+
 }  // namespace
 
 const char* BnTilingStatusText(int status) {
@@ -145,6 +164,53 @@ uint32_t BnDtypeSize(uint32_t dtype) {
 
 namespace {
 
+// The packed plan, if one fits and balances: groups of ceil(C / cores)
+// channels (their 3 re-read rows each one copy's blocks), halved until a
+// sample's group fits the UB;
+// samples per tile for about kTilesPerCore tiles a unit of at least
+// kMinTileBytes each.
+bool PackedTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
+                  BnRowTiling* out) {
+    const uint64_t sz = BnDtypeSize(dtype), epb = kBlock / sz;
+    const uint64_t paramChunk = std::min<uint64_t>(kParamChunk, AlignUp(c, 8));
+    const uint64_t perElem = PerElemBytes(op, sz);
+    for (uint64_t g = std::min<uint64_t>(CeilDiv(c, cores), BN_MAX_BLOCK_COUNT / 3); g >= 1; g /= 2) {
+        const uint64_t stride = AlignUp(g * l, epb);
+        const uint64_t work = ReduceWorkElems(l);
+        const uint64_t fixed = PackedFixedBytes(g, l, work);
+        if (ubBytes <= fixed || (ubBytes - fixed) / (perElem * stride) < 1) continue;
+        // The busiest core's channels within a quarter of the mean, else the
+        // row plan, which can cut channels, balances better (C = 64 on 48 cores).
+        if (CeilDiv(CeilDiv(c, g), cores) * g * cores * 4 > 5 * c) return false;
+        const uint64_t fitRows = (ubBytes - fixed) / (perElem * stride);
+        const uint64_t wantRows = std::max(CeilDiv(n, kTilesPerCore), CeilDiv(kMinTileBytes, g * l * sz));
+        BnRowTiling t{};
+        t.n = n;
+        t.c = c;
+        t.l = l;
+        t.packGroup = static_cast<uint32_t>(g);
+        t.tileRows = std::min<uint64_t>({fitRows, n, wantRows, BN_MAX_BLOCK_COUNT});
+        if ((c * l - g * l) * sz > kMaxCopyStrideBytes) t.tileRows = 1;
+        t.tileLen = g * l;
+        t.tileStride = stride;
+        t.tileElems = t.tileRows * stride;
+        t.lChunks = 1;
+        t.tilesPerChannel = CeilDiv(n, t.tileRows);
+        const uint64_t groups = CeilDiv(c, g);
+        t.totalItems = groups * t.tilesPerChannel;
+        t.dtype = dtype;
+        t.splits = 1;
+        t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, groups));
+        t.itemsBase = groups / t.blockDim;
+        t.itemsRem = groups % t.blockDim;
+        t.paramChunk = static_cast<uint32_t>(paramChunk);
+        t.reduceWorkElems = static_cast<uint32_t>(work);
+        *out = t;
+        return true;
+    }
+    return false;
+}
+
 int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
               bool mayCut, BnRowTiling* out) {
     if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
@@ -152,6 +218,8 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
     if (sz == 0) return BN_TILING_BAD_DTYPE;
     if (n == 0 || c == 0 || l == 0) return BN_TILING_EMPTY;
     ubBytes = PlanUb(op, ubBytes);
+
+    if (Packs(op, c, l, sz, cores) && PackedTiling(op, n, c, l, dtype, cores, ubBytes, out)) return BN_TILING_OK;
 
     const uint64_t epb = kBlock / sz;  // elements of T per 32-byte block
     const uint64_t paramChunk = std::min<uint64_t>(kParamChunk, AlignUp(c, 8));
@@ -226,13 +294,17 @@ int BnRowCutTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtyp
 
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
     const uint64_t sz = BnDtypeSize(t.dtype);
+    if (t.packGroup) return PerElemBytes(op, sz) * t.tileElems + PackedFixedBytes(t.packGroup, t.l, t.reduceWorkElems);
     return PerElemBytes(op, sz) * t.tileElems + FixedBytes(op, t.paramChunk, t.reduceWorkElems) +
            GateExtraBytes(op, t.tileElems);
 }
 
+uint64_t BnPackedWorkspaceStride(const BnRowTiling& t) { return AlignUp(3 * uint64_t(t.packGroup) * t.l * 4, 512); }
+
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t) {
-    (void)op, (void)t;  // partials are outputs of their own (see ReducesPerChannel)
-    return 0;
+    // Partials of cut channels are outputs of their own (see ReducesPerChannel);
+    // the packed stats kernel re-reads its per-lane results through GM.
+    return op == BN_OP_STATS && t.packGroup ? t.blockDim * BnPackedWorkspaceStride(t) : 0;
 }
 
 uint64_t BnRowPartElems(const BnRowTiling& t, uint64_t part) {

@@ -23,6 +23,15 @@
  * several they are partials that the host merges with a second launch on the
  * same stream (stream order is the barrier, no kernel waits for another core;
  * see host/tiling.cpp, ChooseSplits).
+ *
+ * Packed layout (packGroup > 0; stats on short rows): a sample's rows of G =
+ * packGroup consecutive channels are G*L contiguous elements, so a *group* of
+ * G channels (the last may hold fewer) takes the place of a channel above: a
+ * tile is `rows` samples x the group's G*L elements (tileLen = G*L), one burst
+ * per sample instead of one per (sample, channel), and a unit is one group
+ * with all its samples (splits = 1). The kernel keeps per-lane sums and turns
+ * them into per-channel results once per unit (kernels/batch_norm_stats_packed.h),
+ * through `workspace` (BnWorkspaceBytes).
  */
 #ifndef NPU_SYNCBN_BATCH_NORM_TILING_H
 #define NPU_SYNCBN_BATCH_NORM_TILING_H
@@ -53,7 +62,7 @@ struct BnRowTiling {
     uint32_t paramChunk;       // channels per batch of per-channel params / results in UB
     uint32_t reduceWorkElems;  // float elements of the ReduceSum work buffer
     uint32_t splits;           // parts per channel of the reducing kernels (>= 1); 0 for the elementwise ones
-    uint32_t reserved;
+    uint32_t packGroup;        // > 0: the packed layout below, packGroup channels a group; 0: not packed
 };
 
 struct BnStatsTiling {

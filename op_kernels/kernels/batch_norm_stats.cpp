@@ -13,6 +13,7 @@
  * |mean| >> std).
  */
 #include "bn_common.h"
+#include "batch_norm_stats_packed.h"
 
 using namespace AscendC;
 
@@ -171,8 +172,12 @@ private:
 
 extern "C" __global__ __aicore__ void batch_norm_stats(GM_ADDR x, GM_ADDR mean, GM_ADDR invstd, GM_ADDR workspace,
                                                        GM_ADDR tiling) {
-    (void)workspace;  // unused: partials are the outputs of their own (see host/tiling.cpp)
+    // workspace: the packed kernel's per-core rows; cut channels' partials are outputs of their own
     BnStatsTiling t;
     bn::LoadTiling(t, tiling);
+    if (t.rows.packGroup) {
+        bn::RunForDtype<KernelBatchNormStatsPacked>(t.rows.dtype, x, mean, invstd, workspace, t);
+        return;
+    }
     bn::RunForDtype<KernelBatchNormStats>(t.rows.dtype, x, mean, invstd, t);
 }

@@ -51,12 +51,17 @@ __aicore__ inline ItemRange CoreItems(const BnRowTiling& t, uint64_t k) {
     return {u.begin * t.unitItems, u.end * t.unitItems};
 }
 
-// The reducing kernels' unit u = part * c + channel: its channel, and the items
-// of its part (consecutive tiles of the channel; include/batch_norm_tiling.h).
-__aicore__ inline uint64_t ChannelOfUnit(const BnRowTiling& t, uint64_t u) { return u % t.c; }
+// Channels, or in the packed layout channel groups, of the row tiling: what
+// an item's tile and a reducing kernel's unit belong to.
+__aicore__ inline uint64_t Groups(const BnRowTiling& t) { return t.packGroup ? CeilDiv(t.c, t.packGroup) : t.c; }
+
+// The reducing kernels' unit u = part * groups + channel (or group): its
+// channel, and the items of its part (consecutive tiles of the channel;
+// include/batch_norm_tiling.h).
+__aicore__ inline uint64_t ChannelOfUnit(const BnRowTiling& t, uint64_t u) { return u % Groups(t); }
 
 __aicore__ inline ItemRange ItemsOfUnit(const BnRowTiling& t, uint64_t u) {
-    const uint64_t part = u / t.c, first = (u % t.c) * t.tilesPerChannel;
+    const uint64_t part = u / Groups(t), first = (u % Groups(t)) * t.tilesPerChannel;
     return {first + part * t.tilesPerChannel / t.splits, first + (part + 1) * t.tilesPerChannel / t.splits};
 }
 
@@ -95,9 +100,10 @@ __aicore__ inline T ScalarOf(float v) {
     }
 }
 
-// One tile: rows [row0, row0 + rows) x columns [col0, col0 + len) of one channel.
+// One tile: rows [row0, row0 + rows) x columns [col0, col0 + len) of one
+// channel, or (packed) of one group's G*L elements of each sample.
 struct Tile {
-    uint64_t channel;
+    uint64_t channel;   // the channel, or the group when packed
     uint64_t row0;
     uint64_t rows;
     uint64_t col0;
@@ -115,8 +121,13 @@ __aicore__ inline Tile TileOfItem(const BnRowTiling& t, uint64_t item) {
     tile.rows = Min(t.tileRows, t.n - tile.row0);
     tile.col0 = (r % t.lChunks) * t.tileLen;
     tile.len = Min(t.tileLen, t.l - tile.col0);
-    tile.stride = AlignUp(tile.len, BLOCK_BYTES / sizeof(T));
     tile.gmOffset = (tile.row0 * t.c + tile.channel) * t.l + tile.col0;
+    if (t.packGroup) {  // lChunks == 1: the group's channels side by side
+        const uint64_t c0 = tile.channel * t.packGroup;
+        tile.len = Min(t.packGroup, t.c - c0) * t.l;
+        tile.gmOffset = (tile.row0 * t.c + c0) * t.l;
+    }
+    tile.stride = AlignUp(tile.len, BLOCK_BYTES / sizeof(T));
     return tile;
 }
 

@@ -41,18 +41,18 @@ int twin_clast_tiling(uint32_t op, uint64_t rows, uint64_t c, uint32_t dtype, ui
 }
 
 // ---------------------------------------------------------------- tiling, for tests
-// Fields of BnRowTiling in declaration order (but `reserved`), then UB bytes and workspace bytes.
+// Fields of BnRowTiling in declaration order, then UB bytes and workspace bytes.
 int twin_row_tiling(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
-                    uint32_t ubBytes, uint64_t* out20) {
+                    uint32_t ubBytes, uint64_t* out21) {
     BnRowTiling t{};
     const int st = BnRowCutTilingFor(static_cast<BnOp>(op), n, c, l, dtype, cores, ubBytes, &t);
     if (st != BN_TILING_OK) return Refused(st);
-    const uint64_t fields[20] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
+    const uint64_t fields[21] = {t.n,        t.c,         t.l,        t.tileRows,        t.tileLen,
                                  t.tileStride, t.tileElems, t.lChunks, t.tilesPerChannel, t.totalItems,
                                  t.unitItems,  t.itemsBase, t.itemsRem, t.dtype,          t.blockDim,
-                                 t.paramChunk, t.reduceWorkElems, t.splits, BnUbBytes(static_cast<BnOp>(op), t),
-                                 BnWorkspaceBytes(static_cast<BnOp>(op), t)};
-    std::memcpy(out20, fields, sizeof(fields));
+                                 t.paramChunk, t.reduceWorkElems, t.splits, t.packGroup,
+                                 BnUbBytes(static_cast<BnOp>(op), t), BnWorkspaceBytes(static_cast<BnOp>(op), t)};
+    std::memcpy(out21, fields, sizeof(fields));
     return 0;
 }
 
@@ -93,7 +93,7 @@ int twin_tiling_cover(uint32_t op, uint64_t n, uint64_t c, uint64_t l, uint32_t 
             if (!visit(item, k)) return 1;
         }
     }
-    const uint64_t units = reduces ? uint64_t(t.splits) * c : t.totalItems;
+    const uint64_t units = reduces ? uint64_t(t.splits) * bn::Groups(t) : t.totalItems;
     if (bn::CoreUnits(t, t.blockDim - 1).end != units) return Failed("units not all assigned");
     return 0;
 }
