@@ -68,9 +68,10 @@ def test_tiling_properties(op, dtype):
         assert (t["unitItems"], t["splits"] >= 1) == ((0, True) if reduces else (1, False)), ctx
         assert 1 <= t["blockDim"] <= min(cores, units), ctx
         assert t["itemsBase"] * t["blockDim"] + t["itemsRem"] == units, ctx
-        if g:  # packed stats: short rows, at least a channel a core, whole channels, 3 float rows a core in GM
-            assert op == OPS["stats"] and l * sz < 1024 and c >= cores and t["splits"] == 1, ctx
-            assert t["workspaceBytes"] == t["blockDim"] * -(-3 * g * l * 4 // 512) * 512, ctx
+        if g:  # packed: short rows, at least a channel a core, whole channels, float rows a core in GM
+            assert reduces and l * sz < (1024 if op == OPS["stats"] else 256) and c >= cores and t["splits"] == 1, ctx
+            row_sets = 3 if op == OPS["stats"] else 2  # stats: K, d, M2 lanes; backward_reduce: two sums
+            assert t["workspaceBytes"] == t["blockDim"] * -(-row_sets * g * l * 4 // 512) * 512, ctx
         else:
             assert t["workspaceBytes"] == 0, ctx
         if not reduces and n * c * l * sz >= 4 * cores * 8192:  # every core works when each can get 8 KiB tiles

@@ -1,6 +1,8 @@
 """The AscendC kernels on the CPU twin against the independent float64
 reference (npu_syncbn/ops/reference.py): awkward shapes, 1/3/8/48 cores,
 float32 / float16 / bfloat16, plus argument validation of the front."""
+import math
+
 import pytest
 import torch
 
@@ -265,3 +267,34 @@ def test_stats_packs_channels_of_short_rows(shape, dtype, cores):
     keep = [i for i in range(shape[1]) if i != 1]
     close(mean[keep], rm[keep], torch.float32, "mean")
     close(invstd[keep], rs[keep], torch.float32, "invstd")
+
+
+@pytest.mark.parametrize("asked", [(True, True, True), (False, True, False), (True, False, False)],
+                         ids=["all", "grad_weight only", "sums only"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,cores", PACKED.values(), ids=PACKED.keys())
+def test_backward_reduce_packs_channels_of_short_rows(shape, dtype, cores, asked):
+    """backward_reduce on rows under 256 bytes: one burst of dy and of x per
+    sample and group, per-lane sums against each lane's channel mean (longer
+    rows keep the row plan); every output asked for matches float64 (and only
+    those are written), and a NaN stays in its own channel."""
+    x, dy = data(shape, dtype, mean=3.0, seed=6), data(shape, dtype, mean=0.0, seed=7)
+    dy[-1, 1].view(-1)[-1] = float("nan")
+    w, _, m, s = params(shape[1])
+    m = m + 3.0  # near the data's mean, as in training
+    outs = twin.batch_norm_backward_reduce(dy, x, m, s, w, *asked, block_dim=cores)
+    t = twin.traffic()
+    if math.prod(shape[2:]) * x.element_size() < 256:
+        assert t["buffers"]["workspace"]["written"] > 0
+        assert t["buffer_bursts"]["grad_out"]["count"] <= shape[0] * t["block_dim"] < shape[0] * shape[1]
+    else:
+        assert t["buffers"]["workspace"]["written"] == 0
+    keep = [i for i in range(shape[1]) if i != 1]
+    names = ("sum_dy", "sum_dy_xmu", "grad_weight", "grad_bias")
+    wanted = (asked[0], asked[0], asked[1], asked[2])
+    for name, want, o, e in zip(names, wanted, outs, ref.batch_norm_backward_reduce(dy, x, m, s)):
+        if not want:
+            assert o is None, name
+            continue
+        assert torch.isnan(o[1]), name
+        close(o[keep], e[keep], torch.float32 if dtype == torch.float32 else torch.float16, name)

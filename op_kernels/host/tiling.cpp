@@ -120,21 +120,35 @@ uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
 
 // The packed stats layout (include/batch_norm_tiling.h, packGroup): rows
 // shorter than this move one sample's group of channels per burst instead.
+// A slot (8 floats) holds one ReduceSum result of up to 8 repeats: L <= 512.
 constexpr uint64_t kPackedRowBytes = 1024;
-constexpr uint64_t kPackedSlots = 4;       // per-channel slots of 8 floats: means, spreads, M2s, ones
-constexpr uint64_t kPackedSlotFloats = 8;  // one ReduceSum result of <= 512 floats (8 repeats) each
 
-// UB of the packed stats kernel besides its tiles: the ReduceSum work buffer
-// (`work` floats), the group's per-lane results re-read as one 32-byte aligned
-// row per channel (K, d and M2 of batch_norm_stats_packed.h), and the
-// per-channel result slots.
-uint64_t PackedFixedBytes(uint64_t group, uint64_t l, uint64_t work) {
-    return AlignUp(work * 4, kBlock) + AlignUp(3 * group * AlignUp(l, 8) * 4, kBlock) +
-           kPackedSlots * group * kPackedSlotFloats * 4;
+uint64_t PackedRowSets(BnOp op) { return op == BN_OP_STATS ? BN_PACKED_STATS_ROWS : BN_PACKED_REDUCE_ROWS; }
+
+// The packed kernels' tiles are their queues of T (double-buffered): x; dy and x.
+uint64_t PackedPerElemBytes(BnOp op, uint64_t sz) { return (op == BN_OP_STATS ? 2 : 4) * sz; }
+
+// Their float buffers of one row (`stride` lanes): stats x, K, sum(x - K),
+// sum((x - K)^2); backward_reduce dy, x - mean, mean, sum(dy), sum(dy * xmu).
+uint64_t PackedFloatRows(BnOp op) { return op == BN_OP_STATS ? 4 : 5; }
+
+// UB of a packed kernel besides its tiles: the float rows, the ReduceSum work
+// buffer (`work` floats), the group's per-lane results re-read as one 32-byte
+// aligned row per channel and row set, and the per-channel result slots
+// (kernels/bn_packed.h).
+uint64_t PackedFixedBytes(BnOp op, uint64_t group, uint64_t l, uint64_t stride, uint64_t work) {
+    return PackedFloatRows(op) * AlignUp(stride * 4, kBlock) + AlignUp(work * 4, kBlock) +
+           AlignUp(PackedRowSets(op) * group * AlignUp(l, 8) * 4, kBlock) +
+           BN_PACKED_SLOTS * group * BN_PACKED_SLOT_FLOATS * 4;
 }
 
+// Rows the packed kernels take: under half a granule for backward_reduce (7x7
+// planes; its row plan ends each channel in one read-back and overlaps it with
+// the next channel's copies, which the timing model finds as fast from 14x14
+// float16 on), under 1 KiB for stats (whose row plan reads back twice a channel).
 bool Packs(BnOp op, uint64_t c, uint64_t l, uint64_t sz, uint32_t cores) {
-    return op == BN_OP_STATS && l * sz < kPackedRowBytes && c >= cores;
+    const uint64_t below = op == BN_OP_STATS ? kPackedRowBytes : op == BN_OP_BACKWARD_REDUCE ? 256 : 0;
+    return l * sz < below && c >= cores;
 }
 
 }  // namespace
@@ -164,51 +178,61 @@ uint32_t BnDtypeSize(uint32_t dtype) {
 
 namespace {
 
-// The packed plan, if one fits and balances: groups of ceil(C / cores)
-// channels (their 3 re-read rows each one copy's blocks), halved until a
-// sample's group fits the UB;
-// samples per tile for about kTilesPerCore tiles a unit of at least
-// kMinTileBytes each.
+// The packed plan, if one fits and balances. Groups of ceil(C / cores)
+// channels (their re-read rows each one copy's blocks), or halvings of that:
+// the one whose busiest core pays least for its copies, each costing its bytes
+// (whole granules) plus about kCopyCostBytes of start-up (118 ns at a core's
+// share of HBM), so long rows of many channels, which leave the UB room for
+// one sample a tile, may lose to more, smaller groups. Samples per tile: as
+// many as fit, but about kTilesPerCore tiles a core (copy-in overlaps compute).
+constexpr uint64_t kCopyCostBytes = 4096;
+
 bool PackedTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
                   BnRowTiling* out) {
     const uint64_t sz = BnDtypeSize(dtype), epb = kBlock / sz;
     const uint64_t paramChunk = std::min<uint64_t>(kParamChunk, AlignUp(c, 8));
-    const uint64_t perElem = PerElemBytes(op, sz);
-    for (uint64_t g = std::min<uint64_t>(CeilDiv(c, cores), BN_MAX_BLOCK_COUNT / 3); g >= 1; g /= 2) {
+    const uint64_t perElem = PackedPerElemBytes(op, sz);
+    uint64_t bestG = 0, bestRows = 0, bestCost = ~0ull;
+    for (uint64_t g = std::min<uint64_t>(CeilDiv(c, cores), BN_MAX_BLOCK_COUNT / PackedRowSets(op)); g >= 1; g /= 2) {
         const uint64_t stride = AlignUp(g * l, epb);
-        const uint64_t work = ReduceWorkElems(l);
-        const uint64_t fixed = PackedFixedBytes(g, l, work);
+        const uint64_t fixed = PackedFixedBytes(op, g, l, stride, ReduceWorkElems(l));
         if (ubBytes <= fixed || (ubBytes - fixed) / (perElem * stride) < 1) continue;
-        // The busiest core's channels within a quarter of the mean, else the
-        // row plan, which can cut channels, balances better (C = 64 on 48 cores).
-        if (CeilDiv(CeilDiv(c, g), cores) * g * cores * 4 > 5 * c) return false;
-        const uint64_t fitRows = (ubBytes - fixed) / (perElem * stride);
-        const uint64_t wantRows = std::max(CeilDiv(n, kTilesPerCore), CeilDiv(kMinTileBytes, g * l * sz));
-        BnRowTiling t{};
-        t.n = n;
-        t.c = c;
-        t.l = l;
-        t.packGroup = static_cast<uint32_t>(g);
-        t.tileRows = std::min<uint64_t>({fitRows, n, wantRows, BN_MAX_BLOCK_COUNT});
-        if ((c * l - g * l) * sz > kMaxCopyStrideBytes) t.tileRows = 1;
-        t.tileLen = g * l;
-        t.tileStride = stride;
-        t.tileElems = t.tileRows * stride;
-        t.lChunks = 1;
-        t.tilesPerChannel = CeilDiv(n, t.tileRows);
-        const uint64_t groups = CeilDiv(c, g);
-        t.totalItems = groups * t.tilesPerChannel;
-        t.dtype = dtype;
-        t.splits = 1;
-        t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, groups));
-        t.itemsBase = groups / t.blockDim;
-        t.itemsRem = groups % t.blockDim;
-        t.paramChunk = static_cast<uint32_t>(paramChunk);
-        t.reduceWorkElems = static_cast<uint32_t>(work);
-        *out = t;
-        return true;
+        // The busiest core's channels within a quarter of the mean (C = 64 on
+        // 48 cores is better served by the row plan, which can cut channels).
+        const uint64_t coreUnits = CeilDiv(CeilDiv(c, g), cores);
+        if (coreUnits * g * cores * 4 > 5 * c) continue;
+        uint64_t rows = std::min<uint64_t>({(ubBytes - fixed) / (perElem * stride), n, BN_MAX_BLOCK_COUNT});
+        rows = std::min(rows, std::max(CeilDiv(n * coreUnits, kTilesPerCore), CeilDiv(kMinTileBytes, g * l * sz)));
+        if ((c * l - g * l) * sz > kMaxCopyStrideBytes) rows = 1;
+        const uint64_t rowBytes = g * l * sz;
+        // a unit's own copies: its tiles, and about four small ones (workspace round trips, per-channel vectors)
+        const uint64_t cost = coreUnits * ((CeilDiv(n, rows) + 4) * kCopyCostBytes + n * CeilDiv(rowBytes, 512) * 512);
+        if (cost < bestCost) bestG = g, bestRows = rows, bestCost = cost;
     }
-    return false;
+    if (bestG == 0) return false;
+    const uint64_t g = bestG, stride = AlignUp(g * l, epb);
+    BnRowTiling t{};
+    t.n = n;
+    t.c = c;
+    t.l = l;
+    t.packGroup = static_cast<uint32_t>(g);
+    t.tileRows = bestRows;
+    t.tileLen = g * l;
+    t.tileStride = stride;
+    t.tileElems = t.tileRows * stride;
+    t.lChunks = 1;
+    t.tilesPerChannel = CeilDiv(n, t.tileRows);
+    const uint64_t groups = CeilDiv(c, g);
+    t.totalItems = groups * t.tilesPerChannel;
+    t.dtype = dtype;
+    t.splits = 1;
+    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, groups));
+    t.itemsBase = groups / t.blockDim;
+    t.itemsRem = groups % t.blockDim;
+    t.paramChunk = static_cast<uint32_t>(paramChunk);
+    t.reduceWorkElems = static_cast<uint32_t>(ReduceWorkElems(l));
+    *out = t;
+    return true;
 }
 
 int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores, uint32_t ubBytes,
@@ -294,17 +318,21 @@ int BnRowCutTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtyp
 
 uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
     const uint64_t sz = BnDtypeSize(t.dtype);
-    if (t.packGroup) return PerElemBytes(op, sz) * t.tileElems + PackedFixedBytes(t.packGroup, t.l, t.reduceWorkElems);
+    if (t.packGroup) {
+        return PackedPerElemBytes(op, sz) * t.tileElems + PackedFixedBytes(op, t.packGroup, t.l, t.tileStride, t.reduceWorkElems);
+    }
     return PerElemBytes(op, sz) * t.tileElems + FixedBytes(op, t.paramChunk, t.reduceWorkElems) +
            GateExtraBytes(op, t.tileElems);
 }
 
-uint64_t BnPackedWorkspaceStride(const BnRowTiling& t) { return AlignUp(3 * uint64_t(t.packGroup) * t.l * 4, 512); }
+uint64_t BnPackedWorkspaceStride(BnOp op, const BnRowTiling& t) {
+    return AlignUp(PackedRowSets(op) * t.packGroup * t.l * 4, 512);
+}
 
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t) {
     // Partials of cut channels are outputs of their own (see ReducesPerChannel);
-    // the packed stats kernel re-reads its per-lane results through GM.
-    return op == BN_OP_STATS && t.packGroup ? t.blockDim * BnPackedWorkspaceStride(t) : 0;
+    // the packed kernels realign their per-lane results through GM.
+    return t.packGroup ? t.blockDim * BnPackedWorkspaceStride(op, t) : 0;
 }
 
 uint64_t BnRowPartElems(const BnRowTiling& t, uint64_t part) {

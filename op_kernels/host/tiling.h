@@ -67,11 +67,11 @@ uint64_t BnUbBytes(BnOp op, const BnRowTiling& t);
 // splits; the counts of the stats merge).
 uint64_t BnRowPartElems(const BnRowTiling& t, uint64_t part);
 
-// Workspace bytes the kernel of `op` needs: the packed stats kernel's
-// per-core GM rows (BnPackedWorkspaceStride: 3 * packGroup * l floats a core, 512-byte aligned), 0
-// for every other kernel.
+// Workspace bytes the kernel of `op` needs: a packed kernel's per-core GM
+// rows (BnPackedWorkspaceStride: row sets x packGroup x l floats a core,
+// 512-byte aligned), 0 for every other kernel.
 uint64_t BnWorkspaceBytes(BnOp op, const BnRowTiling& t);
-uint64_t BnPackedWorkspaceStride(const BnRowTiling& t);
+uint64_t BnPackedWorkspaceStride(BnOp op, const BnRowTiling& t);
 
 // Tiling of batch_norm_gather_stats_with_counts over (world, c) statistics.
 int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBytes, bool hasRunningMean,

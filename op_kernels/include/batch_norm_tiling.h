@@ -31,7 +31,7 @@
  * per sample instead of one per (sample, channel), and a unit is one group
  * with all its samples (splits = 1). The kernel keeps per-lane sums and turns
  * them into per-channel results once per unit (kernels/batch_norm_stats_packed.h),
- * through `workspace` (BnWorkspaceBytes).
+ * through `workspace` (BnWorkspaceBytes). Stats and backward_reduce pack.
  */
 #ifndef NPU_SYNCBN_BATCH_NORM_TILING_H
 #define NPU_SYNCBN_BATCH_NORM_TILING_H
@@ -63,6 +63,16 @@ struct BnRowTiling {
     uint32_t reduceWorkElems;  // float elements of the ReduceSum work buffer
     uint32_t splits;           // parts per channel of the reducing kernels (>= 1); 0 for the elementwise ones
     uint32_t packGroup;        // > 0: the packed layout below, packGroup channels a group; 0: not packed
+};
+
+// The packed kernels' per-channel rows re-read from the workspace (kernels/
+// bn_packed.h): stats K, d and M2 lanes, backward_reduce its two sums; and
+// their per-channel result slots of 8 floats (4 slot regions).
+enum BnPackedSizes : uint32_t {
+    BN_PACKED_STATS_ROWS = 3,
+    BN_PACKED_REDUCE_ROWS = 2,
+    BN_PACKED_SLOTS = 4,
+    BN_PACKED_SLOT_FLOATS = 8,
 };
 
 struct BnStatsTiling {

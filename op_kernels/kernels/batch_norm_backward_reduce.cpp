@@ -17,6 +17,7 @@
  * the host adds up with batch_norm_sum_rows, a second launch on the same stream.
  */
 #include "bn_common.h"
+#include "batch_norm_backward_reduce_packed.h"
 
 using namespace AscendC;
 
@@ -183,9 +184,14 @@ private:
 extern "C" __global__ __aicore__ void batch_norm_backward_reduce(GM_ADDR dy, GM_ADDR x, GM_ADDR mean, GM_ADDR invstd,
                                                                  GM_ADDR sumDy, GM_ADDR sumDyXmu, GM_ADDR gradWeight,
                                                                  GM_ADDR gradBias, GM_ADDR workspace, GM_ADDR tiling) {
-    (void)workspace;  // unused: partials are the outputs of their own (see host/tiling.cpp)
+    // workspace: the packed kernel's per-core rows; cut channels' partials are outputs of their own
     BnBackwardReduceTiling t;
     bn::LoadTiling(t, tiling);
+    if (t.rows.packGroup) {
+        bn::RunForDtype<KernelBatchNormBackwardReducePacked>(t.rows.dtype, dy, x, mean, invstd, sumDy, sumDyXmu,
+                                                             gradWeight, gradBias, workspace, t);
+        return;
+    }
     bn::RunForDtype<KernelBatchNormBackwardReduce>(t.rows.dtype, dy, bn::NoGm(), x, mean, invstd, sumDy, sumDyXmu,
                                                    gradWeight, gradBias, bn::NoGm(), t, false);
 }

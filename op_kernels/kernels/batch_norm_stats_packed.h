@@ -10,19 +10,19 @@
  * per lane (position j of the group's G*L): s1_j = sum(x - K_j), s2_j =
  * sum((x - K_j)^2), K_j the unit's first sample at j (a shift from data, so no
  * cancellation when |mean| >> std, and no scalar read to find it). At the end
- * of the unit K_j, d_j = s1_j / N and M2_j = s2_j - s1_j^2 / N go out to this
- * core's workspace rows and come back as one 32-byte aligned row of L per
- * channel (the only way to realign a channel that starts mid-block). A
- * channel's mean is the mean of the lane means K_j + d_j, and its M2 the sum
- * of its M2_j plus N * sum_j ((K_j - mean) + d_j)^2 (Chan's merge of the L
- * lanes; K_j - mean is exact for close values, so a large mean does not round
- * the lanes' spread). Per channel that is seven vector instructions and one
- * scalar read; the results leave in one strided copy per output.
+ * of the unit K_j, d_j = s1_j / N and M2_j = s2_j - s1_j^2 / N come back as
+ * one 32-byte aligned row of L per channel (bn::PackedLanes). A channel's mean
+ * is the mean of its lane means K_j + d_j, and its M2 the sum of its M2_j plus
+ * N * sum_j ((K_j - mean) + d_j)^2 (Chan's merge of the L lanes; K_j - mean is
+ * exact for close values, so a large mean does not round the lanes' spread).
+ * Per channel that is eight vector instructions and one scalar read; the
+ * results leave in one strided copy per output. The float buffers are one row
+ * (G*L lanes) each, so the tiles of T get the UB: fewer, longer copies.
  */
 #ifndef NPU_SYNCBN_BATCH_NORM_STATS_PACKED_H
 #define NPU_SYNCBN_BATCH_NORM_STATS_PACKED_H
 
-#include "bn_common.h"
+#include "bn_packed.h"
 
 template <typename T>
 class KernelBatchNormStatsPacked {
@@ -38,21 +38,13 @@ public:
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t_.n * t_.c * t_.l);
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
-        // This core's rows: host/tiling.cpp BnPackedWorkspaceStride (3 * G * L floats, 512-byte aligned).
-        const uint64_t wsFloats = bn::AlignUp(3 * uint64_t(t_.packGroup) * t_.l * 4, 512) / 4;
-        wsGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace) + GetBlockIdx() * wsFloats, wsFloats);
-
-        const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
-        lStride_ = bn::AlignUp(t_.l, 8);
+        const uint32_t rowFloats = static_cast<uint32_t>(t_.tileStride * sizeof(float));
         pipe_.InitBuffer(inQueue_, bn::BUFFER_NUM, static_cast<uint32_t>(t_.tileElems * sizeof(T)));
-        pipe_.InitBuffer(xfBuf_, tileFloats);
-        pipe_.InitBuffer(shiftBuf_, tileFloats);
-        pipe_.InitBuffer(sumBuf_, tileFloats);
-        pipe_.InitBuffer(sqBuf_, tileFloats);
-        // host/tiling.cpp PackedFixedBytes: ReduceSum work, the realigned rows, kSlots slots of 8 floats a channel.
-        pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
-        pipe_.InitBuffer(rowsBuf_, static_cast<uint32_t>(bn::AlignUp(3 * t_.packGroup * lStride_ * 4, bn::BLOCK_BYTES)));
-        pipe_.InitBuffer(slotBuf_, static_cast<uint32_t>(kSlots * t_.packGroup * kSlotFloats * sizeof(float)));
+        pipe_.InitBuffer(xfBuf_, rowFloats);
+        pipe_.InitBuffer(shiftBuf_, rowFloats);
+        pipe_.InitBuffer(sumBuf_, rowFloats);
+        pipe_.InitBuffer(sqBuf_, rowFloats);
+        lanes_.Init(pipe_, t_, workspace, BN_PACKED_STATS_ROWS);
     }
 
     __aicore__ inline void Process() {
@@ -64,51 +56,35 @@ public:
     }
 
 private:
-    static constexpr uint64_t kSlots = 4;       // means, spreads, M2s, ones (host/tiling.cpp kPackedSlots)
-    static constexpr uint64_t kSlotFloats = 8;  // one ReduceSum result of <= 8 repeats
-
     __aicore__ inline void CopyIn(const bn::Tile& tile) { bn::EnQueTile(inQueue_, xGm_, t_, tile); }
 
-    // Per-lane shifted sums of unit u over all samples, folded into row 0 of
-    // sum / sq; then shift row 0 holds K_j, xf row 0 d_j and sq row 0 M2_j.
+    // Per-lane shifted sums of unit u over all samples, a sample row at a time
+    // (the float buffers are one row: the tile of T gets the UB); then shift
+    // holds K_j, xf d_j and sq M2_j.
     __aicore__ inline void SumLanesOfGroup(uint64_t u) {
         using namespace AscendC;
         const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
         LocalTensor<float> xf = xfBuf_.Get<float>(), shift = shiftBuf_.Get<float>();
         LocalTensor<float> sum = sumBuf_.Get<float>(), sq = sqBuf_.Get<float>();
-        const int32_t all = static_cast<int32_t>(t_.tileElems);
-        Duplicate(sum, 0.0f, all);
-        Duplicate(sq, 0.0f, all);
-        uint64_t stride = 0;
+        const int32_t lanes = static_cast<int32_t>(bn::TileOfItem<T>(t_, items.begin).stride);
+        Duplicate(sum, 0.0f, lanes);
+        Duplicate(sq, 0.0f, lanes);
         for (uint64_t item = items.begin; item < items.end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
             uint64_t next = 0;
             if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
-            stride = tile.stride;
-            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
-            bn::DeQueToFloat<T>(xf, inQueue_, elems);
-            if (item == items.begin) {  // K = the first sample, copied to every row of the tile
-                Adds(shift, xf, 0.0f, static_cast<int32_t>(stride));
-                for (uint64_t r = 1; r < t_.tileRows; r *= 2) {
-                    const uint64_t rows = bn::Min(r, t_.tileRows - r);
-                    Adds(shift[r * stride], shift, 0.0f, static_cast<int32_t>(rows * stride));
-                }
+            LocalTensor<T> x = inQueue_.template DeQue<T>();
+            // K = the unit's first sample. Pad lanes hold anything: only each
+            // channel's L lanes are reduced.
+            if (item == items.begin) bn::ToFloat(shift, x, lanes);
+            for (uint64_t r = 0; r < tile.rows; ++r) {
+                bn::SubAsFloat(xf, x[r * tile.stride], shift, lanes);
+                Add(sum, sum, xf, lanes);
+                Mul(xf, xf, xf, lanes);
+                Add(sq, sq, xf, lanes);
             }
-            // Pad lanes are 0 in x and in K: they add nothing.
-            Sub(xf, xf, shift, elems);
-            Add(sum, sum, xf, elems);
-            Mul(xf, xf, xf, elems);
-            Add(sq, sq, xf, elems);
+            inQueue_.FreeTensor(x);
         }
-        // Fold the rows into row 0: rows [lo, rows) onto [0, rows - lo).
-        for (uint64_t rows = bn::Min(t_.tileRows, t_.n); rows > 1;) {
-            const uint64_t lo = rows - rows / 2;
-            const int32_t count = static_cast<int32_t>((rows - lo) * stride);
-            Add(sum, sum, sum[lo * stride], count);
-            Add(sq, sq, sq[lo * stride], count);
-            rows = lo;
-        }
-        const int32_t lanes = static_cast<int32_t>(stride);
         Muls(xf, sum, 1.0f / static_cast<float>(t_.n), lanes);  // d_j = s1 / N
         Mul(sum, sum, xf, lanes);                               // s1^2 / N
         Sub(sq, sq, sum, lanes);                                // M2_j
@@ -119,38 +95,24 @@ private:
     __aicore__ inline void ChannelsOfGroup(uint64_t u) {
         using namespace AscendC;
         const uint64_t c0 = bn::ChannelOfUnit(t_, u) * t_.packGroup;
-        const uint64_t g = bn::Min(t_.packGroup, t_.c - c0), len = g * t_.l;
-        LocalTensor<float> rows = rowsBuf_.Get<float>(), slots = slotBuf_.Get<float>(), work = workBuf_.Get<float>();
-        const uint64_t region = t_.packGroup * kSlotFloats;
+        const uint64_t g = bn::Min(t_.packGroup, t_.c - c0);
+        lanes_.LanesToRows(shiftBuf_.Get<float>(), xfBuf_.Get<float>(), sqBuf_.Get<float>(), g, BN_PACKED_STATS_ROWS);
         // spreads first hold the sums of d_j
-        LocalTensor<float> means = slots, spreads = slots[region], m2s = slots[2 * region], ones = slots[3 * region];
-
-        // Out to GM as [K_j | d_j | M2_j], back as 3g rows of L (K rows, d rows, M2 rows), each 32-byte aligned.
-        Handoff<HardEvent::V_MTE3>();
-        const DataCopyExtParams lanesOut(1, static_cast<uint32_t>(len * sizeof(float)), 0, 0, 0);
-        DataCopyPad(wsGm_, shiftBuf_.Get<float>(), lanesOut);
-        DataCopyPad(wsGm_[len], xfBuf_.Get<float>(), lanesOut);
-        DataCopyPad(wsGm_[2 * len], sqBuf_.Get<float>(), lanesOut);
-        Handoff<HardEvent::MTE3_MTE2>();
-        const DataCopyExtParams rowsIn(static_cast<uint16_t>(3 * g), static_cast<uint32_t>(t_.l * sizeof(float)), 0, 0, 0);
-        DataCopyPad(rows, wsGm_, rowsIn, DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
-        Handoff<HardEvent::MTE2_V>();
-
-        const int32_t l = static_cast<int32_t>(t_.l), slotLanes = static_cast<int32_t>(g * kSlotFloats);
-        for (uint64_t c = 0; c < g; ++c) {
-            ReduceSum(means[c * kSlotFloats], rows[c * lStride_], work, l);
-            ReduceSum(spreads[c * kSlotFloats], rows[(g + c) * lStride_], work, l);
-            ReduceSum(m2s[c * kSlotFloats], rows[(2 * g + c) * lStride_], work, l);
-        }
+        LocalTensor<float> means = lanes_.Slots(0), spreads = lanes_.Slots(1), m2s = lanes_.Slots(2);
+        LocalTensor<float> ones = lanes_.Slots(3), rows = lanes_.rows.Get<float>(), work = lanes_.work.Get<float>();
+        lanes_.ReduceRows(means, 0, g);
+        lanes_.ReduceRows(spreads, g, g);
+        lanes_.ReduceRows(m2s, 2 * g, g);
+        const int32_t l = static_cast<int32_t>(t_.l), slotLanes = static_cast<int32_t>(g * BN_PACKED_SLOT_FLOATS);
         Add(means, means, spreads, slotLanes);
         Muls(means, means, 1.0f / static_cast<float>(t_.l), slotLanes);
-        Handoff<HardEvent::V_S>();
+        bn::Handoff<HardEvent::V_S>();
         for (uint64_t c = 0; c < g; ++c) {  // sum_j ((K_j - mean) + d_j)^2, each channel's mean read back once
-            const LocalTensor<float> k = rows[c * lStride_];
-            Adds(k, k, -means.GetValue(c * kSlotFloats), l);
-            Add(k, k, rows[(g + c) * lStride_], l);
+            const LocalTensor<float> k = rows[c * lanes_.lStride];
+            Adds(k, k, -means.GetValue(c * BN_PACKED_SLOT_FLOATS), l);
+            Add(k, k, rows[(g + c) * lanes_.lStride], l);
             Mul(k, k, k, l);
-            ReduceSum(spreads[c * kSlotFloats], k, work, l);
+            ReduceSum(spreads[c * BN_PACKED_SLOT_FLOATS], k, work, l);
         }
         // var = (M2 + N * spread) / (N * L), then invstd; lanes between the slots' first hold scratch.
         Muls(spreads, spreads, static_cast<float>(t_.n), slotLanes);
@@ -162,34 +124,20 @@ private:
         Add(m2s, m2s, ones, slotLanes);
         Muls(m2s, m2s, 1.0f / static_cast<float>(t_.n * t_.l), slotLanes);
         bn::InvStdInPlace(m2s, ones, eps_, slotLanes);
-        // Each slot's first float is one channel's result: one 4-byte block per 32-byte UB block.
-        Handoff<HardEvent::V_MTE3>();
-        const DataCopyExtParams outParams(static_cast<uint16_t>(g), sizeof(float), 0, 0, 0);
-        DataCopyPad(meanGm_[c0], means, outParams);
-        DataCopyPad(invstdGm_[c0], m2s, outParams);
-        // The next unit rewrites the lanes and slots these copies read, and the
-        // slots the scalar reads above read.
-        Handoff<HardEvent::MTE3_V>();
-        Handoff<HardEvent::S_V>();
-    }
-
-    // The pipe of E's second half waits for everything its first half has issued.
-    template <AscendC::HardEvent E>
-    __aicore__ inline void Handoff() {
-        using namespace AscendC;
-        const TEventID id = GetTPipePtr()->FetchEventID(E);
-        SetFlag<E>(id);
-        WaitFlag<E>(id);
+        bn::Handoff<HardEvent::V_MTE3>();
+        lanes_.SlotsOut(meanGm_, means, c0, g);
+        lanes_.SlotsOut(invstdGm_, m2s, c0, g);
+        lanes_.EndUnit();
     }
 
     AscendC::TPipe pipe_;
     AscendC::TQue<AscendC::QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
-    AscendC::TBuf<AscendC::QuePosition::VECCALC> xfBuf_, shiftBuf_, sumBuf_, sqBuf_, workBuf_, rowsBuf_, slotBuf_;
+    AscendC::TBuf<AscendC::QuePosition::VECCALC> xfBuf_, shiftBuf_, sumBuf_, sqBuf_;
+    bn::PackedLanes lanes_;
     AscendC::GlobalTensor<T> xGm_;
-    AscendC::GlobalTensor<float> meanGm_, invstdGm_, wsGm_;
+    AscendC::GlobalTensor<float> meanGm_, invstdGm_;
     BnRowTiling t_;
     float eps_ = 0.0f;
-    uint64_t lStride_ = 0;
     bn::ItemRange units_;
 };
 
