@@ -33,24 +33,24 @@ bool ReducesPerChannel(BnOp op) {
 }
 
 constexpr uint64_t kMaxSplits = BN_MAX_CORES;
-constexpr uint64_t kMergeTiles = 4;
-constexpr uint64_t kMinPartTiles = 4;
+constexpr uint64_t kMergeBytes = 96 * 1024;
+constexpr uint64_t kMinPartTiles = 2;
 
 // Parts per channel for the reducing kernels: the fewest whose busiest core
 // (ceil(units / cores) units of at most ceil(tiles / parts) tiles each) comes
-// within 3% of the best over 2..min(tiles / kMinPartTiles, kMaxSplits), if that saves the
-// busiest core more than kMergeTiles tiles over whole channels: more parts
-// cost a merge launch (a kernel start, about 3 us in the timing model, the
-// time of a few tiles) and (parts x C) partials.
-uint64_t ChooseSplits(uint64_t c, uint64_t tilesPerChannel, uint32_t cores) {
+// within 3% of the best over 2..min(tiles / kMinPartTiles, kMaxSplits), if that
+// saves the busiest core more than a merge launch's worth of tiles over whole
+// channels: more parts cost a merge launch (a kernel start, about 3 us in the
+// timing model, a core's share of HBM moving about kMergeBytes) and (parts x C)
+// partials. Each part ends in its own lane sums (a ReduceSum of one row and a
+// scalar read-back): parts keep kMinPartTiles tiles or more.
+uint64_t ChooseSplits(uint64_t c, uint64_t tilesPerChannel, uint64_t tileBytes, uint32_t cores) {
     auto busiest = [&](uint64_t s) { return CeilDiv(s * c, cores) * CeilDiv(tilesPerChannel, s); };
-    // Each part ends in its own lane sums (ReduceSums and a scalar read-back
-    // of about a tile's vector time): parts keep kMinPartTiles tiles or more.
     const uint64_t most = std::min<uint64_t>(tilesPerChannel / kMinPartTiles, kMaxSplits);
     if (most < 2) return 1;
     uint64_t best = busiest(2);
     for (uint64_t s = 3; s <= most; ++s) best = std::min(best, busiest(s));
-    if (best + kMergeTiles >= busiest(1)) return 1;
+    if (best + CeilDiv(kMergeBytes, tileBytes) >= busiest(1)) return 1;
     for (uint64_t s = 2;; ++s) {
         if (busiest(s) * 100 <= best * 103) return s;
     }
@@ -91,16 +91,22 @@ uint64_t ReduceWorkElems(uint64_t count) { return AlignUp(std::max<uint64_t>(Cei
 // Bytes per tile element: the queues of T (double-buffered) plus float work buffers.
 uint64_t PerElemBytes(BnOp op, uint64_t sz) {
     switch (op) {
-        case BN_OP_STATS: return 2 * sz + 4 * 4;            // x queue; xf, pad mask, acc(x-K), acc((x-K)^2)
+        case BN_OP_STATS: return 2 * sz + 4;                // x queue; xf
         case BN_OP_ELEMT: return 4 * sz + 4;                // x queue, y queue; xf
-        case BN_OP_BACKWARD_REDUCE: return 4 * sz + 4 * 4;  // dy, x queues; dyf, xf, acc(dy), acc(dy*xmu)
+        case BN_OP_BACKWARD_REDUCE: return 4 * sz + 2 * 4;  // dy, x queues; dyf, xf
         case BN_OP_BACKWARD_ELEMT: return 6 * sz + 2 * 4;   // dy, x, dx queues; dyf, xf
         case BN_OP_ELEMT_ACT: return 6 * sz + 3 * 4;        // x, residual, y queues; xf, rf, zeros
         case BN_OP_BACKWARD_REDUCE_RELU:                    // dy, y, x queues, grad_sum queue;
-            return 8 * sz + 6 * 4;                          // dyf, xf, yf, acc(dy), acc(dy*xmu), zeros
+            return 8 * sz + 4 * 4;                          // dyf, xf, yf, zeros
     }
     return 0;
 }
+
+// Float accumulators of the reducing kernels, each one UB row of the tile
+// (tileStride lanes; a tile's rows are added into it lane by lane, its
+// pads left out): stats sum(x - K), sum((x - K)^2); backward_reduce sum(dy),
+// sum(dy * xmu).
+uint64_t AccRows(BnOp op) { return ReducesPerChannel(op) ? 2 : 0; }
 
 // Bytes independent of the tile size: per-channel batches, reduce work, scratch.
 uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
@@ -252,7 +258,12 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
     const uint64_t bound = std::max<uint64_t>(ubBytes / perElem, paramChunk);
     const uint64_t fixed = FixedBytes(op, paramChunk, ReduceWorkElems(bound)) + (Gated(op) ? kGateSlackFixed : 0);
     if (ubBytes <= fixed) return BN_TILING_UB_TOO_SMALL;
-    const uint64_t maxElems = (ubBytes - fixed) / perElem / epb * epb;
+    // The accumulator rows: one whole row each (a tile of whole rows), or as
+    // long as the tile (a row cut into chunks: one row a tile).
+    const uint64_t rowStride = AlignUp(l, epb);
+    const uint64_t accRowBytes = AccRows(op) * rowStride * 4;
+    const uint64_t maxRowsElems = ubBytes > fixed + accRowBytes ? (ubBytes - fixed - accRowBytes) / perElem : 0;
+    const uint64_t maxElems = (ubBytes - fixed) / (perElem + AccRows(op) * 4) / epb * epb;
     if (maxElems < epb) return BN_TILING_UB_TOO_SMALL;
 
     // Tiles per channel wanted so that the cores share about kTilesPerCore
@@ -262,12 +273,11 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
     const bool reduces = ReducesPerChannel(op);
     const uint64_t wanted = reduces && !mayCut ? 1  // whole channels a core: the largest tile is best
         : std::min<uint64_t>(CeilDiv(kTilesPerCore * cores, c), std::max<uint64_t>(1, n * l / minTileElems));
-    const uint64_t rowStride = AlignUp(l, epb);
     uint64_t tileRows, tileLen;
     // Whole rows per tile, unless there are fewer rows than wanted tiles and a row can be cut.
-    if (rowStride <= maxElems && (n >= wanted || l < 2 * minTileElems)) {
+    if (rowStride <= maxRowsElems && (n >= wanted || l < 2 * minTileElems)) {
         tileLen = l;
-        tileRows = std::min<uint64_t>({n, maxElems / rowStride, BN_MAX_BLOCK_COUNT});
+        tileRows = std::min<uint64_t>({n, maxRowsElems / rowStride, BN_MAX_BLOCK_COUNT});
         // at least `wanted` row blocks when N allows: floor, so that rounding never leaves a core idle
         tileRows = std::max<uint64_t>(1, std::min<uint64_t>(tileRows, n / std::min<uint64_t>(n, wanted)));
         // A multi-row copy strides C*L elements between rows, and DataCopyPad's
@@ -292,7 +302,7 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
     t.tilesPerChannel = CeilDiv(n, tileRows) * t.lChunks;
     t.totalItems = c * t.tilesPerChannel;
     t.dtype = dtype;
-    t.splits = !reduces ? 0 : mayCut ? static_cast<uint32_t>(ChooseSplits(c, t.tilesPerChannel, cores)) : 1;
+    t.splits = !reduces ? 0 : mayCut ? static_cast<uint32_t>(ChooseSplits(c, t.tilesPerChannel, t.tileRows * tileLen * sz, cores)) : 1;
     t.unitItems = reduces ? 0 : 1;
     const uint64_t units = reduces ? t.splits * c : t.totalItems;
     t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, units));
@@ -321,8 +331,8 @@ uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
     if (t.packGroup) {
         return PackedPerElemBytes(op, sz) * t.tileElems + PackedFixedBytes(op, t.packGroup, t.l, t.tileStride, t.reduceWorkElems);
     }
-    return PerElemBytes(op, sz) * t.tileElems + FixedBytes(op, t.paramChunk, t.reduceWorkElems) +
-           GateExtraBytes(op, t.tileElems);
+    return PerElemBytes(op, sz) * t.tileElems + AccRows(op) * t.tileStride * 4 +
+           FixedBytes(op, t.paramChunk, t.reduceWorkElems) + GateExtraBytes(op, t.tileElems);
 }
 
 uint64_t BnPackedWorkspaceStride(BnOp op, const BnRowTiling& t) {

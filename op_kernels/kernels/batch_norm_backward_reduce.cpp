@@ -53,13 +53,14 @@ public:
 
         const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
+        const uint32_t rowFloats = static_cast<uint32_t>(t_.tileStride * sizeof(float));
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
         pipe_.InitBuffer(dyQueue_, bn::BUFFER_NUM, tileT);
         pipe_.InitBuffer(xQueue_, bn::BUFFER_NUM, tileT);
         pipe_.InitBuffer(dyfBuf_, tileFloats);
         pipe_.InitBuffer(xfBuf_, tileFloats);
-        pipe_.InitBuffer(accDyBuf_, tileFloats);
-        pipe_.InitBuffer(accXmuBuf_, tileFloats);
+        pipe_.InitBuffer(accDyBuf_, rowFloats);
+        pipe_.InitBuffer(accXmuBuf_, rowFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(res2Buf_, t_.reduceWorkElems * sizeof(float));
@@ -98,23 +99,24 @@ private:
         return meanBuf_.Get<float>().GetValue(c - windowBegin_);
     }
 
-    // Unit u's tiles; the first was copied in ahead, and each tile's successor
-    // (bn::NextItem) is copied in before the tile is computed.
+    // Unit u's tiles, each tile row added into one row of lanes (count = its
+    // length: pad lanes never join); the first was copied in ahead, and each
+    // tile's successor (bn::NextItem) is copied in before the tile is computed.
     __aicore__ inline BnGradSums ReduceChannel(uint64_t u, float mean) {
         const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
         LocalTensor<float> dyf = dyfBuf_.Get<float>();
         LocalTensor<float> xf = xfBuf_.Get<float>();
         LocalTensor<float> accDy = accDyBuf_.Get<float>();
         LocalTensor<float> accXmu = accXmuBuf_.Get<float>();
-        Duplicate(accDy, 0.0f, static_cast<int32_t>(t_.tileElems));
-        Duplicate(accXmu, 0.0f, static_cast<int32_t>(t_.tileElems));
+        Duplicate(accDy, 0.0f, static_cast<int32_t>(t_.tileStride));
+        Duplicate(accXmu, 0.0f, static_cast<int32_t>(t_.tileStride));
         uint64_t lanes = 0;
         for (uint64_t item = items.begin; item < items.end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
             uint64_t next = 0;
             if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
-            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
-            bn::DeQueToFloat<T>(dyf, dyQueue_, elems);  // pad lanes of dy are 0, so they add nothing
+            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride), len = static_cast<int32_t>(tile.len);
+            bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
             if (relu_) {
                 reluGate_.Apply(dyf, elems);
                 bn::DeQueTileOut(reluGate_.gradSumGm, reluGate_.gradSumQueue, t_, tile);
@@ -122,9 +124,11 @@ private:
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Adds(xf, xf, -mean, elems);
             Mul(xf, xf, dyf, elems);
-            Add(accDy, accDy, dyf, elems);
-            Add(accXmu, accXmu, xf, elems);
-            lanes = bn::Max(lanes, uint64_t(elems));
+            for (uint64_t r = 0; r < tile.rows; ++r) {
+                Add(accDy, accDy, dyf[r * tile.stride], len);
+                Add(accXmu, accXmu, xf[r * tile.stride], len);
+            }
+            lanes = bn::Max(lanes, tile.len);
         }
         BnGradSums s;
         bn::SumLanes2(accDy, accXmu, lanes, resBuf_.Get<float>(), res2Buf_.Get<float>(), workBuf_.Get<float>(), s.sumDy,

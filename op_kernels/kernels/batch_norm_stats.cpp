@@ -8,9 +8,10 @@
  * the parts' sizes): a second launch on the same stream, no barrier.
  *
  * x is read from GM exactly once. Each (part, channel) unit is reduced by one
- * core (include/batch_norm_tiling.h), which accumulates, per UB lane, sums of (x - K) and (x - K)^2 with K the
- * mean of the channel's first tile (shifted sums: no cancellation when
- * |mean| >> std).
+ * core (include/batch_norm_tiling.h), which accumulates sums of (x - K) and
+ * (x - K)^2 in one UB row of lanes (each tile row added in, its pad lanes
+ * left out), K the mean of the part's first row (shifted sums: no
+ * cancellation when |mean| >> std).
  */
 #include "bn_common.h"
 #include "batch_norm_stats_packed.h"
@@ -37,13 +38,12 @@ public:
         meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), uint64_t(t_.splits) * t_.c);
         invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), uint64_t(t_.splits) * t_.c);
 
-        const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
+        const uint32_t rowFloats = static_cast<uint32_t>(t_.tileStride * sizeof(float));
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
         pipe_.InitBuffer(inQueue_, bn::BUFFER_NUM, static_cast<uint32_t>(t_.tileElems * sizeof(T)));
-        pipe_.InitBuffer(xfBuf_, tileFloats);
-        pipe_.InitBuffer(maskBuf_, tileFloats);
-        pipe_.InitBuffer(sumBuf_, tileFloats);
-        pipe_.InitBuffer(sqBuf_, tileFloats);
+        pipe_.InitBuffer(xfBuf_, static_cast<uint32_t>(t_.tileElems * sizeof(float)));
+        pipe_.InitBuffer(sumBuf_, rowFloats);
+        pipe_.InitBuffer(sqBuf_, rowFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(resBuf_, t_.reduceWorkElems * sizeof(float));
         pipe_.InitBuffer(res2Buf_, t_.reduceWorkElems * sizeof(float));
@@ -54,7 +54,6 @@ public:
 
     // Reduce each of the core's (part, channel) units; stage its result at output entry u.
     __aicore__ inline void Process() {
-        BuildPadMask();
         windowBegin_ = units_.begin;
         windowCount_ = 0;
         if (units_.begin < units_.end) CopyIn(bn::TileOfItem<T>(t_, bn::ItemsOfUnit(t_, units_.begin).begin));
@@ -65,59 +64,39 @@ public:
     }
 
 private:
-    // Lanes of the padded tile shape that hold pad, not data, get 0 in the mask
-    // so that they add nothing to the sums. Only one tile shape has pads: whole
-    // rows of a ragged L, or the last chunk of a long row.
-    __aicore__ inline void BuildPadMask() {
-        LocalTensor<float> mask = maskBuf_.Get<float>();
-        const uint64_t epb = bn::BLOCK_BYTES / sizeof(T);
-        padLen_ = t_.lChunks == 1 ? t_.l : t_.l - (t_.lChunks - 1) * t_.tileLen;
-        const uint64_t stride = bn::AlignUp(padLen_, epb);
-        const uint64_t rows = t_.lChunks == 1 ? t_.tileRows : 1;
-        Duplicate(mask, 1.0f, static_cast<int32_t>(t_.tileElems));
-        PipeBarrier<PIPE_ALL>();
-        for (uint64_t r = 0; r < rows && stride != padLen_; ++r) {
-            for (uint64_t j = padLen_; j < stride; ++j) mask.SetValue(r * stride + j, 0.0f);
-        }
-        PipeBarrier<PIPE_ALL>();
-    }
-
-    // Shifted per-lane sums over items [begin, end) of one channel.
-    // Unit u's tiles; the first was copied in ahead, and each tile's successor
-    // (bn::NextItem) is copied in before the tile is computed.
+    // Shifted per-lane sums over unit u's tiles, each tile row added into one
+    // row of lanes (count = its length: pad lanes never join). The first tile
+    // was copied in ahead, and each tile's successor (bn::NextItem) is copied
+    // in before the tile is computed.
     __aicore__ inline BnMoments ReduceChannel(uint64_t u) {
         const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
-        const uint64_t begin = items.begin, end = items.end;
         LocalTensor<float> xf = xfBuf_.Get<float>();
         LocalTensor<float> sum = sumBuf_.Get<float>();
         LocalTensor<float> sq = sqBuf_.Get<float>();
-        LocalTensor<float> mask = maskBuf_.Get<float>();
-        Duplicate(sum, 0.0f, static_cast<int32_t>(t_.tileElems));
-        Duplicate(sq, 0.0f, static_cast<int32_t>(t_.tileElems));
+        Duplicate(sum, 0.0f, static_cast<int32_t>(t_.tileStride));
+        Duplicate(sq, 0.0f, static_cast<int32_t>(t_.tileStride));
         float shift = 0.0f;
         uint64_t lanes = 0, count = 0;
-        for (uint64_t item = begin; item < end; ++item) {
+        for (uint64_t item = items.begin; item < items.end; ++item) {
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
             uint64_t next = 0;
             if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
-            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride);
+            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride), len = static_cast<int32_t>(tile.len);
             bn::DeQueToFloat<T>(xf, inQueue_, elems);
-            if (item == begin) {
-                // K = the mean of the channel's first tile (pad lanes are 0 and
-                // add nothing): within std/sqrt(tile) of the channel mean, so
-                // the shifted sums stay small whatever |mean| is. Taken from the
-                // widened float copy: no scalar cast of T (bisheng rejects one
-                // for bfloat16_t); SumLanes orders the vector work before its
-                // scalar read.
-                shift = bn::SumLanes(xf, uint64_t(elems), resBuf_.Get<float>(), workBuf_.Get<float>()) /
-                        static_cast<float>(tile.rows * tile.len);
+            if (item == items.begin) {
+                // K = the mean of the part's first row (or row chunk): within
+                // a few std of the channel mean, so the shifted sums stay
+                // small whatever |mean| is. Taken from the widened float copy:
+                // no scalar cast of T (bisheng rejects one for bfloat16_t);
+                // SumLanes orders the vector work before its scalar read.
+                shift = bn::SumLanes(xf, tile.len, resBuf_.Get<float>(), workBuf_.Get<float>()) /
+                        static_cast<float>(tile.len);
             }
             Adds(xf, xf, -shift, elems);
-            if (tile.len != tile.stride) Mul(xf, xf, mask, elems);
-            Add(sum, sum, xf, elems);
+            for (uint64_t r = 0; r < tile.rows; ++r) Add(sum, sum, xf[r * tile.stride], len);
             Mul(xf, xf, xf, elems);
-            Add(sq, sq, xf, elems);
-            lanes = bn::Max(lanes, uint64_t(elems));
+            for (uint64_t r = 0; r < tile.rows; ++r) Add(sq, sq, xf[r * tile.stride], len);
+            lanes = bn::Max(lanes, tile.len);
             count += tile.rows * tile.len;
         }
         float s1 = 0.0f, s2 = 0.0f;
@@ -159,13 +138,12 @@ private:
 
     TPipe pipe_;
     TQue<QuePosition::VECIN, bn::BUFFER_NUM> inQueue_;
-    TBuf<QuePosition::VECCALC> xfBuf_, maskBuf_, sumBuf_, sqBuf_, workBuf_, resBuf_, res2Buf_;
+    TBuf<QuePosition::VECCALC> xfBuf_, sumBuf_, sqBuf_, workBuf_, resBuf_, res2Buf_;
     TBuf<QuePosition::VECCALC> meanOutBuf_, varOutBuf_, onesBuf_;
     GlobalTensor<T> xGm_;
     GlobalTensor<float> meanGm_, invstdGm_;
     BnRowTiling t_;
     float eps_ = 0.0f;
-    uint64_t padLen_ = 0;
     uint64_t windowBegin_ = 0, windowCount_ = 0;
     bn::ItemRange units_;
 };
