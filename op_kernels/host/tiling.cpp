@@ -398,11 +398,11 @@ uint64_t ClastPerElemBytes(BnOp op, uint64_t sz) {
     switch (op) {
         case BN_OP_STATS: return 2 * sz + 4 * 4;            // x queue; xf, shift K (broadcast), acc(x-K), acc((x-K)^2)
         case BN_OP_ELEMT: return 4 * sz + 4 * 4;            // x, y queues; xf, mean, scale, bias (broadcast)
-        case BN_OP_BACKWARD_REDUCE: return 4 * sz + 5 * 4;  // dy, x queues; dyf, xf, mean (broadcast), acc(dy), acc(dy*xmu)
+        case BN_OP_BACKWARD_REDUCE: return 4 * sz + 3 * 4;  // dy, x queues; dyf, xf, mean (broadcast)
         case BN_OP_BACKWARD_ELEMT: return 6 * sz + 6 * 4;   // dy, x, dx queues; dyf, xf, mean, a, b, k (broadcast)
         case BN_OP_ELEMT_ACT: return 6 * sz + 6 * 4;        // x, residual, y queues; xf, mean, scale, bias, rf, zeros
         case BN_OP_BACKWARD_REDUCE_RELU:                    // dy, y, x queues, grad_sum queue; dyf, xf, yf,
-            return 8 * sz + 7 * 4;                          // mean (broadcast), acc(dy), acc(dy*xmu), zeros
+            return 8 * sz + 5 * 4;                          // mean (broadcast), zeros
     }
     return 0;
 }
@@ -412,10 +412,10 @@ uint64_t ClastVectors(BnOp op) {
     switch (op) {
         case BN_OP_STATS: return 4;            // mean, tmp, var, ones
         case BN_OP_ELEMT: return 4;            // mean, invstd, scale, bias
-        case BN_OP_BACKWARD_REDUCE: return 1;  // mean
+        case BN_OP_BACKWARD_REDUCE: return 3;  // mean, acc(dy), acc(dy*xmu) (each tile folded into one stride)
         case BN_OP_BACKWARD_ELEMT: return 5;   // mean, invstd, k, a, b
         case BN_OP_ELEMT_ACT: return 4;        // as elemt
-        case BN_OP_BACKWARD_REDUCE_RELU: return 1;  // as backward_reduce
+        case BN_OP_BACKWARD_REDUCE_RELU: return 3;  // as backward_reduce
     }
     return 0;
 }

@@ -43,9 +43,10 @@ public:
         pipe_.InitBuffer(dyfBuf_, tileFloats);
         pipe_.InitBuffer(xfBuf_, tileFloats);
         pipe_.InitBuffer(meanTile_, tileFloats);
-        pipe_.InitBuffer(accDyBuf_, tileFloats);
-        pipe_.InitBuffer(accXmuBuf_, tileFloats);
-        pipe_.InitBuffer(meanBuf_, static_cast<uint32_t>(t_.chunkStride * sizeof(float)));
+        const uint32_t strideFloats = static_cast<uint32_t>(t_.chunkStride * sizeof(float));
+        pipe_.InitBuffer(accDyBuf_, strideFloats);
+        pipe_.InitBuffer(accXmuBuf_, strideFloats);
+        pipe_.InitBuffer(meanBuf_, strideFloats);
         if (relu_) reluGate_.Init(pipe_, y, gradSum, total, t_.tileElems, tiling.act.gateElems);
     }
 
@@ -67,9 +68,8 @@ private:
         bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, ch.c0, ch.len);
         PipeBarrier<PIPE_ALL>();
         bn::BroadcastRows(meanT, meanBuf_.Get<float>(), ch, usedRows_);
-        const int32_t used = static_cast<int32_t>(bn::Strides(ch, usedRows_) * ch.stride);
-        Duplicate(accDy, 0.0f, used);
-        Duplicate(accXmu, 0.0f, used);
+        Duplicate(accDy, 0.0f, static_cast<int32_t>(ch.stride));
+        Duplicate(accXmu, 0.0f, static_cast<int32_t>(ch.stride));
         for (uint64_t r = 0; r < rows_.count; r += t_.tileRows) {
             const uint64_t rows = bn::Min(t_.tileRows, rows_.count - r);
             bn::EnQueRows(dyQueue_, dyGm_, t_, ch, rows_.begin + r, rows);
@@ -84,11 +84,15 @@ private:
             bn::DeQueToFloat<T>(xf, xQueue_, elems);
             Sub(xf, xf, meanT, elems);  // sum of dy * (x - mean), never dy * x - mean * dy
             Mul(xf, xf, dyf, elems);
-            Add(accDy, accDy, dyf, elems);
-            Add(accXmu, accXmu, xf, elems);
+            // Each tile folded into one stride and added there: accumulators of
+            // one stride leave the UB to the tiles (fewer, longer copies).
+            const int32_t lanes = bn::FoldStrides(dyf, ch, elems);
+            bn::FoldStrides(xf, ch, elems);
+            Add(accDy, accDy, dyf, lanes);
+            Add(accXmu, accXmu, xf, lanes);
         }
-        bn::FoldRows(accDy, ch, usedRows_);
-        bn::FoldRows(accXmu, ch, usedRows_);
+        bn::FoldRows(accDy, ch, ch.group);  // the packed group rows of the stride, if any
+        bn::FoldRows(accXmu, ch, ch.group);
     }
 
     __aicore__ inline void WriteChunk(const bn::Chunk& ch) {

@@ -129,6 +129,24 @@ __aicore__ inline void BroadcastRows(const LocalTensor<float>& dst, const LocalT
     }
 }
 
+// The first `lanes` lanes of a tile (Lanes(ch, rows)) folded into its first
+// stride by vector adds: whole strides halved (operands never overlap), then a
+// partial last stride (packed rows) added with its own count, so lanes past
+// the tile's rows never join. Returns the lanes of the first stride that hold
+// sums: min(lanes, stride).
+__aicore__ inline int32_t FoldStrides(const LocalTensor<float>& buf, const Chunk& ch, int32_t lanes) {
+    uint64_t strides = uint64_t(lanes) / ch.stride;
+    const uint64_t rem = uint64_t(lanes) % ch.stride;
+    if (strides == 0) return lanes;
+    if (rem) Add(buf, buf, buf[strides * ch.stride], static_cast<int32_t>(rem));
+    while (strides > 1) {
+        const uint64_t half = (strides + 1) / 2;
+        Add(buf, buf, buf[half * ch.stride], static_cast<int32_t>((strides - half) * ch.stride));
+        strides = half;
+    }
+    return static_cast<int32_t>(ch.stride);
+}
+
 // Per-lane sums over `rows` rows folded into the first ch.len lanes: strides
 // halved by vector adds (operands never overlap), then, when packed, the group
 // rows of the first stride added by scalar (their offsets are not aligned).
