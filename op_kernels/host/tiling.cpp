@@ -17,6 +17,10 @@ constexpr uint64_t kMaxCopyStrideBytes = 0xffffffffull;  // DataCopyExtParams::s
 uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 uint64_t AlignUp(uint64_t a, uint64_t b) { return CeilDiv(a, b) * b; }
 
+// Rows a tile for `rows` rows in tiles of at most `most`: as many tiles, of
+// even sizes (32 rows in tiles of up to 27: 16 + 16, not 27 + 5).
+uint64_t Balanced(uint64_t rows, uint64_t most) { return CeilDiv(rows, CeilDiv(rows, most)); }
+
 // The reducing kernels never share a channel's running sums between cores: a
 // barrier (SyncAll) was tried and dropped. Its hardware form needs a MIX
 // kernel, and even then, with the kernel-launch route (ascendc_library +
@@ -210,6 +214,7 @@ bool PackedTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, u
         uint64_t rows = std::min<uint64_t>({(ubBytes - fixed) / (perElem * stride), n, BN_MAX_BLOCK_COUNT});
         rows = std::min(rows, std::max(CeilDiv(n * coreUnits, kTilesPerCore), CeilDiv(kMinTileBytes, g * l * sz)));
         if ((c * l - g * l) * sz > kMaxCopyStrideBytes) rows = 1;
+        rows = Balanced(n, rows);
         const uint64_t rowBytes = g * l * sz;
         // a unit's own copies: its tiles, and about four small ones (workspace round trips, per-channel vectors)
         const uint64_t cost = coreUnits * ((CeilDiv(n, rows) + 4) * kCopyCostBytes + n * CeilDiv(rowBytes, 512) * 512);
@@ -283,6 +288,7 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
         // A multi-row copy strides C*L elements between rows, and DataCopyPad's
         // stride is a uint32 of bytes: past that, one row a copy.
         if ((c * l - 1) * sz > kMaxCopyStrideBytes) tileRows = 1;
+        tileRows = Balanced(n, tileRows);
     } else {  // one row spans several tiles
         tileRows = 1;
         uint64_t chunks = CeilDiv(l, maxElems);
@@ -480,7 +486,7 @@ int BnClastTilingFor(BnOp op, uint64_t rows, uint64_t c, uint32_t dtype, uint32_
     const bool packed = t.rowGroup > 1;
     t.chunks = CeilDiv(c, t.chanChunk);
     // rows of a packed tile are one block (no blockCount limit), else one block each
-    t.tileRows = std::min<uint64_t>({fitRows, coreRows, packed ? fitRows : BN_MAX_BLOCK_COUNT});
+    t.tileRows = Balanced(coreRows, std::min<uint64_t>({fitRows, coreRows, packed ? fitRows : BN_MAX_BLOCK_COUNT}));
     t.tileElems = CeilDiv(t.tileRows, t.rowGroup) * t.chunkStride;
     *out = t;
     return BN_TILING_OK;
