@@ -92,8 +92,15 @@ uint32_t PlanUb(BnOp op, uint32_t ubBytes) {
 // documented, so dst has room for one per repeat (at most 512 B per kernel).
 uint64_t ReduceWorkElems(uint64_t count) { return AlignUp(std::max<uint64_t>(CeilDiv(count, 64), 1), 8); }
 
-// Bytes per tile element: the queues of T (double-buffered) plus float work buffers.
-uint64_t PerElemBytes(BnOp op, uint64_t sz) {
+// backward_reduce widens rows of at least BN_WIDE_ROW_BYTES a row at a time
+// (include/batch_norm_tiling.h); shorter rows a tile at a time, where one
+// instruction per row would cost more vector time than the bigger tile saves.
+bool WidensRows(BnOp op, uint64_t l, uint64_t sz) { return op == BN_OP_BACKWARD_REDUCE && l * sz >= BN_WIDE_ROW_BYTES; }
+
+// Bytes per tile element (rows of l elements of sz bytes): the queues of T
+// (double-buffered) plus float work buffers.
+uint64_t PerElemBytes(BnOp op, uint64_t sz, uint64_t l) {
+    if (WidensRows(op, l, sz)) return 4 * sz;  // dy, x queues (its floats are rows: FloatRows)
     switch (op) {
         case BN_OP_STATS: return 2 * sz + 4;                // x queue; xf
         case BN_OP_ELEMT: return 4 * sz + 4;                // x queue, y queue; xf
@@ -106,11 +113,14 @@ uint64_t PerElemBytes(BnOp op, uint64_t sz) {
     return 0;
 }
 
-// Float accumulators of the reducing kernels, each one UB row of the tile
-// (tileStride lanes; a tile's rows are added into it lane by lane, its
-// pads left out): stats sum(x - K), sum((x - K)^2); backward_reduce sum(dy),
-// sum(dy * xmu).
-uint64_t AccRows(BnOp op) { return ReducesPerChannel(op) ? 2 : 0; }
+// Float buffers of one UB row of the tile (tileStride lanes): the reducing
+// kernels' accumulators (a tile's rows are added into them lane by lane, its
+// pads left out): stats sum(x - K), sum((x - K)^2); backward_reduce(_relu)
+// sum(dy), sum(dy * xmu); and backward_reduce's dy and x - mean when it
+// widens a row at a time (WidensRows), so that its tiles of T get the UB.
+uint64_t FloatRows(BnOp op, uint64_t sz, uint64_t l) {
+    return WidensRows(op, l, sz) ? 4 : ReducesPerChannel(op) ? 2 : 0;
+}
 
 // Bytes independent of the tile size: per-channel batches, reduce work, scratch.
 uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
@@ -258,7 +268,7 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
 
     const uint64_t epb = kBlock / sz;  // elements of T per 32-byte block
     const uint64_t paramChunk = std::min<uint64_t>(kParamChunk, AlignUp(c, 8));
-    const uint64_t perElem = PerElemBytes(op, sz) + (Gated(op) ? kGateSlackPerElem : 0);
+    const uint64_t perElem = PerElemBytes(op, sz, l) + (Gated(op) ? kGateSlackPerElem : 0);
     // Largest tile that fits: solve for elems with the reduce work sized for the bound.
     const uint64_t bound = std::max<uint64_t>(ubBytes / perElem, paramChunk);
     const uint64_t fixed = FixedBytes(op, paramChunk, ReduceWorkElems(bound)) + (Gated(op) ? kGateSlackFixed : 0);
@@ -266,9 +276,9 @@ int RowTiling(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint3
     // The accumulator rows: one whole row each (a tile of whole rows), or as
     // long as the tile (a row cut into chunks: one row a tile).
     const uint64_t rowStride = AlignUp(l, epb);
-    const uint64_t accRowBytes = AccRows(op) * rowStride * 4;
+    const uint64_t accRowBytes = FloatRows(op, sz, l) * rowStride * 4;
     const uint64_t maxRowsElems = ubBytes > fixed + accRowBytes ? (ubBytes - fixed - accRowBytes) / perElem : 0;
-    const uint64_t maxElems = (ubBytes - fixed) / (perElem + AccRows(op) * 4) / epb * epb;
+    const uint64_t maxElems = (ubBytes - fixed) / (perElem + FloatRows(op, sz, l) * 4) / epb * epb;
     if (maxElems < epb) return BN_TILING_UB_TOO_SMALL;
 
     // Tiles per channel wanted so that the cores share about kTilesPerCore
@@ -337,7 +347,7 @@ uint64_t BnUbBytes(BnOp op, const BnRowTiling& t) {
     if (t.packGroup) {
         return PackedPerElemBytes(op, sz) * t.tileElems + PackedFixedBytes(op, t.packGroup, t.l, t.tileStride, t.reduceWorkElems);
     }
-    return PerElemBytes(op, sz) * t.tileElems + AccRows(op) * t.tileStride * 4 +
+    return PerElemBytes(op, sz, t.l) * t.tileElems + FloatRows(op, sz, t.l) * t.tileStride * 4 +
            FixedBytes(op, t.paramChunk, t.reduceWorkElems) + GateExtraBytes(op, t.tileElems);
 }
 

@@ -75,6 +75,10 @@ enum BnPackedSizes : uint32_t {
     BN_PACKED_SLOT_FLOATS = 8,
 };
 
+// Rows (of the row tiling) this long or longer are widened to float a row at a
+// time by backward_reduce, which then plans float rows instead of float tiles.
+enum BnRowWidening : uint32_t { BN_WIDE_ROW_BYTES = 1024 };
+
 struct BnStatsTiling {
     BnRowTiling rows;
     float eps;

@@ -57,8 +57,11 @@ public:
         const uint32_t chunkBytes = static_cast<uint32_t>(bn::AlignUp(t_.paramChunk * sizeof(float), bn::BLOCK_BYTES));
         pipe_.InitBuffer(dyQueue_, bn::BUFFER_NUM, tileT);
         pipe_.InitBuffer(xQueue_, bn::BUFFER_NUM, tileT);
-        pipe_.InitBuffer(dyfBuf_, tileFloats);
-        pipe_.InitBuffer(xfBuf_, tileFloats);
+        // Rows of BN_WIDE_ROW_BYTES or more (never fused: dy is gated a tile at a time by
+        // bn::ReluGradGate) are widened a row at a time (host/tiling.cpp WidensRows).
+        byRow_ = !relu_ && t_.l * sizeof(T) >= BN_WIDE_ROW_BYTES;
+        pipe_.InitBuffer(dyfBuf_, byRow_ ? rowFloats : tileFloats);
+        pipe_.InitBuffer(xfBuf_, byRow_ ? rowFloats : tileFloats);
         pipe_.InitBuffer(accDyBuf_, rowFloats);
         pipe_.InitBuffer(accXmuBuf_, rowFloats);
         pipe_.InitBuffer(workBuf_, t_.reduceWorkElems * sizeof(float));
@@ -104,8 +107,6 @@ private:
     // tile's successor (bn::NextItem) is copied in before the tile is computed.
     __aicore__ inline BnGradSums ReduceChannel(uint64_t u, float mean) {
         const bn::ItemRange items = bn::ItemsOfUnit(t_, u);
-        LocalTensor<float> dyf = dyfBuf_.Get<float>();
-        LocalTensor<float> xf = xfBuf_.Get<float>();
         LocalTensor<float> accDy = accDyBuf_.Get<float>();
         LocalTensor<float> accXmu = accXmuBuf_.Get<float>();
         Duplicate(accDy, 0.0f, static_cast<int32_t>(t_.tileStride));
@@ -115,18 +116,10 @@ private:
             const bn::Tile tile = bn::TileOfItem<T>(t_, item);
             uint64_t next = 0;
             if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
-            const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride), len = static_cast<int32_t>(tile.len);
-            bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
-            if (relu_) {
-                reluGate_.Apply(dyf, elems);
-                bn::DeQueTileOut(reluGate_.gradSumGm, reluGate_.gradSumQueue, t_, tile);
-            }
-            bn::DeQueToFloat<T>(xf, xQueue_, elems);
-            Adds(xf, xf, -mean, elems);
-            Mul(xf, xf, dyf, elems);
-            for (uint64_t r = 0; r < tile.rows; ++r) {
-                Add(accDy, accDy, dyf[r * tile.stride], len);
-                Add(accXmu, accXmu, xf[r * tile.stride], len);
+            if (byRow_) {
+                RowByRow(tile, mean);
+            } else {
+                WholeTile(tile, mean);
             }
             lanes = bn::Max(lanes, tile.len);
         }
@@ -134,6 +127,43 @@ private:
         bn::SumLanes2(accDy, accXmu, lanes, resBuf_.Get<float>(), res2Buf_.Get<float>(), workBuf_.Get<float>(), s.sumDy,
                       s.sumDyXmu);
         return s;
+    }
+
+    // A tile widened whole (fused: dy gated by y's mask and written out as
+    // grad_sum), then each row added into the accumulators.
+    __aicore__ inline void WholeTile(const bn::Tile& tile, float mean) {
+        LocalTensor<float> dyf = dyfBuf_.Get<float>(), xf = xfBuf_.Get<float>();
+        const int32_t elems = static_cast<int32_t>(tile.rows * tile.stride), len = static_cast<int32_t>(tile.len);
+        bn::DeQueToFloat<T>(dyf, dyQueue_, elems);
+        if (relu_) {
+            reluGate_.Apply(dyf, elems);
+            bn::DeQueTileOut(reluGate_.gradSumGm, reluGate_.gradSumQueue, t_, tile);
+        }
+        bn::DeQueToFloat<T>(xf, xQueue_, elems);
+        Adds(xf, xf, -mean, elems);
+        Mul(xf, xf, dyf, elems);
+        for (uint64_t r = 0; r < tile.rows; ++r) {
+            Add(accDyBuf_.Get<float>(), accDyBuf_.Get<float>(), dyf[r * tile.stride], len);
+            Add(accXmuBuf_.Get<float>(), accXmuBuf_.Get<float>(), xf[r * tile.stride], len);
+        }
+    }
+
+    // A tile a row at a time from the queued tiles of T (float input is read
+    // where it landed: no widening copy).
+    __aicore__ inline void RowByRow(const bn::Tile& tile, float mean) {
+        LocalTensor<float> dyf = dyfBuf_.Get<float>(), xf = xfBuf_.Get<float>();
+        LocalTensor<float> accDy = accDyBuf_.Get<float>(), accXmu = accXmuBuf_.Get<float>();
+        LocalTensor<T> dy = dyQueue_.template DeQue<T>(), x = xQueue_.template DeQue<T>();
+        const int32_t len = static_cast<int32_t>(tile.len);
+        for (uint64_t r = 0; r < tile.rows; ++r) {
+            const LocalTensor<float> dyRow = bn::AsFloat(dyf, dy[r * tile.stride], len);
+            bn::AddsAsFloat(xf, x[r * tile.stride], -mean, len);
+            Mul(xf, xf, dyRow, len);
+            Add(accDy, accDy, dyRow, len);
+            Add(accXmu, accXmu, xf, len);
+        }
+        dyQueue_.FreeTensor(dy);
+        xQueue_.FreeTensor(x);
     }
 
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
@@ -180,7 +210,7 @@ private:
     GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;
-    bool relu_ = false;
+    bool relu_ = false, byRow_ = false;
     uint64_t windowBegin_ = 0, windowOut_ = 0, windowSize_ = 0, windowCount_ = 0;
     bn::ItemRange units_;
 };

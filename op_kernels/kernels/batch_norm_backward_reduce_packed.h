@@ -104,10 +104,10 @@ private:
             if (bn::NextItem(t_, units_, u, item, next)) CopyIn(bn::TileOfItem<T>(t_, next));
             LocalTensor<T> dy = dyQueue_.template DeQue<T>(), x = xQueue_.template DeQue<T>();
             for (uint64_t r = 0; r < tile.rows; ++r) {
-                bn::ToFloat(dyf, dy[r * tile.stride], lanes);
+                const LocalTensor<float> dyRow = bn::AsFloat(dyf, dy[r * tile.stride], lanes);
                 bn::SubAsFloat(xf, x[r * tile.stride], meanLanes, lanes);
-                Mul(xf, xf, dyf, lanes);
-                Add(accDy, accDy, dyf, lanes);
+                Mul(xf, xf, dyRow, lanes);
+                Add(accDy, accDy, dyRow, lanes);
                 Add(accXmu, accXmu, xf, lanes);
             }
             dyQueue_.FreeTensor(dy);

@@ -210,6 +210,30 @@ __aicore__ inline void FromFloat(const LocalTensor<T>& dst, const LocalTensor<fl
     CastOrCopy(dst, src, RoundMode::CAST_RINT, count);
 }
 
+// `count` lanes of src as float: src itself when T is float, else widened into dst.
+template <typename T>
+__aicore__ inline LocalTensor<float> AsFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src, int32_t count) {
+    if constexpr (std::is_same<T, float>::value) {
+        return src;
+    } else {
+        Cast(dst, src, RoundMode::CAST_NONE, static_cast<uint32_t>(count));
+        return dst;
+    }
+}
+
+// dst = float(src) + s, or - b, over `count` lanes: for float input one
+// instruction straight from src, else a Cast into dst first.
+template <typename T>
+__aicore__ inline void AddsAsFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src, float s, int32_t count) {
+    Adds(dst, AsFloat(dst, src, count), s, count);
+}
+
+template <typename T>
+__aicore__ inline void SubAsFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src, const LocalTensor<float>& b,
+                                  int32_t count) {
+    Sub(dst, AsFloat(dst, src, count), b, count);
+}
+
 // Compute's side of EnQueTile: the next tile of q, widened to float in dst; q's buffer is freed.
 template <typename T, typename Q>
 __aicore__ inline void DeQueToFloat(const LocalTensor<float>& dst, Q& q, uint32_t count) {

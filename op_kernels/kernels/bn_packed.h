@@ -26,19 +26,6 @@ __aicore__ inline void Handoff() {
     WaitFlag<E>(id);
 }
 
-// dst = float(src) - b over `count` lanes: a Cast then a Sub, or for float
-// input one Sub straight from the tile.
-template <typename T>
-__aicore__ inline void SubAsFloat(const LocalTensor<float>& dst, const LocalTensor<T>& src,
-                                  const LocalTensor<float>& b, int32_t count) {
-    if constexpr (std::is_same<T, float>::value) {
-        Sub(dst, src, b, count);
-    } else {
-        Cast(dst, src, RoundMode::CAST_NONE, static_cast<uint32_t>(count));
-        Sub(dst, dst, b, count);
-    }
-}
-
 struct PackedLanes {
     TBuf<QuePosition::VECCALC> rows, slots, work;
     GlobalTensor<float> ws;  // this core's workspace rows
