@@ -14,7 +14,7 @@ static inline i64 nlc_rows_per_block(i64) { return 128; }
 // all channels ran at a third of the read bandwidth for C = 64). Each channel
 // adds in one fixed order on every instruction set (here even and odd rows
 // apart; in the row loops below, which take the channels past the last whole
-// tile, and every channel when C > NLC_TWO_PASS_MAX_C, groups of four rows).
+// tile, and every channel when C > NLC_TILES_MAX_C, groups of four rows).
 // The backward reduce keeps its row loop: a single pass, it ran as fast as
 // with tiles or faster.
 constexpr i64 TILE = 32;
@@ -74,10 +74,11 @@ static inline void nlc_tile_stats(const typename D::T* x, i64 C, i64 b0, i64 b1,
   }
 }
 
-// Up to this C every block takes the two-pass in tiles (C = 64: 0.83 of the
-// copy's bandwidth against 0.65 for the one-pass row loop); wider rows take
-// the row loops below for every channel.
-constexpr i64 NLC_TWO_PASS_MAX_C = 64;
+// Up to this C (rows of up to 256 bytes) the head block's two-pass runs in
+// channel tiles and the later blocks keep the sums of whole vectors of
+// channels in registers; wider rows take the row loops for every channel
+// (channel tiles of them read the block in 1-4 KiB-strided columns).
+constexpr i64 NLC_TILES_MAX_C = 64;
 
 // Rows [b0, b1) of channels [c0, C) into per-channel float32 sums in
 // memory (fs += x), four rows per update of each sum: ((r0 + r1) + (r2 +
@@ -106,11 +107,74 @@ static inline void nlc_rows_sum(const typename D::T* x, i64 C, i64 c0, i64 b0, i
   }
 }
 
-// f1 += x - K, f2 += (x - K)^2, in the same order.
+// The sums of nlc_rows_dev for the TV * VN channels at c0, kept in
+// registers over the rows instead of in memory: the same additions in the
+// same order (the same bits), f1 and f2 written once at the end.
+template <class D, int TV>
+static NSB_INLINE void nlc_tile_dev(const typename D::T* x, i64 C, i64 c0, i64 b0, i64 b1, const float* __restrict K,
+                                    float* __restrict f1, float* __restrict f2) {
+  vf k[TV], a[TV], q[TV];
+#pragma GCC unroll 4
+  for (int j = 0; j < TV; ++j) {
+    k[j] = V<F32>::ld(K + c0 + j * VN);
+    a[j] = vf{};
+    q[j] = vf{};
+  }
+  const typename D::T* p = x + b0 * C + c0;
+  i64 r = b0;
+  for (; r + 3 < b1; r += 4, p += 4 * C) {
+    // A page ahead: its TLB entry is fetched before the loads reach it (the
+    // hardware prefetchers stop at page ends; past the 8 MiB the TLB maps,
+    // C = 32-64 ran at 0.65-0.75 of the read bandwidth without this, 0.9 with).
+    __builtin_prefetch((const char*)p + 4096);
+#pragma GCC unroll 4
+    for (int j = 0; j < TV; ++j) {
+      const vf d0 = V<D>::ld(p + j * VN) - k[j], d1 = V<D>::ld(p + C + j * VN) - k[j];
+      const vf d2 = V<D>::ld(p + 2 * C + j * VN) - k[j], d3 = V<D>::ld(p + 3 * C + j * VN) - k[j];
+      a[j] += (d0 + d1) + (d2 + d3);
+      q[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+    }
+  }
+  for (; r + 1 < b1; r += 2, p += 2 * C) {
+#pragma GCC unroll 4
+    for (int j = 0; j < TV; ++j) {
+      const vf d0 = V<D>::ld(p + j * VN) - k[j], d1 = V<D>::ld(p + C + j * VN) - k[j];
+      a[j] += d0 + d1;
+      q[j] += d0 * d0 + d1 * d1;
+    }
+  }
+  if (r < b1) {
+#pragma GCC unroll 4
+    for (int j = 0; j < TV; ++j) {
+      const vf d0 = V<D>::ld(p + j * VN) - k[j];
+      a[j] += d0;
+      q[j] += d0 * d0;
+    }
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < TV; ++j) {
+    V<F32>::st_exact(f1 + c0 + j * VN, a[j]);
+    V<F32>::st_exact(f2 + c0 + j * VN, q[j]);
+  }
+}
+
+// f1 += x - K, f2 += (x - K)^2 (f1, f2 zeroed by the caller), in the same
+// order as nlc_rows_sum. Rows of up to NLC_TILES_MAX_C channels keep the
+// sums of whole vectors of channels in registers (nlc_tile_dev; the row
+// loop's load and store of every sum per group of rows made C = 64 run at
+// 0.7 of the read bandwidth); the channels past them take the row loop.
 template <class D>
 static inline void nlc_rows_dev(const typename D::T* x, i64 C, i64 c0, i64 b0, i64 b1, const float* __restrict K,
                                 float* __restrict f1, float* __restrict f2) {
   typedef typename D::T T;
+  while (C <= NLC_TILES_MAX_C && C - c0 >= VN) {
+    const i64 tv = imin(4, (C - c0) / VN);
+    if (tv == 4) nlc_tile_dev<D, 4>(x, C, c0, b0, b1, K, f1, f2);
+    else if (tv == 3) nlc_tile_dev<D, 3>(x, C, c0, b0, b1, K, f1, f2);
+    else if (tv == 2) nlc_tile_dev<D, 2>(x, C, c0, b0, b1, K, f1, f2);
+    else nlc_tile_dev<D, 1>(x, C, c0, b0, b1, K, f1, f2);
+    c0 += tv * VN;
+  }
   i64 r = b0;
   for (; r + 3 < b1; r += 4) {
     const T* __restrict p0 = x + r * C;
@@ -152,7 +216,7 @@ static void nlc_block_two_pass(const typename D::T* x, i64 C, i64 b0, i64 b1, i6
                                double* __restrict Ma) {
   const i64 R = nlc_rows_per_block(C);
   const float k = (float)(b1 - b0);
-  const i64 ct = C <= NLC_TWO_PASS_MAX_C ? nlc_tiled(C) : 0;  // (tiles of a wider row read 4 KiB-strided columns)
+  const i64 ct = C <= NLC_TILES_MAX_C ? nlc_tiled(C) : 0;
   const char* next = (const char*)(x + b1 * C);
   const i64 next_bytes = (imin(r1, b1 + R) - b1) * C * (i64)sizeof(typename D::T);
   const i64 share = ct ? (next_bytes / (ct / TILE) + 63) / 64 * 64 : 0;
@@ -191,7 +255,9 @@ static inline i64 nlc_head_rows(i64 C) { return imax(16, imin(128, 4096 / C)); }
 // most R rows, double beyond; mean = K + s1/k, M2 = s2 - s1^2/k, merged with
 // the first block's (K is close to the mean: no cancellation).
 // Two passes per block ran at 0.15-0.4 of the copy's bandwidth for C >= 256,
-// whose tiles read the block column-wise. A non-finite block mean shifts by
+// whose tiles read the block column-wise, and at 0.7 of the read bandwidth
+// for C = 32-64 (the second pass's arithmetic did not overlap the first
+// pass's memory traffic). A non-finite block mean shifts by
 // 0 (Inf and NaN reach the sums, as in the NCL statistics).
 // fs, f1, f2: scratch of C floats; S1, S2: of C doubles.
 template <class D>
@@ -200,10 +266,6 @@ static void nlc_stats_range(const typename D::T* x, i64 C, i64 r0, i64 r1, float
                             double* __restrict ma, double* __restrict Ma) {
   const i64 R = nlc_rows_per_block(C);
   na = 0;
-  if (C >= TILE && C <= NLC_TWO_PASS_MAX_C) {  // whole tiles in registers, both passes from L1: faster still
-    for (i64 b0 = r0; b0 < r1; b0 += R) nlc_block_two_pass<D>(x, C, b0, imin(r1, b0 + R), r1, fs, f1, f2, na, ma, Ma);
-    return;
-  }
   const i64 h1 = imin(r1, r0 + nlc_head_rows(C));
   nlc_block_two_pass<D>(x, C, r0, h1, r1, fs, f1, f2, na, ma, Ma);
   if (h1 == r1) return;
