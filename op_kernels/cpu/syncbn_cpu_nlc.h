@@ -330,6 +330,8 @@ static void nlc_reduce_range(const typename D::T* dy, const typename D::T* x, co
       const T *__restrict x0 = x + r * C, *__restrict x1 = x0 + C, *__restrict x2 = x1 + C, *__restrict x3 = x2 + C;
       const T* __restrict y0 = MASK ? y + r * C : y;
       T* __restrict z0 = MASK ? dz + r * C : dz;
+      __builtin_prefetch((const char*)d0 + 4096);  // a page ahead (see nlc_tile_dev)
+      __builtin_prefetch((const char*)x0 + 4096);
       for (i64 c = 0; c < C; ++c) {
         const float g0 = nlc_grad<D, MASK>(d0, y0, z0, c), g1 = nlc_grad<D, MASK>(d1, y0 + C, z0 + C, c);
         const float g2 = nlc_grad<D, MASK>(d2, y0 + 2 * C, z0 + 2 * C, c);
