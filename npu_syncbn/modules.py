@@ -195,16 +195,12 @@ class SyncBatchNorm(_BatchNorm):
         class attribute (a parametrization's property) intercepts one of the
         names: nn.Module's attribute fallback costs about half a microsecond a
         name, a dozen times a step."""
-        if torch.compiler.is_compiling():  # graphs see the attribute accesses as written
-            return tuple(getattr(self, n, None) for n in _STATE_NAMES)
-        cls = type(self)
-        plain = _PLAIN_STATE.get(cls)
+        plain = not torch.compiler.is_compiling() and _PLAIN_STATE.get(type(self))  # (graphs: the accesses as written)
         if plain is None:
-            plain = _PLAIN_STATE[cls] = not any(hasattr(cls, n) for n in _STATE_NAMES)
-        if plain:
-            p, b = self._parameters, self._buffers
-            if "weight" in p and "bias" in p and "running_mean" in b and "running_var" in b and "num_batches_tracked" in b:
-                return p["weight"], p["bias"], b["running_mean"], b["running_var"], b["num_batches_tracked"]
+            plain = _PLAIN_STATE[type(self)] = not any(hasattr(type(self), n) for n in _STATE_NAMES)
+        p, b = self._parameters, self._buffers
+        if plain and {"weight", "bias"} <= p.keys() and {"running_mean", "running_var", "num_batches_tracked"} <= b.keys():
+            return p["weight"], p["bias"], b["running_mean"], b["running_var"], b["num_batches_tracked"]
         return tuple(getattr(self, n, None) for n in _STATE_NAMES)
 
     def _check_input_dim(self, input: Tensor, state=None) -> None:
@@ -253,12 +249,10 @@ class SyncBatchNorm(_BatchNorm):
     def _momentum_for_step(self, num_batches_tracked=None):
         """Momentum of the step about to run: a float, or for the cumulative
         average a 0-dim tensor 1/(num_batches_tracked + 1), never read on the host."""
-        if self.momentum is None:
-            nbt = self.num_batches_tracked if num_batches_tracked is None else num_batches_tracked
-            if nbt is not None:
-                return 1.0 / (nbt + 1).to(torch.float64)
-            return 0.0
-        return self.momentum
+        nbt = self.num_batches_tracked if num_batches_tracked is None else num_batches_tracked
+        if self.momentum is None and nbt is not None:
+            return 1.0 / (nbt + 1).to(torch.float64)
+        return 0.0 if self.momentum is None else self.momentum
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
         # As torch: batch statistics in training, and in eval when there are no
