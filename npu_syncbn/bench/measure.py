@@ -198,9 +198,9 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     def slowest(kind, part):  # per repetition: the slowest rank
         return [max(g[kind][part][i] for g in gathered) for i in range(cfg["reps"])]
 
-    def slowest_rank_wait():  # per repetition: how long the rank with the slowest sync step waited
+    def slowest_rank_wait():  # per repetition: (step, wait) of the rank with the slowest sync step
         ranks = [max(gathered, key=lambda g: g["sync"]["step"][i]) for i in range(cfg["reps"])]
-        return [g["sync"]["wait"][i] for i, g in enumerate(ranks)]
+        return [(g["sync"]["step"][i], g["sync"]["wait"][i]) for i, g in enumerate(ranks)]
 
     passes = ("read", "copy") + tuple("kernel:" + k for k in kernels)
     summary = {k: {"step_ms": summarize(slowest(k, "step")), "forward_ms": summarize(slowest(k, "fwd"))}
@@ -257,8 +257,12 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     if kernels:
         per = kernel_rows({k: summarize(slowest("kernel:" + k, "step")) for k in kernels}, act_bytes, row["copy_GBps"])
         total = sum(r["ms"]["median"] for r in per.values())
-        wait = summarize(slowest_rank_wait())
+        pairs = slowest_rank_wait()
+        wait = summarize([w for _, w in pairs])
+        # The rest per repetition (step - wait), then its median: the waits are
+        # bimodal under load (none, or a time slice), medians of the two parts
+        # would not add up.
+        rest = summarize([st - w for st, w in pairs])["median"] - total
         row.update(kernels=per, kernels_ms=total, kernels_over_floor=total / floor["median"],
-                   step_beyond_kernels_ms=s - total, sync_wait_ms=wait,
-                   step_beyond_kernels_and_wait_ms=s - total - wait["median"])
+                   step_beyond_kernels_ms=s - total, sync_wait_ms=wait, step_beyond_kernels_and_wait_ms=rest)
     return row
