@@ -114,7 +114,7 @@ template <class D, int TV>
 static NSB_INLINE void nlc_tile_dev(const typename D::T* x, i64 C, i64 c0, i64 b0, i64 b1, const float* __restrict K,
                                     float* __restrict f1, float* __restrict f2) {
   vf k[TV], a[TV], q[TV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int j = 0; j < TV; ++j) {
     k[j] = V<F32>::ld(K + c0 + j * VN);
     a[j] = vf{};
@@ -127,7 +127,7 @@ static NSB_INLINE void nlc_tile_dev(const typename D::T* x, i64 C, i64 c0, i64 b
     // hardware prefetchers stop at page ends; past the 8 MiB the TLB maps,
     // C = 32-64 ran at 0.65-0.75 of the read bandwidth without this, 0.9 with).
     __builtin_prefetch((const char*)p + 4096);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < TV; ++j) {
       const vf d0 = V<D>::ld(p + j * VN) - k[j], d1 = V<D>::ld(p + C + j * VN) - k[j];
       const vf d2 = V<D>::ld(p + 2 * C + j * VN) - k[j], d3 = V<D>::ld(p + 3 * C + j * VN) - k[j];
@@ -136,7 +136,7 @@ static NSB_INLINE void nlc_tile_dev(const typename D::T* x, i64 C, i64 c0, i64 b
     }
   }
   for (; r + 1 < b1; r += 2, p += 2 * C) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < TV; ++j) {
       const vf d0 = V<D>::ld(p + j * VN) - k[j], d1 = V<D>::ld(p + C + j * VN) - k[j];
       a[j] += d0 + d1;
@@ -144,14 +144,14 @@ static NSB_INLINE void nlc_tile_dev(const typename D::T* x, i64 C, i64 c0, i64 b
     }
   }
   if (r < b1) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < TV; ++j) {
       const vf d0 = V<D>::ld(p + j * VN) - k[j];
       a[j] += d0;
       q[j] += d0 * d0;
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int j = 0; j < TV; ++j) {
     V<F32>::st_exact(f1 + c0 + j * VN, a[j]);
     V<F32>::st_exact(f2 + c0 + j * VN, q[j]);
@@ -168,6 +168,11 @@ static inline void nlc_rows_dev(const typename D::T* x, i64 C, i64 c0, i64 b0, i
                                 float* __restrict f1, float* __restrict f2) {
   typedef typename D::T T;
   while (C <= NLC_TILES_MAX_C && C - c0 >= VN) {
+    if (VN <= 8 && C - c0 >= 8 * VN) {  // narrow vectors: 8 a tile (AVX2: a whole 64-channel row, 0.78 -> 0.88)
+      nlc_tile_dev<D, 8>(x, C, c0, b0, b1, K, f1, f2);
+      c0 += 8 * VN;
+      continue;
+    }
     const i64 tv = imin(4, (C - c0) / VN);
     if (tv == 4) nlc_tile_dev<D, 4>(x, C, c0, b0, b1, K, f1, f2);
     else if (tv == 3) nlc_tile_dev<D, 3>(x, C, c0, b0, b1, K, f1, f2);
