@@ -37,7 +37,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import comm, fingerprint, shm
+from . import fingerprint, shm
 from .ops import cpu_fast
 
 FP = len(fingerprint.FIELDS)  # fingerprint values leading the forward row
@@ -61,20 +61,20 @@ def backward_payload(c: int) -> int:
     return 2 * c
 
 
-def _f32_vector(t: Optional[Tensor]) -> bool:
-    return t is None or (type(t) in _PLAIN and t.dtype is torch.float32 and t.is_contiguous())
-
-
 def _ptr(t: Optional[Tensor]):
     return None if t is None else t.data_ptr()
 
 
 def _setup(input: Tensor, plan, payload_floats: int, vectors: Sequence[Optional[Tensor]]):
-    """(library, channel, layout) when this step runs fused, else None."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or plan.group is None or input.device.type != "cpu":
+    """(library, channel, layout) when this step runs fused, else None.
+    Cheapest tests first: this runs twice in every step."""
+    if plan.group is None or not input.is_cpu or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None  # graphs must record the ops, which a C call bypasses
-    if input.dtype not in _INPUT_DTYPES or type(input) not in _PLAIN or not all(_f32_vector(t) for t in vectors):
+    if input.dtype not in _INPUT_DTYPES or type(input) not in _PLAIN:
         return None
+    for t in vectors:  # float32 contiguous vectors (or None)
+        if t is not None and (type(t) not in _PLAIN or t.dtype is not torch.float32 or not t.is_contiguous()):
+            return None
     if torch._C._len_torch_dispatch_stack():  # a dispatch mode (profiler, recorder, make_fx) must see the ops
         return None
     lib = cpu_fast.library()
@@ -83,7 +83,7 @@ def _setup(input: Tensor, plan, payload_floats: int, vectors: Sequence[Optional[
     lay = cpu_fast.layout(input)
     if lay is None:
         return None
-    channel = comm.shm_channel(input, plan.group)
+    channel = shm.channel_for(plan.group, plan.world_size)  # (comm.shm_channel without its repeated checks)
     return None if channel is None else (lib, channel, lay)
 
 

@@ -25,6 +25,8 @@ from .ops.schema import stats_dtype
 
 SYNC_MODES = ("auto", "allgather", "allreduce")
 ACTIVATIONS = (None, "relu")
+_STATE_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_PLAIN_STATE = {}  # module class -> none of _STATE_NAMES is a class attribute (see SyncBatchNorm._state)
 
 
 def resolve_sync_mode(sync_mode: str, world_size: int, device: torch.device) -> str:
@@ -187,7 +189,21 @@ class SyncBatchNorm(_BatchNorm):
             return repr(self.layer_name)
         return f"(unnamed, constructed at {self._construction_identity}, C={self.num_features})"
 
-    def _check_input_dim(self, input: Tensor) -> None:
+    def _state(self):
+        """(weight, bias, running_mean, running_var, num_batches_tracked) as
+        attribute access gives them. Read from the module's own dicts unless a
+        class attribute (a parametrization's property) intercepts one of the
+        names: nn.Module's attribute fallback costs about half a microsecond a
+        name, a dozen times a step."""
+        plain = not torch.compiler.is_compiling() and _PLAIN_STATE.get(type(self))  # (graphs: the accesses as written)
+        if plain is None:
+            plain = _PLAIN_STATE[type(self)] = not any(hasattr(type(self), n) for n in _STATE_NAMES)
+        p, b = self._parameters, self._buffers
+        if plain and {"weight", "bias"} <= p.keys() and {"running_mean", "running_var", "num_batches_tracked"} <= b.keys():
+            return p["weight"], p["bias"], b["running_mean"], b["running_var"], b["num_batches_tracked"]
+        return tuple(getattr(self, n, None) for n in _STATE_NAMES)
+
+    def _check_input_dim(self, input: Tensor, state=None) -> None:
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor of shape (N, {self.num_features}, *), got {type(input).__name__}")
         if input.dtype not in FLOAT_DTYPES:
@@ -204,34 +220,38 @@ class SyncBatchNorm(_BatchNorm):
                 f"expected input of shape (N, {self.num_features}, *) (num_features={self.num_features} channels "
                 f"in dim 1), got shape {tuple(input.shape)}"
             )
-        held = self.weight if self.weight is not None else self.running_mean
-        if held is not None and input.device != held.device:
+        state = self._state() if state is None else state
+        held = state[0] if state[0] is not None else state[2]
+        if held is not None and not (input.is_cpu and held.is_cpu) and input.device != held.device:
             raise ValueError(
                 f"input is on {input.device} but this layer's parameters and buffers are on {held.device}: "
                 "move the input or the module (.to(device)) so that they share a device"
             )
-        self._check_state_dtypes(input)
+        self._check_state_dtypes(input, state)
 
-    def _check_state_dtypes(self, input: Tensor) -> None:
+    def _check_state_dtypes(self, input: Tensor, state=None) -> None:
         """Parameters and running stats in the input's dtype, or float32 for a
         float16/bfloat16 input: what every path (local, eval, synchronized)
         computes the same way. Anything else raises here, naming the tensor,
         rather than failing in aten on one rank and passing on two."""
-        allowed = (input.dtype, torch.float32) if input.dtype in (torch.float16, torch.bfloat16) else (input.dtype,)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            t = getattr(self, name)
-            if t is not None and t.dtype not in allowed:
+        state = self._state() if state is None else state
+        dtype = input.dtype
+        low = dtype is torch.float16 or dtype is torch.bfloat16
+        for name, t in zip(_STATE_NAMES[:4], state):
+            if t is not None and t.dtype is not dtype and not (low and t.dtype is torch.float32):
+                allowed = (dtype, torch.float32) if low else (dtype,)
                 expected = " or ".join(str(d) for d in allowed)
                 raise TypeError(
                     f"{name} is {t.dtype} but the input is {input.dtype}: this layer's {name} must be {expected} for "
                     f"a {input.dtype} input; convert the module (.to({input.dtype})) or the input (.to({t.dtype}))"
                 )
 
-    def _momentum_for_step(self):
+    def _momentum_for_step(self, num_batches_tracked=None):
         """Momentum of the step about to run: a float, or for the cumulative
         average a 0-dim tensor 1/(num_batches_tracked + 1), never read on the host."""
-        if self.momentum is None and self.num_batches_tracked is not None:
-            return 1.0 / (self.num_batches_tracked + 1).to(torch.float64)
+        nbt = self.num_batches_tracked if num_batches_tracked is None else num_batches_tracked
+        if self.momentum is None and nbt is not None:
+            return 1.0 / (nbt + 1).to(torch.float64)
         return 0.0 if self.momentum is None else self.momentum
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
@@ -271,30 +291,34 @@ class SyncBatchNorm(_BatchNorm):
         running stats when they exist), else with the running stats (no update,
         no communication). sync: batch statistics over the process group.
         residual and ``self.activation``: see the class docstring."""
-        self._check_input_dim(input)
+        state = self._state()  # read once: every step below takes these
+        self._check_input_dim(input, state)
         relu = self.activation == "relu"
         if residual is not None and not self._fusable_residual(input, residual):
             # A broadcast residual: bn(x) + residual as torch computes it, not fused.
-            return activate(self._statistics_step(input, use_batch_stats, sync, None, False), residual, relu)
-        return self._statistics_step(input, use_batch_stats, sync, residual, relu)
+            return activate(self._statistics_step(input, use_batch_stats, sync, None, False, state), residual, relu)
+        return self._statistics_step(input, use_batch_stats, sync, residual, relu, state)
 
     def _statistics_step(self, input: Tensor, use_batch_stats: bool, sync: bool, residual: Optional[Tensor],
-                         relu: bool) -> Tensor:
+                         relu: bool, state=None) -> Tensor:
+        weight, bias, running_mean, running_var, nbt = self._state() if state is None else state
         if not use_batch_stats:
-            y = F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            y = F.batch_norm(input, running_mean, running_var, weight, bias, False, 0.0, self.eps)
             return activate(y, residual, relu)
-        update = self.running_mean is not None
-        output, stepped = self._batch_stats_step(input, self._momentum_for_step() if update else 0.0, sync, residual, relu)
-        if update and stepped and self.num_batches_tracked is not None:
+        update = running_mean is not None
+        output, stepped = self._batch_stats_step(input, self._momentum_for_step(nbt) if update else 0.0, sync, residual,
+                                                 relu, state)
+        if update and stepped and nbt is not None:
             # Counted only once the step went through, so a step that raised
             # (e.g. ranks out of step) leaves the cumulative average intact.
-            self.num_batches_tracked.add_(1)
+            nbt.add_(1)
         return output
 
-    def _batch_stats_step(self, input: Tensor, momentum, sync: bool, residual: Optional[Tensor] = None, relu: bool = False):
+    def _batch_stats_step(self, input: Tensor, momentum, sync: bool, residual: Optional[Tensor] = None, relu: bool = False,
+                          state=None):
         """(output, stepped): stepped is False for a checkpoint recompute, which
         reuses its forward's statistics and updates nothing (recompute.py)."""
-        running_mean, running_var = self.running_mean, self.running_var
+        weight, bias, running_mean, running_var, _ = self._state() if state is None else state
         if sync and comm.is_non_member(self.process_group):
             _warn_non_member(self)
             sync = False
@@ -305,17 +329,17 @@ class SyncBatchNorm(_BatchNorm):
                 # F.batch_norm takes a float: reading it is free on CPU only.
                 if input.device.type != "cpu":
                     return SyncBatchNormFunction.apply(
-                        input, self.weight, self.bias, running_mean, running_var, self.eps, momentum,
+                        input, weight, bias, running_mean, running_var, self.eps, momentum,
                         self._plan(None, 1, input), residual, relu,
                     ), True
                 momentum = float(momentum)
-            y = F.batch_norm(input, running_mean, running_var, self.weight, self.bias, True, momentum, self.eps)
+            y = F.batch_norm(input, running_mean, running_var, weight, bias, True, momentum, self.eps)
             return activate(y, residual, relu), True
         reuse = recompute.take(self, input) if recompute.in_recompute() else None
         keep = [] if reuse is None and recompute.may_be_recomputed() else None
         plan = self._plan(group, world_size, input, reuse, keep)
         output = SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, momentum, plan, residual, relu,
+            input, weight, bias, running_mean, running_var, self.eps, momentum, plan, residual, relu,
         )
         if plan.save_shift is not None:
             self.__dict__["_sync_shift_ready"] = True

@@ -134,3 +134,17 @@ def syncbn_steps_use_shm(rank: int, world_size: int) -> Dict:
     ref = torch.nn.functional.batch_norm(torch.cat(xs).double(), None, None, training=True, eps=bn.eps)
     want = ref[4 * rank : 4 * rank + 4]
     return {"per_step": per_step, "close": bool(torch.allclose(y.double().detach(), want, atol=1e-5))}
+
+
+def wait_time_counts_a_late_peer(rank: int, world_size: int) -> Dict:
+    """cpu_fast.wait_seconds across one channel collective for which rank 1
+    arrives 0.3 s late: what the other ranks waited, and rank 1's own wait."""
+    from npu_syncbn.ops import cpu_fast
+
+    group, channel = _group("shm")
+    comm.all_reduce_sum(torch.ones(4), group)  # in step before the timed collective
+    before = cpu_fast.wait_seconds()
+    if rank == 1:
+        time.sleep(0.3)
+    comm.all_reduce_sum(torch.ones(4), group)
+    return {"channel": channel is not None, "waited": cpu_fast.wait_seconds() - before}

@@ -80,6 +80,10 @@ def test_bench_end_to_end(tmp_path, extra):
         positive_finite(k["GBps"], f"kernels.{name}.GBps")
         assert k["over_copy_bandwidth"] == pytest.approx(k["GBps"] / row["copy_GBps"])
     assert row["kernels_over_floor"] == pytest.approx(row["kernels_ms"] / row["floor_ms"]["median"])
+    # The step beyond the kernels: the rendezvous wait (timed in C) and the rest.
+    assert row["sync_wait_ms"]["n"] == 3 and row["sync_wait_ms"]["min"] >= 0
+    assert math.isfinite(row["step_beyond_kernels_and_wait_ms"])  # a difference of medians: sign not asserted
+    assert "wait_ms" in proc.stdout and "rest_ms" in proc.stdout
     for kind in ("fused", "unfused"):
         positive_finite(row[kind]["step_ms"]["median"], f"{kind}.step_ms")
     assert row["fused_over_unfused"] == pytest.approx(row["fused"]["step_ms"]["median"] / row["unfused"]["step_ms"]["median"])

@@ -25,12 +25,15 @@ DTYPES = list(TOL)
 # a statistics segment (33001), channels whose planes outgrow the statistics'
 # two-pass head (40x9, 4x196); NLC rows of 3, 17, 33 (one 32-channel tile and
 # one left over), 47, 100 and 300 channels, 129 and 257 rows (a block of 128
-# and one more row, an odd-length last block), rows past the head block.
+# and one more row, an odd-length last block), rows past the head block
+# (67 rows of 70 channels: the four-row groups of the row loops end in a pair
+# and a single row; 162 rows of 64 channels: whole rows of sums in registers
+# after a 64-row head).
 SHAPES = [
     ((5, 3, 1, 1), False), ((3, 17, 7), False), ((40, 3, 9), False), ((2, 5, 67), False), ((4, 6, 14, 14), False),
     ((2, 2, 4099), False), ((1, 2, 33001), False),
     ((3, 3, 43, 2), True), ((129, 17), False), ((3, 33, 5, 11), True), ((257, 47), False), ((2, 64, 3, 5), True),
-    ((300, 100), False), ((2, 300, 5, 7), True),
+    ((300, 100), False), ((2, 300, 5, 7), True), ((67, 70), False), ((2, 64, 9, 9), True),
 ]
 
 

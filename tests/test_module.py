@@ -162,3 +162,22 @@ def test_function_in_a_world_of_one_with_cumulative_momentum(sync_mode):
         torch.testing.assert_close(xs.grad, xl.grad)
     torch.testing.assert_close(sync.running_mean, local.running_mean)
     torch.testing.assert_close(sync.running_var, local.running_var)
+
+
+def test_parametrized_weight_is_the_one_normalized_with():
+    """A parametrization (a property on the module's class) gives the weight
+    the step uses, as for torch.nn.BatchNorm1d with the same parametrization."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    layers = [SyncBatchNorm(4), torch.nn.BatchNorm1d(4)]
+    for layer in layers:
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([0.5, 1.0, -1.5, 3.0]))
+        parametrize.register_parametrization(layer, "weight", Doubled())
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(layers[0](x), layers[1](x))
+    torch.testing.assert_close(layers[0].running_mean, layers[1].running_mean)

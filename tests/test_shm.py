@@ -85,3 +85,12 @@ def test_missing_peer_raises_within_the_timeout(ranks):
 
 def test_no_file_left_in_dev_shm(ranks):
     assert ranks(2).run(sc.nothing_left_in_dev_shm) == [0, 0]
+
+
+def test_wait_time_is_the_late_peers_delay(ranks):
+    """npu-syncbn-bench splits a step's time with it: the rendezvous wait is the
+    peer's lateness (here 0.3 s), not counted on the late rank."""
+    out = ranks(2).run(sc.wait_time_counts_a_late_peer)
+    assert all(res["channel"] for res in out), "no shared-memory channel although forced"
+    assert 0.25 <= out[0]["waited"] < 5, f"rank 0 waited {out[0]['waited']:.3f} s for a peer 0.3 s late"
+    assert out[1]["waited"] < 0.25, f"the late rank itself waited {out[1]['waited']:.3f} s"

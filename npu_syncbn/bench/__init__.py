@@ -29,9 +29,11 @@ of them alike:
   BatchNorm training step moves (see :func:`floor_seconds`), and
   ``sync/floor`` says how close the step comes to it;
 * ``kernel:*``: the four C kernels of the fused CPU step alone (when they
-  take the dtype and layout), as GB/s against the copy's, so that the part
-  of a step that is neither kernel nor floor shows (Python, autograd,
-  waiting for the peer at the two rendezvous);
+  take the dtype and layout; bare ctypes calls, outputs allocated
+  beforehand), as GB/s against the copy's, so that the part of a step that
+  is neither kernel nor floor shows, split into the wait for the peer at the
+  two rendezvous (timed in C, ``npu_syncbn.ops.cpu_fast.wait_seconds``) and
+  the rest (Python, autograd, allocation);
 * ``fused`` / ``unfused`` (unless ``--no-fused``):
   ``SyncBatchNorm(activation="relu")(x, residual)`` against SyncBatchNorm,
   ``+=`` and ``ReLU(inplace=True)`` as torchvision's blocks do.

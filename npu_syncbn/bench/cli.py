@@ -140,8 +140,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(format_floor(rows))
     kernels = format_kernels(rows)
     if kernels:
-        print("C kernels alone, timed the same way: GB/s (over the copy's GB/s); step-kernels = Python, autograd, "
-              "allocation and waiting for the peer at the two rendezvous:")
+        print("C kernels alone (ctypes calls, outputs allocated beforehand), timed the same way: GB/s (over the "
+              "copy's GB/s); step-kernels = wait (the slowest step's rank waiting for the peer at the two rendezvous, "
+              "timed in C) and rest (median of step - wait, minus the kernels: Python, autograd, allocation):")
         print(kernels)
     fused = format_fused(rows)
     if fused:

@@ -82,6 +82,7 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     import torch.distributed as dist
 
     from .. import comm, shm
+    from ..ops import cpu_fast
     from ..modules import SyncBatchNorm
     from ..ops.schema import stats_dtype
 
@@ -105,15 +106,21 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     pg = dist.group.WORLD
     sd = str(stats_dtype(x)).replace("torch.", "")
 
-    def step(module, forward=None):
+    waited = cpu_fast.wait_seconds if cpu_fast.library_any() is not None else (lambda: 0.0)
+    sync_wait: List[float] = []  # per sync step: seconds this rank waited for the other at the rendezvous
+
+    def step(module, forward=None, waits=None):
         x.grad = residual.grad = None
         for p in module.parameters():
             p.grad = None
+        w0 = waited()
         t0 = time.perf_counter()
         y = module(x) if forward is None else forward()
         t1 = time.perf_counter()
         y.backward(grad)
         t2 = time.perf_counter()
+        if waits is not None:
+            waits.append(waited() - w0)
         return t1 - t0, t2 - t0
 
     def unfused_forward():  # what torchvision's blocks do: bn, out += identity, ReLU(inplace=True)
@@ -157,7 +164,7 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
         t2 = time.perf_counter()
         return t1 - t0, t2 - t0
 
-    kinds = {"sync": lambda: step(sync), "local": lambda: step(local), "coll": coll_step,
+    kinds = {"sync": lambda: step(sync, waits=sync_wait), "local": lambda: step(local), "coll": coll_step,
              "read": lambda: timed(source.sum), "copy": lambda: timed(lambda: sink.copy_(source))}
     kernels = kernel_passes(x, grad)
     for name, (call, _) in kernels.items():
@@ -182,12 +189,18 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
             times[k]["step"].append(total)
 
     gathered: List[Any] = [None] * world_size
+    del sync_wait[: len(sync_wait) - cfg["reps"]]  # (the warmup's)
+    times["sync"]["wait"] = list(sync_wait)
     dist.all_gather_object(gathered, times, group=pg)
     if rank != 0:
         return {}
 
     def slowest(kind, part):  # per repetition: the slowest rank
         return [max(g[kind][part][i] for g in gathered) for i in range(cfg["reps"])]
+
+    def slowest_rank_wait():  # per repetition: (step, wait) of the rank with the slowest sync step
+        ranks = [max(gathered, key=lambda g: g["sync"]["step"][i]) for i in range(cfg["reps"])]
+        return [(g["sync"]["step"][i], g["sync"]["wait"][i]) for i, g in enumerate(ranks)]
 
     passes = ("read", "copy") + tuple("kernel:" + k for k in kernels)
     summary = {k: {"step_ms": summarize(slowest(k, "step")), "forward_ms": summarize(slowest(k, "fwd"))}
@@ -244,6 +257,12 @@ def bench_shape(shape, cfg: Dict[str, Any], rank: int, world_size: int) -> Dict[
     if kernels:
         per = kernel_rows({k: summarize(slowest("kernel:" + k, "step")) for k in kernels}, act_bytes, row["copy_GBps"])
         total = sum(r["ms"]["median"] for r in per.values())
+        pairs = slowest_rank_wait()
+        wait = summarize([w for _, w in pairs])
+        # The rest per repetition (step - wait), then its median: the waits are
+        # bimodal under load (none, or a time slice), medians of the two parts
+        # would not add up.
+        rest = summarize([st - w for st, w in pairs])["median"] - total
         row.update(kernels=per, kernels_ms=total, kernels_over_floor=total / floor["median"],
-                   step_beyond_kernels_ms=s - total)
+                   step_beyond_kernels_ms=s - total, sync_wait_ms=wait, step_beyond_kernels_and_wait_ms=rest)
     return row

@@ -49,10 +49,11 @@ def format_kernels(rows: List[Dict[str, Any]]) -> str:
     """Each C kernel's GB/s over the copy's (1.00 = as fast as a copy), their
     sum over the floor, and what the step spends beyond them."""
     head = ("shape", "dtype", "layout", "stats", "elemt", "reduce", "bwd_elemt", "kernels_ms", "kernels/floor",
-            "step-kernels_ms")
+            "step-kernels_ms", "wait_ms", "rest_ms")
     lines = [_label(r) + [f"{r['kernels'][k]['GBps']:.1f}({r['kernels'][k]['over_copy_bandwidth']:.2f})"
                           for k in ("stats", "elemt", "reduce", "backward_elemt")]
-             + [f"{r['kernels_ms']:.3f}", f"{r['kernels_over_floor']:.2f}", f"{r['step_beyond_kernels_ms']:.3f}"]
+             + [f"{r['kernels_ms']:.3f}", f"{r['kernels_over_floor']:.2f}", f"{r['step_beyond_kernels_ms']:.3f}",
+                f"{r['sync_wait_ms']['median']:.3f}", f"{r['step_beyond_kernels_and_wait_ms']:.3f}"]
              for r in rows if "kernels" in r]
     return _table(head, lines, 3) if lines else ""
 

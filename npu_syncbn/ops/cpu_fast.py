@@ -59,6 +59,7 @@ _SIGNATURES = {
     "nsb_gather_merge": [_P, _P, _I64, _P, _I64, _I64, _I64, _D, _P, _P, _D, _P, _P],
     "nsb_seq_publish": [_P, _I64],  # shm_sync.cpp, for npu_syncbn/shm.py
     "nsb_seq_wait": [_P, _I64, _I, _I64, _D],
+    "nsb_wait_time": [_P],
     "nsb_sum_rows_f32": [_P, _I64, _I, _I64, _P],
     "nsb_exchange": [_P, _I64, _I, _I, _I64, _I64, _I64, _D],
     # sync_step.cpp, for npu_syncbn/cpu_step.py
@@ -129,6 +130,18 @@ def isa() -> Optional[str]:
     """The variant the kernels run ("baseline", "avx2" or "avx512"), or None without the library."""
     lib = library_any()
     return None if lib is None else ISA_NAMES[lib.nsb_isa()]
+
+
+def wait_seconds() -> Optional[float]:
+    """Seconds this process has spent waiting for other ranks at the
+    shared-memory channel's rendezvous (all of them, since the library was
+    loaded), or None without the library."""
+    lib = library_any()
+    if lib is None:
+        return None
+    out = ctypes.c_double(0.0)
+    lib.nsb_wait_time(ctypes.addressof(out))
+    return out.value
 
 
 def select_isa(name: str) -> str:

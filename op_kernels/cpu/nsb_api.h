@@ -34,4 +34,5 @@ NSB_API void nsb_seq_publish(int64_t* seq, int64_t value);
 NSB_API int nsb_seq_wait(const int64_t* seqs, int64_t stride, int n, int64_t target, double timeout_s);
 NSB_API int nsb_exchange(int64_t* heads, int64_t head_stride, int rank, int W, int64_t k, int64_t nbytes,
                          int64_t code, double timeout_s);
+NSB_API void nsb_wait_time(double* seconds);
 NSB_API void nsb_sum_rows_f32(const float* rows, int64_t row_stride, int W, int64_t n, float* out);

@@ -22,7 +22,19 @@ inline double now_s() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+// Nanoseconds this process spent in nsb_seq_wait (all threads).
+uint64_t waited_ns = 0;
+inline int done_waiting(double start, int rc) {
+  __atomic_add_fetch(&waited_ns, (uint64_t)((now_s() - start) * 1e9), __ATOMIC_RELAXED);
+  return rc;
+}
 }  // namespace
+
+// Seconds this process has spent waiting for other ranks at the channel's
+// rendezvous since the library was loaded: the part of a synchronized step
+// that is the peers' lateness (npu-syncbn-bench reports it per step).
+NSB_API void nsb_wait_time(double* seconds) { *seconds = 1e-9 * (double)__atomic_load_n(&waited_ns, __ATOMIC_RELAXED); }
 
 // Publish: every write of this rank's payload happens-before a peer that
 // reads *seq >= value.
@@ -46,14 +58,14 @@ NSB_API int nsb_seq_wait(const int64_t* seqs, int64_t stride, int n, int64_t tar
         break;
       }
     }
-    if (missing < 0) return -1;
+    if (missing < 0) return done_waiting(start, -1);
     if (iter < 4096) {
       cpu_relax();
       continue;
     }
     if ((iter & 63) == 0) {
       const double t = now_s();
-      if (t > deadline) return missing;
+      if (t > deadline) return done_waiting(start, missing);
       waited = t - start;
     }
     if (waited > 2e-3)
