@@ -18,6 +18,7 @@
  */
 #include "bn_common.h"
 #include "batch_norm_backward_reduce_packed.h"
+#include "bn_reduce_gm.h"
 
 using namespace AscendC;
 
@@ -39,17 +40,7 @@ public:
         relu_ = fused;
         units_ = bn::CoreUnits(t_, GetBlockIdx());
 
-        const uint64_t total = t_.n * t_.c * t_.l;
-        dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
-        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
-        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
-        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
-        if (mask_ & BN_OUT_SUMS) {
-            sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), uint64_t(t_.splits) * t_.c);
-            sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), uint64_t(t_.splits) * t_.c);
-        }
-        if (mask_ & BN_OUT_GRAD_WEIGHT) gradWeightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradWeight), t_.c);
-        if (mask_ & BN_OUT_GRAD_BIAS) gradBiasGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradBias), t_.c);
+        gm_.Bind(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, t_, mask_);
 
         const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
         const uint32_t tileFloats = static_cast<uint32_t>(t_.tileElems * sizeof(float));
@@ -71,7 +62,7 @@ public:
         pipe_.InitBuffer(invstdBuf_, chunkBytes);
         pipe_.InitBuffer(sumDyOutBuf_, chunkBytes);
         pipe_.InitBuffer(sumXmuOutBuf_, chunkBytes);
-        if (relu_) reluGate_.Init(pipe_, y, gradSum, total, t_.tileElems, tiling.act.gateElems);
+        if (relu_) reluGate_.Init(pipe_, y, gradSum, t_.n * t_.c * t_.l, t_.tileElems, tiling.act.gateElems);
     }
 
     // Reduce each of the core's (part, channel) units; stage its sums at output entry u.
@@ -95,8 +86,8 @@ private:
             windowBegin_ = c;
             windowOut_ = u;
             windowSize_ = bn::Min(bn::Min(t_.paramChunk, t_.c - c), units_.end - u);
-            bn::CopyChannelsIn(meanBuf_.Get<float>(), meanGm_, c, windowSize_);
-            bn::CopyChannelsIn(invstdBuf_.Get<float>(), invstdGm_, c, windowSize_);
+            bn::CopyChannelsIn(meanBuf_.Get<float>(), gm_.mean, c, windowSize_);
+            bn::CopyChannelsIn(invstdBuf_.Get<float>(), gm_.invstd, c, windowSize_);
             PipeBarrier<PIPE_ALL>();
         }
         return meanBuf_.Get<float>().GetValue(c - windowBegin_);
@@ -167,8 +158,8 @@ private:
     }
 
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
-        bn::EnQueTile(dyQueue_, dyGm_, t_, tile);
-        bn::EnQueTile(xQueue_, xGm_, t_, tile);
+        bn::EnQueTile(dyQueue_, gm_.dy, t_, tile);
+        bn::EnQueTile(xQueue_, gm_.x, t_, tile);
         if (relu_) bn::EnQueTile(reluGate_.yQueue, reluGate_.yGm, t_, tile);
     }
 
@@ -186,16 +177,16 @@ private:
         LocalTensor<float> sumXmu = sumXmuOutBuf_.Get<float>();
         PipeBarrier<PIPE_ALL>();
         if (mask_ & BN_OUT_SUMS) {
-            bn::CopyChannelsOut(sumDyGm_, sumDy, windowOut_, windowCount_);
-            bn::CopyChannelsOut(sumDyXmuGm_, sumXmu, windowOut_, windowCount_);
+            bn::CopyChannelsOut(gm_.sumDy, sumDy, windowOut_, windowCount_);
+            bn::CopyChannelsOut(gm_.sumDyXmu, sumXmu, windowOut_, windowCount_);
         }
-        if (mask_ & BN_OUT_GRAD_BIAS) bn::CopyChannelsOut(gradBiasGm_, sumDy, windowBegin_, windowCount_);
+        if (mask_ & BN_OUT_GRAD_BIAS) bn::CopyChannelsOut(gm_.gradBias, sumDy, windowBegin_, windowCount_);
         if (mask_ & BN_OUT_GRAD_WEIGHT) {
             LocalTensor<float> invstd = invstdBuf_.Get<float>();
             PipeBarrier<PIPE_ALL>();
             Mul(invstd, invstd, sumXmu, static_cast<int32_t>(windowCount_));
             PipeBarrier<PIPE_ALL>();
-            bn::CopyChannelsOut(gradWeightGm_, invstd, windowBegin_, windowCount_);
+            bn::CopyChannelsOut(gm_.gradWeight, invstd, windowBegin_, windowCount_);
         }
         PipeBarrier<PIPE_ALL>();
         windowCount_ = 0;
@@ -206,8 +197,7 @@ private:
     TBuf<QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, workBuf_, resBuf_, res2Buf_;
     bn::ReluGradGate<T> reluGate_;
     TBuf<QuePosition::VECCALC> meanBuf_, invstdBuf_, sumDyOutBuf_, sumXmuOutBuf_;
-    GlobalTensor<T> dyGm_, xGm_;
-    GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_;
+    bn::ReduceGm<T> gm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;
     bool relu_ = false, byRow_ = false;

@@ -19,6 +19,7 @@
 #define NPU_SYNCBN_BATCH_NORM_BACKWARD_REDUCE_PACKED_H
 
 #include "bn_packed.h"
+#include "bn_reduce_gm.h"
 
 template <typename T>
 class KernelBatchNormBackwardReducePacked {
@@ -32,17 +33,7 @@ public:
         t_ = tiling.rows;
         mask_ = tiling.outputMask;
         units_ = bn::CoreUnits(t_, GetBlockIdx());
-        const uint64_t total = t_.n * t_.c * t_.l;
-        dyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(dy), total);
-        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), total);
-        meanGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mean), t_.c);
-        invstdGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(invstd), t_.c);
-        if (mask_ & BN_OUT_SUMS) {
-            sumDyGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDy), t_.c);
-            sumDyXmuGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sumDyXmu), t_.c);
-        }
-        if (mask_ & BN_OUT_GRAD_WEIGHT) gradWeightGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradWeight), t_.c);
-        if (mask_ & BN_OUT_GRAD_BIAS) gradBiasGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(gradBias), t_.c);
+        gm_.Bind(dy, x, mean, invstd, sumDy, sumDyXmu, gradWeight, gradBias, t_, mask_);
 
         const uint32_t tileT = static_cast<uint32_t>(t_.tileElems * sizeof(T));
         const uint32_t rowFloats = static_cast<uint32_t>(t_.tileStride * sizeof(float));
@@ -69,8 +60,8 @@ public:
 
 private:
     __aicore__ inline void CopyIn(const bn::Tile& tile) {
-        bn::EnQueTile(dyQueue_, dyGm_, t_, tile);
-        bn::EnQueTile(xQueue_, xGm_, t_, tile);
+        bn::EnQueTile(dyQueue_, gm_.dy, t_, tile);
+        bn::EnQueTile(xQueue_, gm_.x, t_, tile);
     }
 
     // mean_j of channels [c0, c0 + g) in the lane buffer; invstd of those
@@ -78,8 +69,8 @@ private:
     __aicore__ inline void MeanLanes(uint64_t c0, uint64_t g) {
         using namespace AscendC;
         LocalTensor<float> means = lanes_.Slots(0), rows = lanes_.rows.Get<float>();
-        lanes_.SlotsIn(means, meanGm_, c0, g);
-        if (mask_ & BN_OUT_GRAD_WEIGHT) lanes_.SlotsIn(lanes_.Slots(1), invstdGm_, c0, g);
+        lanes_.SlotsIn(means, gm_.mean, c0, g);
+        if (mask_ & BN_OUT_GRAD_WEIGHT) lanes_.SlotsIn(lanes_.Slots(1), gm_.invstd, c0, g);
         bn::Handoff<HardEvent::MTE2_S>();
         for (uint64_t c = 0; c < g; ++c) {
             Duplicate(rows[c * lanes_.lStride], means.GetValue(c * BN_PACKED_SLOT_FLOATS), static_cast<int32_t>(t_.l));
@@ -127,11 +118,11 @@ private:
         if (mask_ & BN_OUT_GRAD_WEIGHT) Mul(invstd, invstd, sumXmu, slotLanes);
         bn::Handoff<HardEvent::V_MTE3>();
         if (mask_ & BN_OUT_SUMS) {
-            lanes_.SlotsOut(sumDyGm_, sumDy, c0, g);
-            lanes_.SlotsOut(sumDyXmuGm_, sumXmu, c0, g);
+            lanes_.SlotsOut(gm_.sumDy, sumDy, c0, g);
+            lanes_.SlotsOut(gm_.sumDyXmu, sumXmu, c0, g);
         }
-        if (mask_ & BN_OUT_GRAD_BIAS) lanes_.SlotsOut(gradBiasGm_, sumDy, c0, g);
-        if (mask_ & BN_OUT_GRAD_WEIGHT) lanes_.SlotsOut(gradWeightGm_, invstd, c0, g);
+        if (mask_ & BN_OUT_GRAD_BIAS) lanes_.SlotsOut(gm_.gradBias, sumDy, c0, g);
+        if (mask_ & BN_OUT_GRAD_WEIGHT) lanes_.SlotsOut(gm_.gradWeight, invstd, c0, g);
         lanes_.EndUnit();
     }
 
@@ -139,8 +130,7 @@ private:
     AscendC::TQue<AscendC::QuePosition::VECIN, bn::BUFFER_NUM> dyQueue_, xQueue_;
     AscendC::TBuf<AscendC::QuePosition::VECCALC> dyfBuf_, xfBuf_, accDyBuf_, accXmuBuf_, meanLanesBuf_;
     bn::PackedLanes lanes_;
-    AscendC::GlobalTensor<T> dyGm_, xGm_;
-    AscendC::GlobalTensor<float> meanGm_, invstdGm_, sumDyGm_, sumDyXmuGm_, gradWeightGm_, gradBiasGm_;
+    bn::ReduceGm<T> gm_;
     BnRowTiling t_;
     uint32_t mask_ = 0;
     bn::ItemRange units_;
