@@ -51,8 +51,9 @@ uint32_t BnGateElems(uint64_t tileElems);
 uint32_t BnDtypeSize(uint32_t dtype);
 
 // Row tiling of one of the (N, C, L) kernels. The reducing kernels (stats,
-// backward_reduce) get whole channels a core here (splits = 1: one launch,
-// (C,) outputs), which leaves cores idle when C < cores or C does not spread
+// backward_reduce) get whole channels a core here, or on short rows whole
+// groups of channels (the packed layout) (splits = 1: one launch, (C,)
+// outputs), which leaves cores idle when C < cores or C does not spread
 // evenly; BnRowCutTilingFor may cut channels into parts (splits >= 1), whose
 // (splits, C) partial outputs the host merges with a second launch (bn_ops.h).
 int BnRowTilingFor(BnOp op, uint64_t n, uint64_t c, uint64_t l, uint32_t dtype, uint32_t cores,
