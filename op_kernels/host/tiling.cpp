@@ -8,8 +8,6 @@ namespace {
 
 constexpr uint64_t kBlock = 32;      // bytes of one UB data block
 constexpr uint32_t kParamChunk = 256;  // channels of per-channel params held in UB at once
-constexpr uint32_t kGatherChunk = 1024;
-constexpr uint32_t kCountChunk = 1024;
 constexpr uint64_t kTilesPerCore = 4;
 constexpr uint64_t kMinTileBytes = 8 * 1024;
 constexpr uint64_t kMaxCopyStrideBytes = 0xffffffffull;  // DataCopyExtParams::srcStride / dstStride (uint32)
@@ -371,42 +369,12 @@ uint64_t BnRowPartElems(const BnRowTiling& t, uint64_t part) {
     return elems;
 }
 
-int BnGatherTilingFor(uint64_t c, uint64_t world, uint32_t cores, uint32_t ubBytes, bool hasRunningMean,
-                      bool hasRunningVar, float momentum, float eps, BnGatherTiling* out) {
-    if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
-    if (c == 0) return BN_TILING_EMPTY;
-    if (world == 0) return BN_TILING_BAD_WORLD;
-    BnGatherTiling t{};
-    t.c = c;
-    t.world = world;
-    t.blockDim = static_cast<uint32_t>(std::min<uint64_t>(cores, c));
-    t.chanBase = c / t.blockDim;
-    t.chanRem = c % t.blockDim;
-    t.chunk = static_cast<uint32_t>(std::min<uint64_t>(kGatherChunk, AlignUp(t.chanBase + (t.chanRem ? 1 : 0), 8)));
-    t.countChunk = static_cast<uint32_t>(std::min<uint64_t>(kCountChunk, AlignUp(world, 8)));
-    t.hasRunningMean = hasRunningMean ? 1 : 0;
-    t.hasRunningVar = hasRunningVar ? 1 : 0;
-    t.momentum = momentum;
-    t.eps = eps;
-    while (BnGatherUbBytes(t) > ubBytes && t.chunk > 8) t.chunk /= 2;
-    if (BnGatherUbBytes(t) > ubBytes) return BN_TILING_UB_TOO_SMALL;
-    *out = t;
-    return BN_TILING_OK;
-}
-
-uint64_t BnGatherUbBytes(const BnGatherTiling& t) {
-    // mean acc, M2 acc, rank mean, rank invstd, tmp, running mean, running var; counts
-    return 7 * AlignUp(uint64_t(t.chunk) * 4, kBlock) + AlignUp(uint64_t(t.countChunk) * 4, kBlock);
-}
-
 // ---------------------------------------------------------------- C-last path
 namespace {
 
 constexpr uint64_t kClastMinRows = 8;     // rows a tile should hold before channels are cut into chunks
 constexpr uint32_t kClastCountChunk = 256;  // per-rank counts per UB batch (backward_elemt)
 constexpr uint64_t kMergeMinChannels = 128; // channels per core of a merge launch: 512-byte float bursts
-constexpr uint32_t kSumRowsChunk = 1024;
-constexpr uint32_t kSumRowsMinChunk = 128;  // 512-byte bursts per row
 constexpr uint64_t kClastPackedRowBytes = 512;  // ragged rows shorter than this pack (BnClastTiling::rowGroup)
 
 // Bytes per tile element: the queues of T (double-buffered) plus float tiles.
@@ -511,34 +479,4 @@ uint64_t BnClastCoreRows(const BnClastTiling& t, uint32_t k) { return t.rowsBase
 
 uint32_t BnMergeCores(uint64_t c, uint32_t cores) {
     return static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(cores, c / kMergeMinChannels)));
-}
-
-int BnSumRowsTilingFor(uint64_t c, uint64_t rows, uint32_t cores, uint32_t ubBytes, uint32_t outputMask,
-                       BnSumRowsTiling* out) {
-    if (cores < 1 || cores > BN_MAX_CORES) return BN_TILING_BAD_CORES;
-    if (c == 0) return BN_TILING_EMPTY;
-    if (rows == 0) return BN_TILING_BAD_WORLD;
-    BnSumRowsTiling t{};
-    t.c = c;
-    t.rows = rows;
-    t.blockDim = BnMergeCores(c, cores);
-    t.chanBase = c / t.blockDim;
-    t.chanRem = c % t.blockDim;
-    t.chunk = static_cast<uint32_t>(std::min<uint64_t>(kSumRowsChunk, AlignUp(t.chanBase + (t.chanRem ? 1 : 0), 8)));
-    t.outputMask = outputMask;
-    // Every row of a chunk in one copy when it fits with at least kSumRowsMinChunk
-    // channels; else fewer rows a copy.
-    t.rowBatch = static_cast<uint32_t>(std::min<uint64_t>(rows, BN_MAX_BLOCK_COUNT));
-    while (BnSumRowsUbBytes(t) > ubBytes && t.chunk > kSumRowsMinChunk) t.chunk /= 2;
-    while (BnSumRowsUbBytes(t) > ubBytes && t.rowBatch > 1) t.rowBatch = (t.rowBatch + 1) / 2;
-    while (BnSumRowsUbBytes(t) > ubBytes && t.chunk > 8) t.chunk /= 2;
-    if (BnSumRowsUbBytes(t) > ubBytes) return BN_TILING_UB_TOO_SMALL;
-    *out = t;
-    return BN_TILING_OK;
-}
-
-uint64_t BnSumRowsUbBytes(const BnSumRowsTiling& t) {
-    // rowBatch rows of sum_dy and of sum_dy_xmu; acc sum_dy, acc sum_dy_xmu, invstd
-    const uint64_t chunk = AlignUp(uint64_t(t.chunk) * 4, kBlock);
-    return 2 * uint64_t(t.rowBatch) * chunk + 3 * chunk;
 }

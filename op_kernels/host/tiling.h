@@ -109,4 +109,6 @@ int BnSumRowsTilingFor(uint64_t c, uint64_t rows, uint32_t cores, uint32_t ubByt
 // UB bytes batch_norm_sum_rows allocates for tiling `t`.
 uint64_t BnSumRowsUbBytes(const BnSumRowsTiling& t);
 
+#include "tiling_merge.h"  // the merge launches' tilings, inline
+
 #endif  // NPU_SYNCBN_HOST_TILING_H
