@@ -138,8 +138,10 @@ uint64_t FixedBytes(BnOp op, uint64_t paramChunk, uint64_t reduceWork) {
 
 // The packed stats layout (include/batch_norm_tiling.h, packGroup): rows
 // shorter than this move one sample's group of channels per burst instead.
-// A slot (8 floats) holds one ReduceSum result of up to 8 repeats: L <= 512.
-constexpr uint64_t kPackedRowBytes = 1024;
+// Rows the packed kernels take are shorter than these (see Packs). A slot (8
+// floats) holds one ReduceSum result of up to 8 repeats: L <= 512.
+constexpr uint64_t kPackedStatsRowBytes = 1024;
+constexpr uint64_t kPackedReduceRowBytes = 256;
 
 uint64_t PackedRowSets(BnOp op) { return op == BN_OP_STATS ? BN_PACKED_STATS_ROWS : BN_PACKED_REDUCE_ROWS; }
 
@@ -165,7 +167,7 @@ uint64_t PackedFixedBytes(BnOp op, uint64_t group, uint64_t l, uint64_t stride, 
 // the next channel's copies, which the timing model finds as fast from 14x14
 // float16 on), under 1 KiB for stats (whose row plan reads back twice a channel).
 bool Packs(BnOp op, uint64_t c, uint64_t l, uint64_t sz, uint32_t cores) {
-    const uint64_t below = op == BN_OP_STATS ? kPackedRowBytes : op == BN_OP_BACKWARD_REDUCE ? 256 : 0;
+    const uint64_t below = op == BN_OP_STATS ? kPackedStatsRowBytes : op == BN_OP_BACKWARD_REDUCE ? kPackedReduceRowBytes : 0;
     return l * sz < below && c >= cores;
 }
 

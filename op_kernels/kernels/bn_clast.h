@@ -147,16 +147,11 @@ __aicore__ inline int32_t FoldStrides(const LocalTensor<float>& buf, const Chunk
     return static_cast<int32_t>(ch.stride);
 }
 
-// Per-lane sums over `rows` rows folded into the first ch.len lanes: strides
-// halved by vector adds (operands never overlap), then, when packed, the group
-// rows of the first stride added by scalar (their offsets are not aligned).
+// Per-lane sums over `rows` rows folded into the first ch.len lanes: whole
+// strides folded (FoldStrides), then, when packed, the group rows of the first
+// stride added by scalar (their offsets are not aligned).
 __aicore__ inline void FoldRows(const LocalTensor<float>& acc, const Chunk& ch, uint64_t rows) {
-    uint64_t strides = Strides(ch, rows);
-    while (strides > 1) {
-        const uint64_t half = (strides + 1) / 2;
-        Add(acc, acc, acc[half * ch.stride], static_cast<int32_t>((strides - half) * ch.stride));
-        strides = half;
-    }
+    FoldStrides(acc, ch, static_cast<int32_t>(Strides(ch, rows) * ch.stride));
     if (ch.group > 1) {
         PipeBarrier<PIPE_ALL>();
         for (uint64_t c = 0; c < ch.len; ++c) {

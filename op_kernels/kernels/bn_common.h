@@ -258,6 +258,14 @@ __aicore__ inline void DeQueTileOut(const GlobalTensor<T>& dst, Q& q, const BnRo
     q.FreeTensor(src);
 }
 
+// The pipe of E's second half waits for everything its first half has issued.
+template <HardEvent E>
+__aicore__ inline void Handoff() {
+    const TEventID id = GetTPipePtr()->FetchEventID(E);
+    SetFlag<E>(id);
+    WaitFlag<E>(id);
+}
+
 // Sum of the first `count` lanes, read back as a scalar (res and work: one
 // float per 256-byte repeat each, see ReduceWorkElems in host/tiling.cpp).
 __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count, const LocalTensor<float>& res,
@@ -265,17 +273,13 @@ __aicore__ inline float SumLanes(const LocalTensor<float>& lanes, uint64_t count
     ReduceSum(res, lanes, work, static_cast<int32_t>(count));
     // Only the vector pipe's result is waited for (V -> S), not every pipe: the
     // next tile's copy-in already issued keeps moving.
-    const TEventID vToS = GetTPipePtr()->FetchEventID(HardEvent::V_S);
-    SetFlag<HardEvent::V_S>(vToS);
-    WaitFlag<HardEvent::V_S>(vToS);
+    Handoff<HardEvent::V_S>();
     const float sum = res.GetValue(0);
     // The next ReduceSum (V) rewrites res: order it after this scalar read.
     // bisheng's --cce-auto-sync (on in ascendc_library builds) would insert
     // this S->V event; the kernels do not rely on it (the twin's pipe model
     // checks them with auto-sync off too).
-    const TEventID sToV = GetTPipePtr()->FetchEventID(HardEvent::S_V);
-    SetFlag<HardEvent::S_V>(sToV);
-    WaitFlag<HardEvent::S_V>(sToV);
+    Handoff<HardEvent::S_V>();
     return sum;
 }
 
@@ -288,14 +292,10 @@ __aicore__ inline void SumLanes2(const LocalTensor<float>& a, const LocalTensor<
                                  const LocalTensor<float>& work, float& sumA, float& sumB) {
     ReduceSum(res, a, work, static_cast<int32_t>(count));
     ReduceSum(res2, b, work, static_cast<int32_t>(count));
-    const TEventID vToS = GetTPipePtr()->FetchEventID(HardEvent::V_S);
-    SetFlag<HardEvent::V_S>(vToS);
-    WaitFlag<HardEvent::V_S>(vToS);
+    Handoff<HardEvent::V_S>();
     sumA = res.GetValue(0);
     sumB = res2.GetValue(0);
-    const TEventID sToV = GetTPipePtr()->FetchEventID(HardEvent::S_V);  // the next ReduceSums rewrite res, res2
-    SetFlag<HardEvent::S_V>(sToV);
-    WaitFlag<HardEvent::S_V>(sToV);
+    Handoff<HardEvent::S_V>();  // the next ReduceSums rewrite res, res2
 }
 
 // dst = 1 / src as Duplicate + Div: full float precision, unlike an approximate

@@ -18,14 +18,6 @@
 
 namespace bn {
 
-// The pipe of E's second half waits for everything its first half has issued.
-template <HardEvent E>
-__aicore__ inline void Handoff() {
-    const TEventID id = GetTPipePtr()->FetchEventID(E);
-    SetFlag<E>(id);
-    WaitFlag<E>(id);
-}
-
 struct PackedLanes {
     TBuf<QuePosition::VECCALC> rows, slots, work;
     GlobalTensor<float> ws;  // this core's workspace rows
